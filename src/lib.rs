@@ -1,0 +1,1 @@
+//! Ovation: a live-streaming gifting server.
