@@ -1,1 +1,114 @@
-//! Ovation: a live-streaming gifting server.
+//! Ovation: a live-streaming gifting server. See `docs/architecture.md` for the map.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Tokens;
+use crate::config::{Config, Limits};
+use crate::hub::Hub;
+
+/// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Where the static pages live unless the config says otherwise.
+pub fn default_static_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static")
+}
+
+/// Validates the config, binds the listener and starts serving in the background.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let limits = config.file.limits.clone();
+    let secret = match &config.token_secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => auth::dev_secret(&config.data_dir)?,
+    };
+    let hub = Arc::new(Hub::new(limits.clone()));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let state = http::AppState {
+        hub: hub.clone(),
+        tokens: Arc::new(Tokens::new(&secret, limits.token_leeway_s)),
+        dev: config.dev,
+        metrics: metrics::install(),
+        shutdown: shutdown.clone(),
+        connections: connections.clone(),
+    };
+    tokio::spawn(tick(hub, limits.clone(), shutdown.clone()));
+    let app = http::router(state, default_static_dir());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .context("serving HTTP")?;
+        // No new connections now; the open ones were told to close with 1001.
+        connections.close();
+        if tokio::time::timeout(Limits::ms(limits.shutdown_grace_ms), connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+        Ok(())
+    });
+    Ok(Server {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// The hub's periodic work until shutdown.
+async fn tick(hub: Arc<Hub>, limits: Limits, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Limits::ms(limits.presence_interval_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => hub.tick(Instant::now()),
+        }
+    }
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close sockets with 1001, finish work.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}

@@ -1,1 +1,119 @@
-fn main() {}
+//! The `ovation` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ovation::config::{Config, FileConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "ovation",
+    version,
+    about = "Live-streaming gifting server",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on for HTTP, WebSocket, WHIP and WHEP.
+    #[arg(long, env = "OVATION_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the ledger and other durable state.
+    #[arg(long, env = "OVATION_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// HS256 secret shared with the backend that mints tokens (at least 16 bytes).
+    /// Without it the server runs in dev mode.
+    #[arg(long, env = "OVATION_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// Dev mode: POST /api/dev/token hands out tokens and POST /api/me/topup free coins.
+    /// On by default when no secret is given; dev mode only listens on loopback.
+    #[arg(long, env = "OVATION_DEV")]
+    dev: bool,
+    /// TOML file with limits and the rest (see docs/configuration.md).
+    #[arg(long, env = "OVATION_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Config {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            dev: self.dev || self.token_secret.is_none(),
+            token_secret: self.token_secret,
+            file,
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let dev = config.dev;
+        let server = ovation::start(config).await?;
+        let url = format!("http://{}", server.addr());
+        println!("Ovation is listening on {url}");
+        println!("  open {url}/ to watch and chat");
+        println!(
+            "  WebSocket {}/ws, metrics {url}/metrics",
+            url.replacen("http", "ws", 1)
+        );
+        if dev {
+            println!("  dev mode: sign in from the page (tokens from POST {url}/api/dev/token)");
+        }
+        shutdown_signal().await;
+        println!("shutting down: closing connections");
+        server.shutdown();
+        server.stopped().await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

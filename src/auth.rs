@@ -1,0 +1,171 @@
+//! Tokens: HS256 JWTs with `sub`, `name`, `role`, `exp`. The platform's backend mints
+//! them; the server verifies them (and mints them itself only in dev mode).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{is_valid_id, UserRef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Broadcaster,
+    Admin,
+}
+
+/// A signed-in user, as proven by a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+impl User {
+    pub fn as_ref(&self) -> UserRef {
+        UserRef {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// Each broadcaster owns exactly one room: the one named after them.
+    pub fn owns_room(&self, room: &str) -> bool {
+        self.role == Role::Broadcaster && self.id == room
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub name: String,
+    pub role: Role,
+    pub exp: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("invalid token: {0}")]
+    BadClaims(&'static str),
+}
+
+/// Checks a user's id, display name and role as the protocol defines them.
+pub fn check_identity(id: &str, name: &str) -> Result<(), &'static str> {
+    if !is_valid_id(id) {
+        return Err("user id must match [a-z0-9_-]{1,64}");
+    }
+    if !(1..=40).contains(&name.chars().count()) || name.trim().is_empty() {
+        return Err("name must be 1 to 40 characters");
+    }
+    Ok(())
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], leeway_s: u64) -> Tokens {
+        // Only HS256: a token naming any other algorithm (including "none") is refused.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = leeway_s;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<User, TokenError> {
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        check_identity(&claims.sub, &claims.name).map_err(TokenError::BadClaims)?;
+        Ok(User {
+            id: claims.sub,
+            name: claims.name,
+            role: claims.role,
+        })
+    }
+
+    pub fn mint(&self, user: &User, ttl_s: u64) -> String {
+        let claims = Claims {
+            sub: user.id.clone(),
+            name: user.name.clone(),
+            role: user.role,
+            exp: unix_now_s() + ttl_s,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+}
+
+pub fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Dev mode's secret: generated once and kept in the data directory, so dev tokens
+/// survive a restart (pages keep working after `cargo run` again).
+pub fn dev_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("dev-token-secret");
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut secret = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bob() -> User {
+        User {
+            id: "bob".into(),
+            name: "Bob".into(),
+            role: Role::Viewer,
+        }
+    }
+
+    #[test]
+    fn minted_token_verifies() {
+        let tokens = Tokens::new(b"0123456789abcdef0123", 0);
+        assert_eq!(tokens.verify(&tokens.mint(&bob(), 60)).unwrap(), bob());
+    }
+
+    #[test]
+    fn other_secret_is_refused() {
+        let ours = Tokens::new(b"0123456789abcdef0123", 0);
+        let theirs = Tokens::new(b"another secret, 20b+", 0);
+        assert!(ours.verify(&theirs.mint(&bob(), 60)).is_err());
+    }
+
+    #[test]
+    fn bad_identity_in_claims_is_refused() {
+        let tokens = Tokens::new(b"0123456789abcdef0123", 0);
+        let user = User {
+            id: "Not Valid".into(),
+            ..bob()
+        };
+        assert!(tokens.verify(&tokens.mint(&user, 60)).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! Server configuration: the CLI flags (see `main.rs`) plus an optional TOML file for
+//! everything else. Every limit of the protocol that a deployment may tune lives here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// HS256 secret shared with the platform's backend. `None` means dev mode with a
+    /// secret generated once and kept in the data directory.
+    pub token_secret: Option<String>,
+    pub dev: bool,
+    pub file: FileConfig,
+}
+
+/// The part of the configuration that comes from `--config FILE`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub limits: Limits,
+}
+
+/// Limits and timings. Durations are in milliseconds so the TOML stays plain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest text frame a client may send; larger ones close the connection with 1009.
+    pub max_frame_bytes: usize,
+    pub rooms_per_connection: usize,
+    /// Sequenced events each room keeps for `since` recovery.
+    pub history_len: usize,
+    /// Events a `join` without a usable `since` returns.
+    pub join_replay: usize,
+    /// Outbound messages queued per connection before it is closed as a slow consumer.
+    pub queue_len: usize,
+    pub chat_burst: u32,
+    pub chat_window_ms: u64,
+    pub error_storm_count: usize,
+    pub error_storm_window_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// How often presence is coalesced and empty rooms are swept.
+    pub presence_interval_ms: u64,
+    /// How long an empty room keeps its history for clients that reconnect.
+    pub room_linger_ms: u64,
+    /// How long a closing connection may take to flush its last frames and close frame.
+    pub close_grace_ms: u64,
+    /// On shutdown, how long to wait for connections and in-flight work to finish.
+    pub shutdown_grace_ms: u64,
+    /// Tolerated clock skew when checking a token's `exp`.
+    pub token_leeway_s: u64,
+    /// Lifetime of tokens minted by the dev route.
+    pub dev_token_ttl_s: u64,
+    /// Read buffer per WebSocket; small keeps idle connections cheap.
+    pub ws_read_buffer_bytes: usize,
+    /// Bytes a writer gathers before it writes to the socket (a flush writes at once).
+    pub ws_write_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 16 * 1024,
+            rooms_per_connection: 16,
+            history_len: 1000,
+            join_replay: 50,
+            queue_len: 1024,
+            chat_burst: 5,
+            chat_window_ms: 10_000,
+            error_storm_count: 20,
+            error_storm_window_ms: 10_000,
+            heartbeat_interval_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            presence_interval_ms: 1_000,
+            room_linger_ms: 30_000,
+            close_grace_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+            token_leeway_s: 30,
+            dev_token_ttl_s: 24 * 3600,
+            ws_read_buffer_bytes: 4 * 1024,
+            ws_write_buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("max_frame_bytes", self.max_frame_bytes as u64),
+            ("rooms_per_connection", self.rooms_per_connection as u64),
+            ("history_len", self.history_len as u64),
+            ("queue_len", self.queue_len as u64),
+            ("chat_burst", u64::from(self.chat_burst)),
+            ("chat_window_ms", self.chat_window_ms),
+            ("error_storm_count", self.error_storm_count as u64),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("presence_interval_ms", self.presence_interval_ms),
+            ("ws_read_buffer_bytes", self.ws_read_buffer_bytes as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                bail!("limits.{name} must be greater than zero");
+            }
+        }
+        if self.idle_timeout_ms <= self.heartbeat_interval_ms {
+            bail!("limits.idle_timeout_ms must exceed limits.heartbeat_interval_ms");
+        }
+        Ok(())
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        FileConfig::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        let config: FileConfig = toml::from_str(text)?;
+        config.limits.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Defaults for a server on `listen`, in dev mode, storing data in `data_dir`.
+    pub fn dev(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            listen,
+            data_dir,
+            token_secret: None,
+            dev: true,
+            file: FileConfig::default(),
+        }
+    }
+
+    /// The rule that keeps dev mode (free tokens, free coins) off the network.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.dev && !self.listen.ip().is_loopback() {
+            bail!(
+                "dev mode hands out tokens and coins to anyone, so it only listens on loopback; \
+                 {} is not a loopback address. Set --token-secret (OVATION_TOKEN_SECRET) and \
+                 leave out --dev to listen elsewhere",
+                self.listen
+            );
+        }
+        if !self.dev && self.token_secret.is_none() {
+            bail!("without dev mode a --token-secret (OVATION_TOKEN_SECRET) is required");
+        }
+        if let Some(secret) = &self.token_secret {
+            if secret.len() < 16 {
+                bail!("--token-secret must be at least 16 bytes long");
+            }
+        }
+        self.file.limits.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_some_limits_and_keeps_the_rest() {
+        let config = FileConfig::parse("[limits]\nchat_burst = 50\n").unwrap();
+        assert_eq!(config.limits.chat_burst, 50);
+        assert_eq!(config.limits.history_len, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_limits_are_refused() {
+        assert!(FileConfig::parse("[limits]\nchat_brust = 5\n").is_err());
+        assert!(FileConfig::parse("[limits]\nqueue_len = 0\n").is_err());
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_public_address() {
+        let config = Config::dev("0.0.0.0:8080".parse().unwrap(), "d".into());
+        assert!(config.validate().is_err());
+        let config = Config::dev("127.0.0.1:8080".parse().unwrap(), "d".into());
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,140 @@
+//! A room's window of recent sequenced events, and `since` recovery over it.
+//! Pure data: no locks, no clocks, no sockets.
+
+use std::collections::VecDeque;
+
+use axum::extract::ws::Utf8Bytes;
+
+/// What a `join` gets back from the history.
+#[derive(Debug, PartialEq)]
+pub struct Replay {
+    /// True when the events are exactly those after the client's `since`.
+    pub recovered: bool,
+    pub events: Vec<Utf8Bytes>,
+}
+
+pub struct History {
+    capacity: usize,
+    /// Sequence number of the newest event; the room's `seq`.
+    last_seq: u64,
+    /// Serialized events, oldest first; the last one has `last_seq`.
+    events: VecDeque<Utf8Bytes>,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> History {
+        assert!(capacity > 0, "a history keeps at least one event");
+        History {
+            capacity,
+            last_seq: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The sequence number the next event gets.
+    pub fn next_seq(&self) -> u64 {
+        self.last_seq + 1
+    }
+
+    /// Appends the event that was given `next_seq()`.
+    pub fn push(&mut self, event: Utf8Bytes) {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+        self.last_seq += 1;
+        debug_assert!(self.events.len() <= self.capacity);
+    }
+
+    fn oldest_seq(&self) -> u64 {
+        self.last_seq + 1 - self.events.len() as u64
+    }
+
+    /// Events after `since` when the window still holds all of them; else the latest
+    /// `fallback` events, flagged as not recovered.
+    pub fn replay(&self, since: Option<u64>, fallback: usize) -> Replay {
+        if let Some(seq) = since {
+            // Recoverable when nothing after `seq` has fallen out of the window.
+            if seq <= self.last_seq && seq + 1 >= self.oldest_seq() {
+                let skip = (seq + 1 - self.oldest_seq()) as usize;
+                return Replay {
+                    recovered: true,
+                    events: self.events.iter().skip(skip).cloned().collect(),
+                };
+            }
+        }
+        let skip = self.events.len().saturating_sub(fallback);
+        Replay {
+            recovered: false,
+            events: self.events.iter().skip(skip).cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(capacity: usize, events: u64) -> History {
+        let mut history = History::new(capacity);
+        for _ in 0..events {
+            let seq = history.next_seq();
+            history.push(Utf8Bytes::from(seq.to_string()));
+        }
+        history
+    }
+
+    fn seqs(replay: &Replay) -> Vec<u64> {
+        replay
+            .events
+            .iter()
+            .map(|e| e.as_str().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn recovers_exactly_the_missed_events() {
+        let h = history(10, 25);
+        let replay = h.replay(Some(20), 3);
+        assert!(replay.recovered);
+        assert_eq!(seqs(&replay), vec![21, 22, 23, 24, 25]);
+    }
+
+    #[test]
+    fn oldest_recoverable_position_is_one_before_the_window() {
+        let h = history(10, 25); // holds 16..=25
+        assert_eq!(seqs(&h.replay(Some(15), 3)), (16..=25).collect::<Vec<_>>());
+        let replay = h.replay(Some(14), 3);
+        assert!(!replay.recovered);
+        assert_eq!(seqs(&replay), vec![23, 24, 25]);
+    }
+
+    #[test]
+    fn up_to_date_client_recovers_nothing_new() {
+        let h = history(10, 5);
+        assert_eq!(
+            h.replay(Some(5), 3),
+            Replay {
+                recovered: true,
+                events: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn position_from_the_future_is_not_recovered() {
+        let h = history(10, 5);
+        assert!(!h.replay(Some(6), 3).recovered);
+    }
+
+    #[test]
+    fn fresh_room_recovers_from_zero() {
+        let h = history(10, 0);
+        assert!(h.replay(Some(0), 3).recovered);
+        assert!(!h.replay(None, 3).recovered);
+    }
+}

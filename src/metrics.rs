@@ -1,0 +1,86 @@
+//! Prometheus metrics. Every metric name is spelled here and nowhere else.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::protocol::ErrorCode;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later servers in the same process (tests)
+/// share it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("ovation_fanout_seconds".into()),
+                    &[1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 1e-3, 5e-3, 2e-2, 0.1],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
+            handle
+        })
+        .clone()
+}
+
+/// The text for `GET /metrics`.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(rss) = resident_memory_bytes() {
+        gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Resident set size from /proc (Linux); `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub fn connection_opened() {
+    gauge!("ovation_connections").increment(1.0);
+    counter!("ovation_connections_total").increment(1);
+}
+
+pub fn connection_closed() {
+    gauge!("ovation_connections").decrement(1.0);
+}
+
+pub fn rooms_changed(delta: i64) {
+    gauge!("ovation_rooms").increment(delta as f64);
+}
+
+pub fn message_in(kind: &'static str) {
+    counter!("ovation_messages_in_total", "type" => kind).increment(1);
+}
+
+pub fn message_out(kind: &'static str, count: u64) {
+    counter!("ovation_messages_out_total", "type" => kind).increment(count);
+}
+
+pub fn error_sent(code: ErrorCode) {
+    counter!("ovation_errors_total", "code" => code.as_str()).increment(1);
+    message_out("error", 1);
+}
+
+pub fn slow_consumer_closed() {
+    counter!("ovation_slow_consumer_disconnects_total").increment(1);
+}
+
+pub fn connection_closed_with(code: u16) {
+    counter!("ovation_closes_total", "code" => code.to_string()).increment(1);
+}
+
+/// One event fanned out to `delivered` members in `took` (serialize and enqueue).
+pub fn event_fanned_out(kind: &'static str, delivered: u64, took: Duration) {
+    message_out(kind, delivered);
+    histogram!("ovation_fanout_seconds").record(took.as_secs_f64());
+}

@@ -1,0 +1,449 @@
+//! Every type that crosses the WebSocket, in one place (see `docs/protocol.md`).
+//!
+//! Client messages are parsed in two steps: first the envelope (`type`, `rid`),
+//! so that even a message with bad fields gets an error carrying its `rid`; then
+//! the fields of that type. Server messages are serialized once and shared.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Stable error codes of the protocol. The only place they are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    NotJoined,
+    RateLimited,
+    InsufficientFunds,
+    TooLarge,
+    Conflict,
+    Exhausted,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::NotJoined,
+        ErrorCode::RateLimited,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::TooLarge,
+        ErrorCode::Conflict,
+        ErrorCode::Exhausted,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Exhausted => "exhausted",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A failed request: the code a client can act on and a message a person can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Rejection::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// WebSocket close codes the server uses.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const POLICY_VIOLATION: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// The client's request id, echoed in the reply: a string of at most 64 chars or an integer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Rid {
+    Int(i64),
+    Str(String),
+}
+
+pub const MAX_RID_CHARS: usize = 64;
+
+/// A user id, also a room id: `[a-z0-9_-]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// What every client message has in common. Parsed before the type's own fields.
+pub struct Envelope {
+    pub rid: Option<Rid>,
+    pub kind: Result<MessageType, Rejection>,
+    fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Join,
+    Leave,
+    Chat,
+    Gift,
+    Question,
+    Ack,
+    RedPacket,
+    Grab,
+    Ping,
+}
+
+impl MessageType {
+    pub const ALL: [MessageType; 9] = [
+        MessageType::Join,
+        MessageType::Leave,
+        MessageType::Chat,
+        MessageType::Gift,
+        MessageType::Question,
+        MessageType::Ack,
+        MessageType::RedPacket,
+        MessageType::Grab,
+        MessageType::Ping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Join => "join",
+            MessageType::Leave => "leave",
+            MessageType::Chat => "chat",
+            MessageType::Gift => "gift",
+            MessageType::Question => "question",
+            MessageType::Ack => "ack",
+            MessageType::RedPacket => "red_packet",
+            MessageType::Grab => "grab",
+            MessageType::Ping => "ping",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        MessageType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl Envelope {
+    /// Parses the JSON object and its `type` and `rid`. Only malformed JSON, a non-object
+    /// or a bad `rid` fail here; an unknown type is reported through `kind` so the error
+    /// can still carry the `rid`.
+    pub fn parse(text: &str) -> Result<Envelope, Rejection> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Rejection::bad_request(format!("malformed JSON: {e}")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(Rejection::bad_request("a message must be a JSON object"));
+        };
+        let rid = match fields.remove("rid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= MAX_RID_CHARS => Some(Rid::Str(s)),
+            Some(Value::Number(n)) if n.is_i64() => Some(Rid::Int(n.as_i64().unwrap_or_default())),
+            Some(_) => {
+                return Err(Rejection::bad_request(
+                    "rid must be a string of at most 64 characters or an integer",
+                ))
+            }
+        };
+        let kind = match fields.remove("type") {
+            Some(Value::String(t)) => MessageType::parse(&t)
+                .ok_or_else(|| Rejection::bad_request(format!("unknown message type {t:?}"))),
+            Some(_) => Err(Rejection::bad_request("type must be a string")),
+            None => Err(Rejection::bad_request("missing field `type`")),
+        };
+        Ok(Envelope { rid, kind, fields })
+    }
+
+    /// Deserializes the type's own fields; unknown fields are ignored (forward compatible).
+    pub fn fields<T: serde::de::DeserializeOwned>(self) -> Result<T, Rejection> {
+        serde_json::from_value(Value::Object(self.fields))
+            .map_err(|e| Rejection::bad_request(e.to_string()))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JoinRequest {
+    pub room: String,
+    #[serde(default)]
+    pub since: Option<SinceField>,
+}
+
+/// A client's last seen position in a room; the epoch is opaque to clients.
+#[derive(Debug, Deserialize)]
+pub struct SinceField {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RoomRequest {
+    pub room: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub room: String,
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GiftRequest {
+    pub room: String,
+    pub sticker: String,
+    pub count: u32,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QuestionRequest {
+    pub room: String,
+    pub text: String,
+    pub coins: u64,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AckRequest {
+    pub room: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub text: String,
+}
+
+/// The sender or subject of an event, as every client shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// The body of a sequenced (recoverable) room event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomEventBody {
+    Chat {
+        from: UserRef,
+        text: String,
+    },
+    Gift {
+        from: UserRef,
+        sticker: String,
+        count: u32,
+        coins: u64,
+        combo: u32,
+        tier: u8,
+    },
+    Question {
+        from: UserRef,
+        text: String,
+        coins: u64,
+        pin_ms: u64,
+    },
+    Ack {
+        #[serde(rename = "ref")]
+        reference: String,
+        to: UserRef,
+        text: String,
+    },
+    Stream {
+        live: bool,
+    },
+}
+
+/// A sequenced room event as sent on the wire.
+#[derive(Debug, Serialize)]
+pub struct RoomEvent<'a> {
+    pub room: &'a str,
+    pub seq: u64,
+    pub ts: u64,
+    pub id: &'a str,
+    #[serde(flatten)]
+    pub body: &'a RoomEventBody,
+}
+
+/// Ephemeral events: not sequenced, coalesced, not recoverable.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EphemeralEvent<'a> {
+    Presence {
+        room: &'a str,
+        viewers: usize,
+    },
+    Leaderboard {
+        room: &'a str,
+        top: &'a [LeaderEntry],
+    },
+    Balance {
+        coins: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderEntry {
+    pub id: String,
+    pub name: String,
+    pub coins: u64,
+}
+
+/// Serializes `{"type":"ok","rid":...}` merged with the fields of `result` (an object).
+pub fn ok_reply(rid: &Option<Rid>, result: impl Serialize) -> String {
+    #[derive(Serialize)]
+    struct Ok<'a, T> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        rid: &'a Option<Rid>,
+        #[serde(flatten)]
+        result: T,
+    }
+    to_json(&Ok {
+        kind: "ok",
+        rid,
+        result,
+    })
+}
+
+pub fn error_reply(rid: &Option<Rid>, rejection: &Rejection) -> String {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        rid: &'a Option<Rid>,
+        code: ErrorCode,
+        message: &'a str,
+    }
+    to_json(&Error {
+        kind: "error",
+        rid,
+        code: rejection.code,
+        message: &rejection.message,
+    })
+}
+
+/// Our own types always serialize; a failure here is a programming error.
+pub fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("wire types serialize to JSON")
+}
+
+/// Checks a user-supplied text: trimmed, then 1..=max characters.
+pub fn checked_text(text: &str, max_chars: usize, field: &str) -> Result<String, Rejection> {
+    let trimmed = text.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 {
+        return Err(Rejection::bad_request(format!("{field} must not be empty")));
+    }
+    if chars > max_chars {
+        return Err(Rejection::new(
+            ErrorCode::TooLarge,
+            format!("{field} is {chars} characters; the limit is {max_chars}"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_keeps_rid_when_type_is_unknown() {
+        let env = Envelope::parse(r#"{"type":"dance","rid":"a1"}"#).unwrap();
+        assert_eq!(env.rid, Some(Rid::Str("a1".into())));
+        assert_eq!(env.kind.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn rid_must_be_short_string_or_integer() {
+        assert!(Envelope::parse(r#"{"type":"ping","rid":1.5}"#).is_err());
+        assert!(
+            Envelope::parse(&format!(r#"{{"type":"ping","rid":"{}"}}"#, "x".repeat(65))).is_err()
+        );
+        let env = Envelope::parse(r#"{"type":"ping","rid":-7}"#).unwrap();
+        assert_eq!(env.rid, Some(Rid::Int(-7)));
+    }
+
+    #[test]
+    fn fields_reject_wrong_types() {
+        let env =
+            Envelope::parse(r#"{"type":"gift","room":"a","sticker":"rose","count":1.5,"key":"k"}"#)
+                .unwrap();
+        assert!(env.fields::<GiftRequest>().is_err());
+        let env =
+            Envelope::parse(r#"{"type":"gift","room":"a","sticker":"rose","count":-1,"key":"k"}"#)
+                .unwrap();
+        assert!(env.fields::<GiftRequest>().is_err());
+    }
+
+    #[test]
+    fn ids_follow_the_protocol_alphabet() {
+        assert!(is_valid_id("alice_01-x"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("Alice"));
+        assert!(!is_valid_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(checked_text("  hi ", 500, "text").unwrap(), "hi");
+        assert_eq!(
+            checked_text("   ", 500, "text").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            checked_text(&"é".repeat(501), 500, "text")
+                .unwrap_err()
+                .code,
+            ErrorCode::TooLarge
+        );
+        assert!(checked_text(&"é".repeat(500), 500, "text").is_ok());
+    }
+
+    #[test]
+    fn room_event_is_flat() {
+        let body = RoomEventBody::Stream { live: true };
+        let json = to_json(&RoomEvent {
+            room: "r",
+            seq: 3,
+            ts: 9,
+            id: "e1",
+            body: &body,
+        });
+        assert_eq!(
+            json,
+            r#"{"room":"r","seq":3,"ts":9,"id":"e1","type":"stream","live":true}"#
+        );
+    }
+}

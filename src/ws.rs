@@ -1,0 +1,158 @@
+//! The WebSocket edge: reads frames into the connection's `Session`, and a writer task
+//! per connection that drains its outbox in batches (feed many, flush once).
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{interval_at, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::User;
+use crate::config::Limits;
+use crate::hub::{Flow, Hub, Outbox, OutboxReceiver, Session};
+use crate::protocol::close;
+
+/// Frames written per flush at most, so one busy connection cannot hog its worker.
+const MAX_BATCH: usize = 256;
+
+/// Runs one connection until it closes.
+pub async fn run(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    user: Option<User>,
+    shutdown: CancellationToken,
+) {
+    let limits = hub.limits.clone();
+    let (outbox, receiver) = hub.connect(user.as_ref().map(|u| u.id.clone()));
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, receiver, outbox.clone(), limits.clone()));
+    let mut session = Session::new(hub, user, outbox.clone());
+    let idle = Limits::ms(limits.idle_timeout_ms);
+
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = outbox.closing().cancelled() => break,
+            _ = shutdown.cancelled() => {
+                outbox.close(close::GOING_AWAY);
+                break;
+            }
+            next = timeout(idle, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_silent_too_long) => {
+                outbox.close(close::NORMAL);
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                if is_too_large(error) {
+                    outbox.close(close::MESSAGE_TOO_BIG);
+                }
+                break;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => {
+                if let Flow::Close(code) = session.on_text(text.as_str()).await {
+                    outbox.close(code);
+                    break;
+                }
+            }
+            Message::Binary(_) => {
+                outbox.close(close::UNSUPPORTED_DATA);
+                break;
+            }
+            // Any frame counts as a sign of life; tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => break,
+        }
+    }
+    // Makes the writer finish even when the client simply went away.
+    outbox.close(close::NORMAL);
+    session.end();
+    let _ = writer.await;
+    if let Some(code) = outbox.close_code() {
+        crate::metrics::connection_closed_with(code);
+    }
+}
+
+fn is_too_large(error: axum::Error) -> bool {
+    matches!(
+        error.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    receiver: OutboxReceiver,
+    outbox: Arc<Outbox>,
+    limits: Limits,
+) {
+    let OutboxReceiver {
+        mut frames,
+        closing,
+    } = receiver;
+    let heartbeat = Limits::ms(limits.heartbeat_interval_ms);
+    let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
+    loop {
+        tokio::select! {
+            biased;
+            _ = closing.cancelled() => break,
+            first = frames.recv() => {
+                let Some(first) = first else { break };
+                let write = async {
+                    sink.feed(Message::Text(first)).await?;
+                    for _ in 1..MAX_BATCH {
+                        let Ok(next) = frames.try_recv() else { break };
+                        sink.feed(Message::Text(next)).await?;
+                    }
+                    sink.flush().await
+                };
+                tokio::select! {
+                    written = write => if written.is_err() {
+                        outbox.close(close::NORMAL);
+                        return;
+                    },
+                    // A client that stopped reading must not keep its writer stuck.
+                    _ = closing.cancelled() => break,
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    outbox.close(close::NORMAL);
+                    return;
+                }
+            }
+        }
+    }
+    // Closing: what is already queued (the last error, the last events), then the
+    // close frame, if the client takes them within the grace period.
+    let code = outbox.close_code().unwrap_or(close::NORMAL);
+    let goodbye = async {
+        while let Ok(frame) = frames.try_recv() {
+            sink.feed(Message::Text(frame)).await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(close_reason(code)),
+        })))
+        .await
+    };
+    let _ = timeout(Limits::ms(limits.close_grace_ms), goodbye).await;
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "server shutting down",
+        close::UNSUPPORTED_DATA => "binary frames are not supported",
+        close::POLICY_VIOLATION => "too many errors",
+        close::MESSAGE_TOO_BIG => "frame too large",
+        close::SLOW_CONSUMER => "slow consumer: reconnect and join with since",
+        _ => "",
+    }
+}

@@ -1,0 +1,193 @@
+//! A real server on an ephemeral port and real WebSocket clients for the tests.
+#![allow(dead_code)] // each test binary uses its own part of this kit
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use ovation::auth::{Role, Tokens, User};
+use ovation::config::{Config, FileConfig, Limits};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+/// Upper bound for anything the tests wait for; only hit when a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub server: ovation::Server,
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    tokens: Tokens,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with_limits(|_| {}).await
+    }
+
+    pub async fn with_limits(tweak: impl FnOnce(&mut Limits)) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut file = FileConfig::default();
+        tweak(&mut file.limits);
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_owned(),
+            token_secret: Some(SECRET.into()),
+            dev: true,
+            file,
+        };
+        let server = ovation::start(config).await.unwrap();
+        TestServer {
+            addr: server.addr(),
+            server,
+            data_dir,
+            tokens: Tokens::new(SECRET.as_bytes(), 0),
+        }
+    }
+
+    pub fn token(&self, id: &str, role: Role) -> String {
+        let user = User {
+            id: id.into(),
+            name: display_name(id),
+            role,
+        };
+        self.tokens.mint(&user, 3600)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn viewer(&self, id: &str) -> Client {
+        Client::connect(self.addr, Some(&self.token(id, Role::Viewer))).await
+    }
+
+    pub async fn guest(&self) -> Client {
+        Client::connect(self.addr, None).await
+    }
+}
+
+pub fn display_name(id: &str) -> String {
+    let mut name: String = id.chars().take(40).collect();
+    if let Some(first) = name.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    name
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_rid: u64,
+    /// Messages that arrived while waiting for a reply, in arrival order.
+    pub pending: std::collections::VecDeque<Value>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, token: Option<&str>) -> Client {
+        let url = match token {
+            Some(token) => format!("ws://{addr}/ws?token={token}"),
+            None => format!("ws://{addr}/ws"),
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client {
+            ws,
+            next_rid: 0,
+            pending: Default::default(),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.unwrap();
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    /// The next JSON message from the server (queued ones first). Skips pings.
+    pub async fn recv(&mut self) -> Value {
+        if let Some(message) = self.pending.pop_front() {
+            return message;
+        }
+        self.recv_from_socket().await
+    }
+
+    async fn recv_from_socket(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("websocket error");
+            match frame {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `message` with a fresh `rid` and returns the reply carrying it; other
+    /// messages received meanwhile stay queued for `recv`.
+    pub async fn request(&mut self, mut message: Value) -> Value {
+        self.next_rid += 1;
+        let rid = format!("r{}", self.next_rid);
+        message["rid"] = json!(rid);
+        self.send(message).await;
+        loop {
+            let reply = self.recv_from_socket().await;
+            if reply["rid"] == json!(rid) {
+                return reply;
+            }
+            self.pending.push_back(reply);
+        }
+    }
+
+    /// Like `request`, but fails the test unless the reply is `ok`.
+    pub async fn ok(&mut self, message: Value) -> Value {
+        let reply = self.request(message.clone()).await;
+        assert_eq!(reply["type"], "ok", "{message} was answered with {reply}");
+        reply
+    }
+
+    /// Expects an `error` reply with `code`.
+    pub async fn error(&mut self, message: Value, code: &str) -> Value {
+        let reply = self.request(message.clone()).await;
+        assert_eq!(reply["type"], "error", "{message} was answered with {reply}");
+        assert_eq!(reply["code"], code, "{message} was answered with {reply}");
+        reply
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.ok(json!({"type": "join", "room": room})).await
+    }
+
+    /// Waits for the next message of `kind`, dropping others (for example presence).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("timed out waiting for the close");
+            match frame {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended without a close frame: {other:?}"),
+            }
+        }
+    }
+}
