@@ -74,7 +74,19 @@ pub async fn run(
     // Makes the writer finish even when the client simply went away.
     outbox.close(close::NORMAL);
     session.end();
-    let _ = writer.await;
+    if let Ok(_sink) = writer.await {
+        // Our close frame is out: wait briefly for the client's reply, so the socket is
+        // not torn down (and the close frame lost to a reset) while the client still
+        // has frames in flight. `_sink` stays alive to answer its pings meanwhile.
+        let reply = async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(Limits::ms(limits.close_grace_ms), reply).await;
+    }
     if let Some(code) = outbox.close_code() {
         crate::metrics::connection_closed_with(code);
     }
@@ -92,7 +104,7 @@ async fn write_loop(
     receiver: OutboxReceiver,
     outbox: Arc<Outbox>,
     limits: Limits,
-) {
+) -> SplitSink<WebSocket, Message> {
     let OutboxReceiver {
         mut frames,
         closing,
@@ -116,7 +128,7 @@ async fn write_loop(
                 tokio::select! {
                     written = write => if written.is_err() {
                         outbox.close(close::NORMAL);
-                        return;
+                        return sink;
                     },
                     // A client that stopped reading must not keep its writer stuck.
                     _ = closing.cancelled() => break,
@@ -125,7 +137,7 @@ async fn write_loop(
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
                     outbox.close(close::NORMAL);
-                    return;
+                    return sink;
                 }
             }
         }
@@ -144,6 +156,7 @@ async fn write_loop(
         .await
     };
     let _ = timeout(Limits::ms(limits.close_grace_ms), goodbye).await;
+    sink
 }
 
 fn close_reason(code: u16) -> &'static str {

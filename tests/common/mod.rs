@@ -93,6 +93,10 @@ impl Client {
             None => format!("ws://{addr}/ws"),
         };
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client::from_stream(ws)
+    }
+
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         Client {
             ws,
             next_rid: 0,
@@ -157,7 +161,10 @@ impl Client {
     /// Expects an `error` reply with `code`.
     pub async fn error(&mut self, message: Value, code: &str) -> Value {
         let reply = self.request(message.clone()).await;
-        assert_eq!(reply["type"], "error", "{message} was answered with {reply}");
+        assert_eq!(
+            reply["type"], "error",
+            "{message} was answered with {reply}"
+        );
         assert_eq!(reply["code"], code, "{message} was answered with {reply}");
         reply
     }

@@ -1,0 +1,135 @@
+//! The `ovation` binary as an operator runs it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{Client, PATIENCE};
+
+fn ovation() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ovation"));
+    command
+        .env_remove("OVATION_TOKEN_SECRET")
+        .env_remove("OVATION_LISTEN")
+        .env_remove("OVATION_DEV");
+    command
+}
+
+#[test]
+fn dev_mode_refuses_a_non_loopback_listen_address() {
+    let data = tempfile::tempdir().unwrap();
+    let output = ovation()
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "stderr: {stderr}");
+
+    let output = ovation()
+        .args([
+            "serve",
+            "--dev",
+            "--token-secret",
+            "0123456789abcdef-secret",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "explicit --dev is loopback-only too"
+    );
+}
+
+#[test]
+fn help_explains_each_flag_and_its_environment_variable() {
+    let output = ovation().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--token-secret",
+        "--dev",
+        "--config",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    for var in [
+        "OVATION_LISTEN",
+        "OVATION_DATA_DIR",
+        "OVATION_TOKEN_SECRET",
+        "OVATION_DEV",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help");
+    }
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_its_name() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("ovation.toml");
+    std::fs::write(&config, "[limits]\nqueue_len = 0\n").unwrap();
+    let output = ovation()
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("queue_len") && stderr.contains("ovation.toml"),
+        "stderr: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = ovation()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "printed {first}");
+    let addr = url.trim_start_matches("http://").parse().unwrap();
+
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/api/dev/token"))
+        .json(&serde_json::json!({"user": "ops"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut client = Client::connect(addr, token["token"].as_str()).await;
+    client.join("r").await;
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(client.closed().await, 1001);
+    drop(client);
+    let status = tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .expect("server did not exit")
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
