@@ -30,6 +30,10 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    pub max_connections: usize,
+    /// Loopback clients count too: raise it for load tests (see loadtest/bench.toml).
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_user: usize,
     /// Largest text frame a client may send; larger ones close the connection with 1009.
     pub max_frame_bytes: usize,
     pub rooms_per_connection: usize,
@@ -66,6 +70,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: 100_000,
+            max_connections_per_ip: 5_000,
+            max_connections_per_user: 16,
             max_frame_bytes: 16 * 1024,
             rooms_per_connection: 16,
             history_len: 1000,
@@ -96,6 +103,12 @@ impl Limits {
 
     fn validate(&self) -> anyhow::Result<()> {
         let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            (
+                "max_connections_per_user",
+                self.max_connections_per_user as u64,
+            ),
             ("max_frame_bytes", self.max_frame_bytes as u64),
             ("rooms_per_connection", self.rooms_per_connection as u64),
             ("history_len", self.history_len as u64),

@@ -1,11 +1,12 @@
 //! The HTTP surface: one axum router for the WebSocket, the JSON API, metrics and the
 //! static pages. Handlers stay thin: they check input and call into the hub.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::auth::{check_identity, Role, Tokens, User};
-use crate::hub::Hub;
+use crate::hub::{Hub, Refusal};
+use crate::protocol::ErrorCode;
 
 /// Largest JSON body any API route accepts.
 const MAX_JSON_BODY: usize = 16 * 1024;
@@ -42,22 +44,37 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
         .route("/api/rooms", get(rooms))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Pages load only our own scripts, styles and connections, and cannot be framed.
+async fn security_headers(mut response: Response) -> Response {
+    const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+        img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
+        object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// An HTTP error with the protocol's code, as `{"code","message"}`.
 pub struct ApiError {
     status: StatusCode,
-    code: crate::protocol::ErrorCode,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: crate::protocol::ErrorCode,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -91,6 +108,7 @@ struct WsQuery {
 
 async fn websocket(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -100,6 +118,11 @@ async fn websocket(
         .as_deref()
         .and_then(|token| state.tokens.verify(token).ok());
     let limits = &state.hub.limits;
+    let user_id = user.as_ref().map(|u| u.id.as_str());
+    let ticket = match state.hub.admission.admit(limits, peer.ip(), user_id) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return refused(refusal),
+    };
     let upgrade = upgrade
         .read_buffer_size(limits.ws_read_buffer_bytes)
         .write_buffer_size(limits.ws_write_buffer_bytes)
@@ -112,8 +135,19 @@ async fn websocket(
         ..
     } = state;
     upgrade.on_upgrade(move |socket| {
-        connections.track_future(crate::ws::run(socket, hub, user, shutdown))
+        connections.track_future(async move {
+            crate::ws::run(socket, hub, user, shutdown).await;
+            drop(ticket);
+        })
     })
+}
+
+fn refused(refusal: Refusal) -> Response {
+    let status = match refusal {
+        Refusal::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::TooManyFromAddress | Refusal::TooManyForUser => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError::new(status, ErrorCode::RateLimited, refusal.message()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -127,7 +161,6 @@ async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    use crate::protocol::ErrorCode;
     if !state.dev {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,10 +65,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let app = http::router(state, default_static_dir());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .context("serving HTTP")?;
+        // Small frames go out at once: no Nagle delay on the real-time path.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .context("serving HTTP")?;
         // No new connections now; the open ones were told to close with 1001.
         connections.close();
         if tokio::time::timeout(Limits::ms(limits.shutdown_grace_ms), connections.wait())

@@ -638,3 +638,45 @@ async fn health_metrics_and_rooms_over_http() {
         json!([{"room": "metered", "live": false, "viewers": 1}])
     );
 }
+
+#[tokio::test]
+async fn connections_per_user_are_capped_and_slots_come_back() {
+    let server = TestServer::with_limits(|l| l.max_connections_per_user = 2).await;
+    let token = server.token("tabs", Role::Viewer);
+    let url = format!("ws://{}/ws?token={token}", server.addr);
+    let first = server.viewer("tabs").await;
+    let _second = server.viewer("tabs").await;
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("third connection was not refused: {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    // The slot returns once the server has seen the first connection end.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio_tungstenite::connect_async(&url).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pages_are_served_with_security_headers() {
+    let server = TestServer::start().await;
+    let page = reqwest::get(server.url("/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Ovation</title>"));
+}

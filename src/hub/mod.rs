@@ -5,6 +5,7 @@
 //! `room` holds one room behind one lock; `outbox` is a connection's outbound queue;
 //! `session` turns one connection's client messages into hub operations and replies.
 
+mod admission;
 mod history;
 mod outbox;
 mod rate;
@@ -19,6 +20,7 @@ use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
 
+pub use admission::{Admission, Refusal, Ticket};
 pub use outbox::{ConnId, Outbox, OutboxReceiver, Pushed};
 pub use room::{Published, Room};
 pub use session::{Flow, Session};
@@ -28,6 +30,7 @@ use rate::TokenBucket;
 
 pub struct Hub {
     pub limits: Limits,
+    pub admission: Arc<Admission>,
     /// Random per process: positions from another process never match.
     process_epoch: u64,
     rooms: DashMap<String, Arc<Room>>,
@@ -49,6 +52,7 @@ impl Hub {
     pub fn new(limits: Limits) -> Hub {
         Hub {
             limits,
+            admission: Arc::default(),
             process_epoch: rand::random::<u64>() >> 16,
             rooms: DashMap::new(),
             incarnations: AtomicU64::new(0),
