@@ -1,0 +1,326 @@
+//! The gift engine: turns a viewer's gift, question or top-up into one durable
+//! double-entry transfer, and keeps the per-room recognition state (combos,
+//! leaderboards, what the broadcaster can acknowledge).
+//!
+//! Order of a charge: idempotency and funds are checked in memory (a reservation),
+//! the transfer is group-committed to the ledger, and only then is the reservation
+//! settled and the caller told, so an `ok` and a fan-out always follow durability.
+
+mod combo;
+mod leaderboard;
+mod refs;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use serde_json::json;
+
+use crate::auth::User;
+use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferKind, TransferRequest};
+use crate::money::{Catalog, Minor, SplitPolicy, Wallets, MINOR_PER_COIN};
+use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
+use combo::Combos;
+use leaderboard::Leaderboard;
+use refs::Acknowledgeable;
+
+/// Gifts and questions per room that the broadcaster can still acknowledge.
+const ACKNOWLEDGEABLE_PER_ROOM: usize = 10_000;
+
+pub struct GiftEngine {
+    ledger: Arc<dyn Ledger>,
+    wallets: Wallets,
+    pub catalog: Catalog,
+    split: SplitPolicy,
+    combos: Mutex<Combos>,
+    rooms: DashMap<String, RoomBook>,
+}
+
+/// What a room remembers about its paid events.
+struct RoomBook {
+    leaderboard: Leaderboard,
+    acknowledgeable: Acknowledgeable,
+}
+
+impl Default for RoomBook {
+    fn default() -> Self {
+        RoomBook {
+            leaderboard: Leaderboard::default(),
+            acknowledgeable: Acknowledgeable::new(ACKNOWLEDGEABLE_PER_ROOM),
+        }
+    }
+}
+
+/// The result of a charge: the id clients refer to, the sender's balance after it,
+/// and, for a first (not duplicate) charge, the room event to fan out.
+pub struct Charge {
+    pub id: String,
+    pub balance: u64,
+    pub duplicate: bool,
+    pub event: Option<RoomEventBody>,
+}
+
+/// A validated gift.
+pub struct GiftOrder<'a> {
+    pub room: &'a str,
+    pub sticker: &'a str,
+    pub count: u32,
+    pub key: &'a str,
+}
+
+/// A validated paid question.
+pub struct QuestionOrder<'a> {
+    pub room: &'a str,
+    pub text: &'a str,
+    pub coins: u64,
+    pub key: &'a str,
+}
+
+pub const KEY_CHARS: std::ops::RangeInclusive<usize> = 8..=64;
+pub const MAX_COUNT: u32 = 9999;
+
+impl GiftEngine {
+    /// Rebuilds the in-memory wallets from the ledger.
+    pub async fn open(
+        ledger: Arc<dyn Ledger>,
+        catalog: Catalog,
+        split: SplitPolicy,
+        combo_window: Duration,
+    ) -> Result<GiftEngine, LedgerError> {
+        let wallets = Wallets::load(ledger.balances().await?);
+        Ok(GiftEngine {
+            ledger,
+            wallets,
+            catalog,
+            split,
+            combos: Mutex::new(Combos::new(combo_window)),
+            rooms: DashMap::new(),
+        })
+    }
+
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
+    }
+
+    pub fn balance(&self, user: &str) -> u64 {
+        coins(self.wallets.available(user))
+    }
+
+    pub async fn gift(&self, sender: &User, order: GiftOrder<'_>) -> Result<Charge, Rejection> {
+        check_key(order.key)?;
+        if !(1..=MAX_COUNT).contains(&order.count) {
+            return Err(Rejection::bad_request(format!("count must be 1 to {MAX_COUNT}")));
+        }
+        let sticker = self.catalog.sticker(order.sticker).ok_or_else(|| {
+            Rejection::new(ErrorCode::NotFound, format!("no sticker {:?} in the catalog", order.sticker))
+        })?;
+        let value = sticker.coins * u64::from(order.count);
+        let meta = json!({
+            "room": order.room, "sticker": sticker.id, "count": order.count, "coins": value,
+        });
+        let charge = self
+            .charge(sender, order.room, order.key, TransferKind::Gift, value, meta)
+            .await?;
+        Ok(charge.with_event(|| {
+            let combo = self.combos().record(order.room, &sender.id, &sticker.id, Instant::now());
+            RoomEventBody::Gift {
+                from: sender.as_ref(),
+                sticker: sticker.id.clone(),
+                count: order.count,
+                coins: value,
+                combo,
+                tier: sticker.tier,
+            }
+        }))
+    }
+
+    pub async fn question(&self, sender: &User, order: QuestionOrder<'_>) -> Result<Charge, Rejection> {
+        check_key(order.key)?;
+        let minimum = self.catalog.question_min_coins;
+        if order.coins < minimum {
+            return Err(Rejection::bad_request(format!("a question costs at least {minimum} coins")));
+        }
+        let meta = json!({"room": order.room, "text": order.text, "coins": order.coins});
+        let charge = self
+            .charge(sender, order.room, order.key, TransferKind::Question, order.coins, meta)
+            .await?;
+        Ok(charge.with_event(|| RoomEventBody::Question {
+            from: sender.as_ref(),
+            text: order.text.to_owned(),
+            coins: order.coins,
+            pin_ms: self.catalog.pin_ms(order.coins),
+        }))
+    }
+
+    /// Charges `value` coins from the sender for `room`, split by the policy.
+    async fn charge(
+        &self,
+        sender: &User,
+        room: &str,
+        key: &str,
+        kind: TransferKind,
+        value: u64,
+        mut meta: serde_json::Value,
+    ) -> Result<Charge, Rejection> {
+        let amount = minor(value)?;
+        let id = crate::ids::event_id();
+        meta["id"] = json!(id);
+        meta["from"] = json!({"id": sender.id, "name": sender.name});
+        let request = TransferRequest::new(kind, self.split.legs(&sender.id, room, amount))
+            .idempotent(&sender.id, key, fingerprint(&meta))
+            .with_meta(meta);
+        let reservation = match self.wallets.reserve(&sender.id, amount) {
+            Ok(reservation) => reservation,
+            // A retry of a charge that went through must still answer its first result,
+            // even when the wallet could not pay for it again.
+            Err(_) => {
+                return match self.ledger.find(&sender.id, key).await.map_err(ledger_rejection)? {
+                    Some(first) => self.answer(sender, first, &request),
+                    None => Err(Rejection::new(
+                        ErrorCode::InsufficientFunds,
+                        format!("this costs {value} coins; your balance is {}", self.balance(&sender.id)),
+                    )),
+                };
+            }
+        };
+        let committed = self.ledger.commit(request.clone()).await.map_err(ledger_rejection)?;
+        if committed.duplicate {
+            drop(reservation); // nothing was charged this time
+        } else {
+            reservation.settle();
+        }
+        self.answer(sender, committed, &request)
+    }
+
+    fn answer(&self, sender: &User, committed: Committed, request: &TransferRequest) -> Result<Charge, Rejection> {
+        if committed.fingerprint != request.fingerprint() {
+            return Err(conflict());
+        }
+        let id = committed.meta["id"].as_str().unwrap_or_default().to_owned();
+        let room = committed.meta["room"].as_str().unwrap_or_default().to_owned();
+        let coins_given = committed.meta["coins"].as_u64().unwrap_or_default();
+        if !committed.duplicate {
+            let mut book = self.rooms.entry(room).or_default();
+            book.leaderboard.add(&sender.as_ref(), coins_given);
+            book.acknowledgeable.remember(id.clone(), sender.as_ref());
+        }
+        Ok(Charge {
+            id,
+            balance: self.balance(&sender.id),
+            duplicate: committed.duplicate,
+            event: None,
+        })
+    }
+
+    /// Credits a simulated store purchase (dev mode).
+    pub async fn top_up(&self, user: &User, coins: u64, key: &str) -> Result<u64, Rejection> {
+        check_key(key)?;
+        let amount = minor(coins)?;
+        let meta = json!({"coins": coins});
+        let request = TransferRequest::new(
+            TransferKind::Topup,
+            vec![(Account::TopupSource, -amount), (Account::Wallet(user.id.clone()), amount)],
+        )
+        .idempotent(&user.id, key, fingerprint(&meta))
+        .with_meta(meta);
+        let committed = self.ledger.commit(request.clone()).await.map_err(ledger_rejection)?;
+        if committed.fingerprint != request.fingerprint() {
+            return Err(conflict());
+        }
+        if !committed.duplicate {
+            self.wallets.credit(&user.id, amount);
+        }
+        Ok(self.balance(&user.id))
+    }
+
+    /// Who sent the gift or question `reference` of `room`, if the broadcaster can still
+    /// acknowledge it.
+    pub fn acknowledgeable(&self, room: &str, reference: &str) -> Option<UserRef> {
+        self.rooms
+            .get(room)
+            .and_then(|book| book.acknowledgeable.sender(reference).cloned())
+    }
+
+    pub fn leaderboard(&self, room: &str) -> Vec<LeaderEntry> {
+        self.rooms
+            .get(room)
+            .map(|book| book.leaderboard.top())
+            .unwrap_or_default()
+    }
+
+    /// Leaderboards that changed since the last call, for coalesced announcements.
+    pub fn changed_leaderboards(&self) -> Vec<(String, Vec<LeaderEntry>)> {
+        self.combos().expire(Instant::now());
+        self.rooms
+            .iter_mut()
+            .filter_map(|mut book| {
+                let top = book.leaderboard.take_change()?;
+                Some((book.key().clone(), top))
+            })
+            .collect()
+    }
+
+    fn combos(&self) -> std::sync::MutexGuard<'_, Combos> {
+        self.combos.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Charge {
+    fn with_event(mut self, event: impl FnOnce() -> RoomEventBody) -> Charge {
+        if !self.duplicate {
+            self.event = Some(event());
+        }
+        self
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Rejection> {
+    if KEY_CHARS.contains(&key.chars().count()) {
+        Ok(())
+    } else {
+        Err(Rejection::bad_request("key must be 8 to 64 characters"))
+    }
+}
+
+fn minor(coins: u64) -> Result<Minor, Rejection> {
+    i64::try_from(coins)
+        .ok()
+        .and_then(|c| c.checked_mul(MINOR_PER_COIN))
+        .ok_or_else(|| Rejection::new(ErrorCode::TooLarge, "amount is too large"))
+}
+
+fn coins(minor: Minor) -> u64 {
+    debug_assert!(minor >= 0, "wallets never go below zero");
+    (minor / MINOR_PER_COIN) as u64
+}
+
+/// What makes a retry "the same request": everything the client chose.
+fn fingerprint(meta: &serde_json::Value) -> String {
+    let mut canonical = meta.clone();
+    if let Some(object) = canonical.as_object_mut() {
+        object.remove("id");
+        object.remove("from");
+    }
+    canonical.to_string()
+}
+
+fn conflict() -> Rejection {
+    Rejection::new(
+        ErrorCode::Conflict,
+        "this key was already used for a different request; use a new key",
+    )
+}
+
+/// The one place ledger errors become protocol errors.
+pub fn ledger_rejection(error: LedgerError) -> Rejection {
+    match error {
+        LedgerError::Conflict => conflict(),
+        LedgerError::InsufficientFunds => {
+            Rejection::new(ErrorCode::InsufficientFunds, "your balance is too low for this")
+        }
+        other => {
+            tracing::error!(error = %other, "ledger failure");
+            Rejection::new(ErrorCode::Unavailable, "payments are unavailable right now; try again")
+        }
+    }
+}
