@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::money::{Catalog, SplitPolicy};
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -24,6 +26,25 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub limits: Limits,
+    pub gifts: GiftSettings,
+    pub catalog: Catalog,
+    pub split: SplitPolicy,
+}
+
+/// The gift engine's own knobs; the catalog and split policy have their own tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GiftSettings {
+    /// Repeats of a sticker by one sender within this window count up a combo.
+    pub combo_window_ms: u64,
+}
+
+impl Default for GiftSettings {
+    fn default() -> Self {
+        GiftSettings {
+            combo_window_ms: 3_000,
+        }
+    }
 }
 
 /// Limits and timings. Durations are in milliseconds so the TOML stays plain.
@@ -142,8 +163,15 @@ impl FileConfig {
 
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         let config: FileConfig = toml::from_str(text)?;
-        config.limits.validate()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.limits.validate()?;
+        self.catalog.validate()?;
+        self.split.validate()?;
+        Ok(())
     }
 }
 
@@ -177,7 +205,7 @@ impl Config {
                 bail!("--token-secret must be at least 16 bytes long");
             }
         }
-        self.file.limits.validate()
+        self.file.validate()
     }
 }
 

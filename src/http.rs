@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,8 +19,9 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
 use crate::auth::{check_identity, Role, Tokens, User};
+use crate::gift::GiftEngine;
 use crate::hub::{Hub, Refusal};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Rejection};
 
 /// Largest JSON body any API route accepts.
 const MAX_JSON_BODY: usize = 16 * 1024;
@@ -27,6 +29,7 @@ const MAX_JSON_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
+    pub gifts: Arc<GiftEngine>,
     pub tokens: Arc<Tokens>,
     pub dev: bool,
     pub metrics: PrometheusHandle,
@@ -42,6 +45,12 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
         .route("/ws", get(websocket))
         .route("/api/dev/token", post(dev_token))
         .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}/leaderboard", get(leaderboard))
+        .route("/api/catalog", get(catalog))
+        .route("/api/me/wallet", get(wallet))
+        .route("/api/me/topup", post(top_up))
+        .route("/api/me/earnings", get(earnings))
+        .route("/api/admin/ledger/check", get(ledger_check))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
         .layer(axum::middleware::map_response(security_headers))
@@ -130,13 +139,14 @@ async fn websocket(
         .max_frame_size(limits.max_frame_bytes);
     let AppState {
         hub,
+        gifts,
         shutdown,
         connections,
         ..
     } = state;
     upgrade.on_upgrade(move |socket| {
         connections.track_future(async move {
-            crate::ws::run(socket, hub, user, shutdown).await;
+            crate::ws::run(socket, hub, gifts, user, shutdown).await;
             drop(ticket);
         })
     })
@@ -159,22 +169,12 @@ struct DevTokenRequest {
 
 async fn dev_token(
     State(state): State<AppState>,
-    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<DevTokenRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !state.dev {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            "not found",
-        ));
+        return Err(not_found());
     }
-    let Json(request) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            e.body_text(),
-        )
-    })?;
+    let request = json_body(body)?;
     let name = request.name.unwrap_or_else(|| request.user.clone());
     check_identity(&request.user, &name)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, e))?;
@@ -189,4 +189,158 @@ async fn dev_token(
 
 async fn rooms(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "rooms": state.hub.rooms() }))
+}
+
+/// Dev-only routes outside dev mode look like they do not exist.
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "not found")
+}
+
+/// The user proven by an `Authorization: Bearer` token; 401 without one.
+pub struct Bearer(pub User);
+
+impl axum::extract::FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, why);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header must be Bearer <token>"))?;
+        let user = state
+            .tokens
+            .verify(token.trim())
+            .map_err(|e| unauthorized(&e.to_string()))?;
+        Ok(Bearer(user))
+    }
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(value)| value).map_err(|rejection| {
+        let (status, code) = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge)
+        } else {
+            (StatusCode::BAD_REQUEST, ErrorCode::BadRequest)
+        };
+        ApiError::new(status, code, rejection.body_text())
+    })
+}
+
+/// The one place protocol rejections become HTTP statuses.
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let status = match rejection.code {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::NotJoined => StatusCode::NOT_FOUND,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Conflict | ErrorCode::Exhausted => StatusCode::CONFLICT,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, rejection.code, rejection.message)
+    }
+}
+
+async fn catalog(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let catalog = &state.gifts.catalog;
+    Json(json!({
+        "stickers": catalog.stickers,
+        "question_min_coins": catalog.question_min_coins,
+    }))
+}
+
+async fn leaderboard(
+    State(state): State<AppState>,
+    axum::extract::Path(room): axum::extract::Path<String>,
+) -> Json<serde_json::Value> {
+    Json(json!({ "top": state.gifts.leaderboard(&room) }))
+}
+
+async fn wallet(State(state): State<AppState>, Bearer(user): Bearer) -> Json<serde_json::Value> {
+    Json(json!({ "coins": state.gifts.balance(&user.id) }))
+}
+
+#[derive(Deserialize)]
+struct TopUpRequest {
+    coins: u64,
+    key: String,
+}
+
+/// Largest simulated purchase, so a dev client cannot overflow anything.
+const MAX_TOP_UP_COINS: u64 = 1_000_000_000;
+
+async fn top_up(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+    body: Result<Json<TopUpRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.dev {
+        return Err(not_found());
+    }
+    let request = json_body(body)?;
+    if !(1..=MAX_TOP_UP_COINS).contains(&request.coins) {
+        return Err(
+            Rejection::bad_request(format!("coins must be 1 to {MAX_TOP_UP_COINS}")).into(),
+        );
+    }
+    let coins = state
+        .gifts
+        .top_up(&user, request.coins, &request.key)
+        .await?;
+    let balance = crate::protocol::to_json(&crate::protocol::EphemeralEvent::Balance { coins });
+    state.hub.send_to_user(&user.id, balance.into());
+    Ok(Json(json!({ "coins": coins })))
+}
+
+async fn earnings(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if user.role != Role::Broadcaster {
+        return Err(Rejection::new(ErrorCode::Forbidden, "earnings are for broadcasters").into());
+    }
+    let earnings = state
+        .gifts
+        .ledger()
+        .earnings(&user.id)
+        .await
+        .map_err(crate::gift::ledger_rejection)?;
+    Ok(Json(
+        serde_json::to_value(earnings).expect("earnings serialize"),
+    ))
+}
+
+async fn ledger_check(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+) -> Result<Response, ApiError> {
+    if user.role != Role::Admin {
+        return Err(Rejection::new(ErrorCode::Forbidden, "the books are for admins").into());
+    }
+    let report = state
+        .gifts
+        .ledger()
+        .check()
+        .await
+        .map_err(crate::gift::ledger_rejection)?;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Ok((status, Json(report)).into_response())
 }

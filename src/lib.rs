@@ -2,10 +2,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod gift;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod ledger;
 pub mod metrics;
+pub mod money;
 pub mod protocol;
 mod ws;
 
@@ -22,7 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Tokens;
 use crate::config::{Config, Limits};
+use crate::gift::GiftEngine;
 use crate::hub::Hub;
+use crate::ledger::SqliteLedger;
 
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
 pub struct Server {
@@ -47,6 +52,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         None => auth::dev_secret(&config.data_dir)?,
     };
     let hub = Arc::new(Hub::new(limits.clone()));
+    let gifts = Arc::new(open_gift_engine(&config).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -55,13 +61,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let connections = TaskTracker::new();
     let state = http::AppState {
         hub: hub.clone(),
+        gifts: gifts.clone(),
         tokens: Arc::new(Tokens::new(&secret, limits.token_leeway_s)),
         dev: config.dev,
         metrics: metrics::install(),
         shutdown: shutdown.clone(),
         connections: connections.clone(),
     };
-    tokio::spawn(tick(hub, limits.clone(), shutdown.clone()));
+    tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
     let app = http::router(state, default_static_dir());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -93,14 +100,41 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })
 }
 
-/// The hub's periodic work until shutdown.
-async fn tick(hub: Arc<Hub>, limits: Limits, shutdown: CancellationToken) {
+/// The embedded ledger in the data directory, and the engine over it.
+async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
+    let ledger = SqliteLedger::open(&config.data_dir)
+        .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?;
+    let file = &config.file;
+    let engine = GiftEngine::open(
+        Arc::new(ledger),
+        file.catalog.clone(),
+        file.split.clone(),
+        Limits::ms(file.gifts.combo_window_ms),
+    )
+    .await
+    .context("loading wallets from the ledger")?;
+    Ok(engine)
+}
+
+/// Periodic work until shutdown: presence, freeing rooms, coalesced leaderboards.
+async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Limits::ms(limits.presence_interval_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = every.tick() => hub.tick(Instant::now()),
+            _ = every.tick() => {
+                hub.tick(Instant::now());
+                for (room, top) in gifts.changed_leaderboards() {
+                    if let Some(room) = hub.room(&room) {
+                        let frame = protocol::to_json(&protocol::EphemeralEvent::Leaderboard {
+                            room: &room.name,
+                            top: &top,
+                        });
+                        room.broadcast_ephemeral("leaderboard", frame.into());
+                    }
+                }
+            }
         }
     }
 }

@@ -25,6 +25,22 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(ServeArgs),
+    /// Inspect the ledger in a data directory.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Verify the books: every transfer balanced, all accounts sum to zero, no wallet
+    /// below zero, one transfer per idempotency key. Exits 1 if anything is wrong.
+    Check {
+        /// Directory holding the ledger.
+        #[arg(long, env = "OVATION_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -74,7 +90,27 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Ledger {
+            command: LedgerCommand::Check { data_dir },
+        }) => check_ledger(&data_dir),
     }
+}
+
+fn check_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use ovation::ledger::Ledger;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let ledger = ovation::ledger::SqliteLedger::open(data_dir)
+            .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
+        ledger.check().await.context("checking the ledger")
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

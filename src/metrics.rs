@@ -21,6 +21,11 @@ pub fn install() -> PrometheusHandle {
                     &[1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 1e-3, 5e-3, 2e-2, 0.1],
                 )
                 .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("ovation_ledger_batch_size".into()),
+                    &[1.0, 2.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0],
+                )
+                .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
@@ -77,6 +82,12 @@ pub fn slow_consumer_closed() {
 
 pub fn connection_closed_with(code: u16) {
     counter!("ovation_closes_total", "code" => code.to_string()).increment(1);
+}
+
+/// One group commit of `size` transfers.
+pub fn ledger_batch(size: usize) {
+    histogram!("ovation_ledger_batch_size").record(size as f64);
+    counter!("ovation_ledger_commits_total").increment(1);
 }
 
 /// One event fanned out to `delivered` members in `took` (serialize and enqueue).

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::User;
 use crate::config::Limits;
+use crate::gift::GiftEngine;
 use crate::hub::{Flow, Hub, Outbox, OutboxReceiver, Session};
 use crate::protocol::close;
 
@@ -21,6 +22,7 @@ const MAX_BATCH: usize = 256;
 pub async fn run(
     socket: WebSocket,
     hub: Arc<Hub>,
+    gifts: Arc<GiftEngine>,
     user: Option<User>,
     shutdown: CancellationToken,
 ) {
@@ -28,7 +30,7 @@ pub async fn run(
     let (outbox, receiver) = hub.connect(user.as_ref().map(|u| u.id.clone()));
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, receiver, outbox.clone(), limits.clone()));
-    let mut session = Session::new(hub, user, outbox.clone());
+    let mut session = Session::new(hub, gifts, user, outbox.clone());
     let idle = Limits::ms(limits.idle_timeout_ms);
 
     loop {

@@ -57,11 +57,31 @@ mod tests {
         let mut combos = Combos::new(Duration::from_secs(3));
         assert_eq!(combos.record("r", "bob", "rose", t0), 1);
         assert_eq!(combos.record("r", "bob", "rose", t0 + s), 2);
-        assert_eq!(combos.record("r", "bob", "rose", t0 + 4 * s), 3, "window runs from the last gift");
-        assert_eq!(combos.record("r", "bob", "heart", t0 + 4 * s), 1, "another sticker");
-        assert_eq!(combos.record("r", "amy", "rose", t0 + 4 * s), 1, "another sender");
-        assert_eq!(combos.record("x", "bob", "rose", t0 + 4 * s), 1, "another room");
-        assert_eq!(combos.record("r", "bob", "rose", t0 + 8 * s), 1, "paused too long");
+        assert_eq!(
+            combos.record("r", "bob", "rose", t0 + 4 * s),
+            3,
+            "window runs from the last gift"
+        );
+        assert_eq!(
+            combos.record("r", "bob", "heart", t0 + 4 * s),
+            1,
+            "another sticker"
+        );
+        assert_eq!(
+            combos.record("r", "amy", "rose", t0 + 4 * s),
+            1,
+            "another sender"
+        );
+        assert_eq!(
+            combos.record("x", "bob", "rose", t0 + 4 * s),
+            1,
+            "another room"
+        );
+        assert_eq!(
+            combos.record("r", "bob", "rose", t0 + 8 * s),
+            1,
+            "paused too long"
+        );
     }
 
     #[test]

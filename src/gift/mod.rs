@@ -109,20 +109,34 @@ impl GiftEngine {
     pub async fn gift(&self, sender: &User, order: GiftOrder<'_>) -> Result<Charge, Rejection> {
         check_key(order.key)?;
         if !(1..=MAX_COUNT).contains(&order.count) {
-            return Err(Rejection::bad_request(format!("count must be 1 to {MAX_COUNT}")));
+            return Err(Rejection::bad_request(format!(
+                "count must be 1 to {MAX_COUNT}"
+            )));
         }
         let sticker = self.catalog.sticker(order.sticker).ok_or_else(|| {
-            Rejection::new(ErrorCode::NotFound, format!("no sticker {:?} in the catalog", order.sticker))
+            Rejection::new(
+                ErrorCode::NotFound,
+                format!("no sticker {:?} in the catalog", order.sticker),
+            )
         })?;
         let value = sticker.coins * u64::from(order.count);
         let meta = json!({
             "room": order.room, "sticker": sticker.id, "count": order.count, "coins": value,
         });
         let charge = self
-            .charge(sender, order.room, order.key, TransferKind::Gift, value, meta)
+            .charge(
+                sender,
+                order.room,
+                order.key,
+                TransferKind::Gift,
+                value,
+                meta,
+            )
             .await?;
         Ok(charge.with_event(|| {
-            let combo = self.combos().record(order.room, &sender.id, &sticker.id, Instant::now());
+            let combo = self
+                .combos()
+                .record(order.room, &sender.id, &sticker.id, Instant::now());
             RoomEventBody::Gift {
                 from: sender.as_ref(),
                 sticker: sticker.id.clone(),
@@ -134,15 +148,28 @@ impl GiftEngine {
         }))
     }
 
-    pub async fn question(&self, sender: &User, order: QuestionOrder<'_>) -> Result<Charge, Rejection> {
+    pub async fn question(
+        &self,
+        sender: &User,
+        order: QuestionOrder<'_>,
+    ) -> Result<Charge, Rejection> {
         check_key(order.key)?;
         let minimum = self.catalog.question_min_coins;
         if order.coins < minimum {
-            return Err(Rejection::bad_request(format!("a question costs at least {minimum} coins")));
+            return Err(Rejection::bad_request(format!(
+                "a question costs at least {minimum} coins"
+            )));
         }
         let meta = json!({"room": order.room, "text": order.text, "coins": order.coins});
         let charge = self
-            .charge(sender, order.room, order.key, TransferKind::Question, order.coins, meta)
+            .charge(
+                sender,
+                order.room,
+                order.key,
+                TransferKind::Question,
+                order.coins,
+                meta,
+            )
             .await?;
         Ok(charge.with_event(|| RoomEventBody::Question {
             from: sender.as_ref(),
@@ -167,6 +194,7 @@ impl GiftEngine {
         meta["id"] = json!(id);
         meta["from"] = json!({"id": sender.id, "name": sender.name});
         let request = TransferRequest::new(kind, self.split.legs(&sender.id, room, amount))
+            .in_room(room)
             .idempotent(&sender.id, key, fingerprint(&meta))
             .with_meta(meta);
         let reservation = match self.wallets.reserve(&sender.id, amount) {
@@ -174,42 +202,56 @@ impl GiftEngine {
             // A retry of a charge that went through must still answer its first result,
             // even when the wallet could not pay for it again.
             Err(_) => {
-                return match self.ledger.find(&sender.id, key).await.map_err(ledger_rejection)? {
-                    Some(first) => self.answer(sender, first, &request),
+                return match self
+                    .ledger
+                    .find(&sender.id, key)
+                    .await
+                    .map_err(ledger_rejection)?
+                {
+                    Some(first) if first.fingerprint != request.fingerprint => Err(conflict()),
+                    Some(first) => Ok(self.answer(sender, first)),
                     None => Err(Rejection::new(
                         ErrorCode::InsufficientFunds,
-                        format!("this costs {value} coins; your balance is {}", self.balance(&sender.id)),
+                        format!(
+                            "this costs {value} coins; your balance is {}",
+                            self.balance(&sender.id)
+                        ),
                     )),
                 };
             }
         };
-        let committed = self.ledger.commit(request.clone()).await.map_err(ledger_rejection)?;
+        let committed = self
+            .ledger
+            .commit(request)
+            .await
+            .map_err(ledger_rejection)?;
         if committed.duplicate {
             drop(reservation); // nothing was charged this time
         } else {
             reservation.settle();
         }
-        self.answer(sender, committed, &request)
+        Ok(self.answer(sender, committed))
     }
 
-    fn answer(&self, sender: &User, committed: Committed, request: &TransferRequest) -> Result<Charge, Rejection> {
-        if committed.fingerprint != request.fingerprint() {
-            return Err(conflict());
-        }
+    /// Records a first charge in its room's book and builds the answer.
+    fn answer(&self, sender: &User, committed: Committed) -> Charge {
         let id = committed.meta["id"].as_str().unwrap_or_default().to_owned();
-        let room = committed.meta["room"].as_str().unwrap_or_default().to_owned();
+        let room = committed.meta["room"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let coins_given = committed.meta["coins"].as_u64().unwrap_or_default();
         if !committed.duplicate {
             let mut book = self.rooms.entry(room).or_default();
             book.leaderboard.add(&sender.as_ref(), coins_given);
             book.acknowledgeable.remember(id.clone(), sender.as_ref());
         }
-        Ok(Charge {
+        Charge {
             id,
             balance: self.balance(&sender.id),
             duplicate: committed.duplicate,
             event: None,
-        })
+        }
     }
 
     /// Credits a simulated store purchase (dev mode).
@@ -219,14 +261,18 @@ impl GiftEngine {
         let meta = json!({"coins": coins});
         let request = TransferRequest::new(
             TransferKind::Topup,
-            vec![(Account::TopupSource, -amount), (Account::Wallet(user.id.clone()), amount)],
+            vec![
+                (Account::TopupSource, -amount),
+                (Account::Wallet(user.id.clone()), amount),
+            ],
         )
         .idempotent(&user.id, key, fingerprint(&meta))
         .with_meta(meta);
-        let committed = self.ledger.commit(request.clone()).await.map_err(ledger_rejection)?;
-        if committed.fingerprint != request.fingerprint() {
-            return Err(conflict());
-        }
+        let committed = self
+            .ledger
+            .commit(request)
+            .await
+            .map_err(ledger_rejection)?;
         if !committed.duplicate {
             self.wallets.credit(&user.id, amount);
         }
@@ -261,7 +307,9 @@ impl GiftEngine {
     }
 
     fn combos(&self) -> std::sync::MutexGuard<'_, Combos> {
-        self.combos.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.combos
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -315,12 +363,16 @@ fn conflict() -> Rejection {
 pub fn ledger_rejection(error: LedgerError) -> Rejection {
     match error {
         LedgerError::Conflict => conflict(),
-        LedgerError::InsufficientFunds => {
-            Rejection::new(ErrorCode::InsufficientFunds, "your balance is too low for this")
-        }
+        LedgerError::InsufficientFunds => Rejection::new(
+            ErrorCode::InsufficientFunds,
+            "your balance is too low for this",
+        ),
         other => {
             tracing::error!(error = %other, "ledger failure");
-            Rejection::new(ErrorCode::Unavailable, "payments are unavailable right now; try again")
+            Rejection::new(
+                ErrorCode::Unavailable,
+                "payments are unavailable right now; try again",
+            )
         }
     }
 }

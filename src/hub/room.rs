@@ -127,8 +127,12 @@ impl Room {
 
     /// Sequences, records and fans out one event: serialized once, shared by every member.
     pub fn publish(&self, body: &RoomEventBody) -> Published {
+        self.publish_as(ids::event_id(), body)
+    }
+
+    /// Like `publish`, with an id chosen earlier (a gift's id is fixed at its charge).
+    pub fn publish_as(&self, id: String, body: &RoomEventBody) -> Published {
         let started = Instant::now();
-        let id = ids::event_id();
         let mut state = self.state();
         if let RoomEventBody::Stream { live } = body {
             state.live = *live;

@@ -9,12 +9,16 @@ use super::rate::SlidingWindow;
 use super::{Hub, Outbox, Room};
 use crate::auth::User;
 use crate::config::Limits;
+use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder};
 use crate::protocol::{
-    checked_text, close, error_reply, is_valid_id, ok_reply, ChatRequest, Envelope, ErrorCode,
-    JoinRequest, MessageType, Rejection, Rid, RoomEventBody, RoomRequest,
+    checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChatRequest,
+    Envelope, EphemeralEvent, ErrorCode, GiftRequest, JoinRequest, MessageType, QuestionRequest,
+    Rejection, Rid, RoomEventBody, RoomRequest,
 };
 
 pub const CHAT_MAX_CHARS: usize = 500;
+pub const QUESTION_MAX_CHARS: usize = 300;
+pub const ACK_MAX_CHARS: usize = 200;
 
 /// What the connection should do after a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +33,7 @@ type Answer = Result<Option<String>, Rejection>;
 
 pub struct Session {
     hub: Arc<Hub>,
+    gifts: Arc<GiftEngine>,
     user: Option<User>,
     outbox: Arc<Outbox>,
     joined: Vec<Arc<Room>>,
@@ -36,13 +41,19 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(hub: Arc<Hub>, user: Option<User>, outbox: Arc<Outbox>) -> Session {
+    pub fn new(
+        hub: Arc<Hub>,
+        gifts: Arc<GiftEngine>,
+        user: Option<User>,
+        outbox: Arc<Outbox>,
+    ) -> Session {
         let errors = SlidingWindow::new(
             hub.limits.error_storm_count,
             Limits::ms(hub.limits.error_storm_window_ms),
         );
         Session {
             hub,
+            gifts,
             user,
             outbox,
             joined: Vec::new(),
@@ -101,11 +112,10 @@ impl Session {
             MessageType::Join => self.join(rid, envelope.fields()?),
             MessageType::Leave => self.leave(rid, envelope.fields()?, now),
             MessageType::Chat => self.chat(rid, envelope.fields()?, now),
-            MessageType::Gift
-            | MessageType::Question
-            | MessageType::Ack
-            | MessageType::RedPacket
-            | MessageType::Grab => Err(Rejection::new(
+            MessageType::Gift => self.gift(rid, envelope.fields()?).await,
+            MessageType::Question => self.question(rid, envelope.fields()?).await,
+            MessageType::Ack => self.ack(rid, envelope.fields()?),
+            MessageType::RedPacket | MessageType::Grab => Err(Rejection::new(
                 ErrorCode::Unavailable,
                 format!("{} is not available on this server", kind.as_str()),
             )),
@@ -182,6 +192,95 @@ impl Session {
         }
         let published = room.publish(&RoomEventBody::Chat {
             from: user.as_ref(),
+            text,
+        });
+        Ok(Some(ok_reply(rid, published)))
+    }
+
+    /// The signed-in user and the joined room a payment goes to; a broadcaster cannot
+    /// pay their own room.
+    fn payer_in(&self, room: &str) -> Result<(User, Arc<Room>), Rejection> {
+        let user = self.signed_in()?.clone();
+        let room = self.joined_room(room)?.clone();
+        if user.owns_room(&room.name) {
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                "broadcasters cannot pay their own room",
+            ));
+        }
+        Ok((user, room))
+    }
+
+    async fn gift(&mut self, rid: &Option<Rid>, request: GiftRequest) -> Answer {
+        let (user, room) = self.payer_in(&request.room)?;
+        let order = GiftOrder {
+            room: &room.name,
+            sticker: &request.sticker,
+            count: request.count,
+            key: &request.key,
+        };
+        let charge = self.gifts.gift(&user, order).await?;
+        Ok(Some(self.charged(rid, &room, &user, charge, "gift_id")))
+    }
+
+    async fn question(&mut self, rid: &Option<Rid>, request: QuestionRequest) -> Answer {
+        let (user, room) = self.payer_in(&request.room)?;
+        let text = checked_text(&request.text, QUESTION_MAX_CHARS, "text")?;
+        let order = QuestionOrder {
+            room: &room.name,
+            text: &text,
+            coins: request.coins,
+            key: &request.key,
+        };
+        let charge = self.gifts.question(&user, order).await?;
+        Ok(Some(self.charged(rid, &room, &user, charge, "question_id")))
+    }
+
+    /// After a durable charge: fan out its event (first time only), tell the payer's
+    /// connections their balance, and build the reply.
+    fn charged(
+        &self,
+        rid: &Option<Rid>,
+        room: &Room,
+        user: &User,
+        charge: Charge,
+        id_field: &str,
+    ) -> String {
+        if let Some(event) = &charge.event {
+            room.publish_as(charge.id.clone(), event);
+            let balance = to_json(&EphemeralEvent::Balance {
+                coins: charge.balance,
+            });
+            self.hub.send_to_user(&user.id, balance.into());
+        }
+        let mut result =
+            serde_json::json!({"balance": charge.balance, "duplicate": charge.duplicate});
+        result[id_field] = charge.id.into();
+        ok_reply(rid, result)
+    }
+
+    fn ack(&mut self, rid: &Option<Rid>, request: AckRequest) -> Answer {
+        let user = self.signed_in()?;
+        let room = self.joined_room(&request.room)?;
+        if !user.owns_room(&room.name) {
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                "only the room's broadcaster can acknowledge",
+            ));
+        }
+        let text = checked_text(&request.text, ACK_MAX_CHARS, "text")?;
+        let to = self
+            .gifts
+            .acknowledgeable(&room.name, &request.reference)
+            .ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::NotFound,
+                    format!("no gift or question {:?} in this room", request.reference),
+                )
+            })?;
+        let published = room.publish(&RoomEventBody::Ack {
+            reference: request.reference,
+            to,
             text,
         });
         Ok(Some(ok_reply(rid, published)))

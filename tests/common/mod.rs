@@ -21,6 +21,8 @@ pub struct TestServer {
     pub server: ovation::Server,
     pub addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
+    pub dev: bool,
+    pub file: FileConfig,
     tokens: Tokens,
 }
 
@@ -30,21 +32,37 @@ impl TestServer {
     }
 
     pub async fn with_limits(tweak: impl FnOnce(&mut Limits)) -> TestServer {
-        let data_dir = tempfile::tempdir().unwrap();
+        TestServer::with_config(|file| tweak(&mut file.limits)).await
+    }
+
+    pub async fn with_config(tweak: impl FnOnce(&mut FileConfig)) -> TestServer {
         let mut file = FileConfig::default();
-        tweak(&mut file.limits);
+        tweak(&mut file);
+        TestServer::launch(tempfile::tempdir().unwrap(), true, file).await
+    }
+
+    /// Stops this server and starts a new one on the same data directory.
+    pub async fn restart(self) -> TestServer {
+        self.server.shutdown();
+        self.server.stopped().await.unwrap();
+        TestServer::launch(self.data_dir, self.dev, self.file).await
+    }
+
+    pub async fn launch(data_dir: tempfile::TempDir, dev: bool, file: FileConfig) -> TestServer {
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_owned(),
             token_secret: Some(SECRET.into()),
-            dev: true,
-            file,
+            dev,
+            file: file.clone(),
         };
         let server = ovation::start(config).await.unwrap();
         TestServer {
             addr: server.addr(),
             server,
             data_dir,
+            dev,
+            file,
             tokens: Tokens::new(SECRET.as_bytes(), 0),
         }
     }
@@ -66,9 +84,83 @@ impl TestServer {
         Client::connect(self.addr, Some(&self.token(id, Role::Viewer))).await
     }
 
+    pub async fn broadcaster(&self, id: &str) -> Client {
+        Client::connect(self.addr, Some(&self.token(id, Role::Broadcaster))).await
+    }
+
+    /// An HTTP request with `id`'s bearer token.
+    pub fn http(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        id: &str,
+        role: Role,
+    ) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(self.token(id, role))
+    }
+
+    /// Tops up `coins` for viewer `id` and returns the new balance.
+    pub async fn top_up(&self, id: &str, coins: u64) -> u64 {
+        let key = format!("topup-{id}-{}", rand_key());
+        let response = self
+            .http(reqwest::Method::POST, "/api/me/topup", id, Role::Viewer)
+            .json(&json!({"coins": coins, "key": key}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["coins"].as_u64().unwrap()
+    }
+
+    pub async fn wallet(&self, id: &str) -> u64 {
+        let body: Value = self
+            .http(reqwest::Method::GET, "/api/me/wallet", id, Role::Viewer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["coins"].as_u64().unwrap()
+    }
+
+    /// The admin's view of the books; asserts they balance.
+    pub async fn books_balance(&self) -> Value {
+        let report: Value = self
+            .http(
+                reqwest::Method::GET,
+                "/api/admin/ledger/check",
+                "auditor",
+                Role::Admin,
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+        assert_eq!(report["sum"], 0, "{report}");
+        report
+    }
+
     pub async fn guest(&self) -> Client {
         Client::connect(self.addr, None).await
     }
+}
+
+/// A fresh idempotency key.
+pub fn rand_key() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "key-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn display_name(id: &str) -> String {

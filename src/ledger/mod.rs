@@ -1,0 +1,193 @@
+//! The double-entry ledger: accounts, transfers whose legs sum to zero, idempotency by
+//! (user, key). `Ledger` is the seam between the gift engine and storage; `sqlite`
+//! is the embedded implementation.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use sqlite::SqliteLedger;
+
+use crate::money::Minor;
+
+/// Every account money can sit in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Account {
+    /// A user's spendable coins.
+    Wallet(String),
+    /// What a broadcaster earned (their room id is their user id).
+    Earnings(String),
+    Agency(String),
+    Platform,
+    AppStore,
+    /// Where simulated store purchases come from; it goes negative as coins are sold.
+    TopupSource,
+    /// Coins held in a red packet until grabbed or refunded.
+    Escrow(String),
+}
+
+impl Account {
+    /// The stored name, e.g. `wallet:bob`.
+    pub fn key(&self) -> String {
+        match self {
+            Account::Wallet(id) => format!("wallet:{id}"),
+            Account::Earnings(id) => format!("earnings:{id}"),
+            Account::Agency(id) => format!("agency:{id}"),
+            Account::Platform => "platform".into(),
+            Account::AppStore => "app_store".into(),
+            Account::TopupSource => "topup_source".into(),
+            Account::Escrow(id) => format!("escrow:{id}"),
+        }
+    }
+
+    /// Accounts that hold someone's money may never go below zero.
+    pub fn must_stay_non_negative(key: &str) -> bool {
+        key.starts_with("wallet:") || key.starts_with("escrow:")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    Topup,
+    Gift,
+    Question,
+    RedPacket,
+    Grab,
+    Refund,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Topup => "topup",
+            TransferKind::Gift => "gift",
+            TransferKind::Question => "question",
+            TransferKind::RedPacket => "red_packet",
+            TransferKind::Grab => "grab",
+            TransferKind::Refund => "refund",
+        }
+    }
+}
+
+/// A transfer to commit.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    pub kind: TransferKind,
+    pub legs: Vec<(Account, Minor)>,
+    /// The room a payment was made in, for earnings statements.
+    pub room: Option<String>,
+    /// (user, key): a second request with the same pair is a retry.
+    pub idempotency: Option<(String, String)>,
+    /// What must match for a retry to be "the same request".
+    pub fingerprint: String,
+    /// Facts about the transfer returned to retries (ids, sticker, count…).
+    pub meta: Value,
+}
+
+impl TransferRequest {
+    pub fn new(kind: TransferKind, legs: Vec<(Account, Minor)>) -> TransferRequest {
+        TransferRequest {
+            kind,
+            legs,
+            room: None,
+            idempotency: None,
+            fingerprint: String::new(),
+            meta: Value::Null,
+        }
+    }
+
+    pub fn idempotent(mut self, user: &str, key: &str, fingerprint: String) -> Self {
+        self.idempotency = Some((user.to_owned(), key.to_owned()));
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    pub fn in_room(mut self, room: &str) -> Self {
+        self.room = Some(room.to_owned());
+        self
+    }
+
+    pub fn with_meta(mut self, meta: Value) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    /// The double-entry rule, checked before anything is written.
+    pub fn is_balanced(&self) -> bool {
+        !self.legs.is_empty()
+            && self
+                .legs
+                .iter()
+                .try_fold(0 as Minor, |sum, (_, amount)| sum.checked_add(*amount))
+                == Some(0)
+    }
+}
+
+/// A transfer that is in the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub transfer_id: i64,
+    /// True when this request was a retry of `transfer_id`; nothing changed.
+    pub duplicate: bool,
+    pub fingerprint: String,
+    pub meta: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the idempotency key was used for a different request")]
+    Conflict,
+    #[error("a wallet would go below zero")]
+    InsufficientFunds,
+    #[error("the legs of the transfer do not sum to zero")]
+    Unbalanced,
+    #[error("ledger storage failed: {0}")]
+    Storage(String),
+    #[error("the ledger is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(error: rusqlite::Error) -> Self {
+        LedgerError::Storage(error.to_string())
+    }
+}
+
+/// A broadcaster's earnings statement, in minor units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Earnings {
+    /// Paid gifts and questions in their room.
+    pub gifts: u64,
+    /// Their total value in whole coins.
+    pub coins: u64,
+    pub broadcaster: Minor,
+    pub agency: Minor,
+    pub platform: Minor,
+    pub app_store: Minor,
+}
+
+/// The result of checking the books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub accounts: u64,
+    pub transfers: u64,
+    /// Sum over all accounts; zero when the books balance.
+    pub sum: i64,
+    pub problems: Vec<String>,
+}
+
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Commits the transfer durably (or finds its first commit, for a retry).
+    async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
+    /// The transfer committed for (user, key), if any.
+    async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError>;
+    /// Every wallet's balance, by user id.
+    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
+    async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError>;
+    /// Verifies every invariant of the books.
+    async fn check(&self) -> Result<CheckReport, LedgerError>;
+}

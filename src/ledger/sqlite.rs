@@ -1,0 +1,415 @@
+//! The embedded ledger on SQLite (WAL, `synchronous=FULL`) in the data directory.
+//!
+//! Group commit: one writer thread owns the write connection. It takes every request
+//! queued, applies each inside one transaction (checking idempotency, the double-entry
+//! rule and non-negative wallets first), commits once — one fsync for the batch —
+//! and only then answers each request. Balances live in the writer's memory (rebuilt
+//! from the legs at open), so the non-negativity check never reads the disk.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{
+    Account, CheckReport, Committed, Earnings, Ledger, LedgerError, TransferKind, TransferRequest,
+};
+use crate::money::{Minor, MINOR_PER_COIN};
+
+/// Requests one transaction takes at most.
+const MAX_BATCH: usize = 4096;
+const FILE_NAME: &str = "ledger.sqlite3";
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    room TEXT,
+    created_ms INTEGER NOT NULL,
+    idem_user TEXT,
+    idem_key TEXT,
+    fingerprint TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    UNIQUE (idem_user, idem_key)
+);
+CREATE TABLE IF NOT EXISTS legs (
+    transfer_id INTEGER NOT NULL REFERENCES transfers(id),
+    account TEXT NOT NULL,
+    amount INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS legs_by_account ON legs (account);
+CREATE INDEX IF NOT EXISTS legs_by_transfer ON legs (transfer_id);
+CREATE INDEX IF NOT EXISTS transfers_by_room ON transfers (room, kind);
+";
+
+pub struct SqliteLedger {
+    submit: Mutex<mpsc::Sender<Job>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+struct Job {
+    request: TransferRequest,
+    answer: oneshot::Sender<Result<Committed, LedgerError>>,
+}
+
+fn configure(connection: &Connection) -> Result<(), LedgerError> {
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<SqliteLedger, LedgerError> {
+        std::fs::create_dir_all(dir).map_err(|e| LedgerError::Storage(e.to_string()))?;
+        let path = dir.join(FILE_NAME);
+        let connection = Connection::open(&path)?;
+        configure(&connection)?;
+        migrate(&connection)?;
+        let balances = all_balances(&connection)?;
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10))?;
+        let (submit, jobs) = mpsc::channel();
+        let writer = Writer {
+            connection,
+            balances,
+        };
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(jobs))
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        Ok(SqliteLedger {
+            submit: Mutex::new(submit),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Runs a query on the read connection without blocking the async runtime.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = reader.lock().unwrap_or_else(|p| p.into_inner());
+            query(&connection)
+        })
+        .await
+        .map_err(|e| LedgerError::Storage(e.to_string()))?
+    }
+}
+
+fn migrate(connection: &Connection) -> Result<(), LedgerError> {
+    connection.execute_batch(SCHEMA)?;
+    let version: Option<i64> = connection
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()?;
+    match version {
+        None => {
+            connection.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => {
+            return Err(LedgerError::Storage(format!(
+                "ledger schema version {other} is newer than this server's {SCHEMA_VERSION}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn all_balances(connection: &Connection) -> Result<HashMap<String, Minor>, LedgerError> {
+    let mut statement =
+        connection.prepare("SELECT account, SUM(amount) FROM legs GROUP BY account")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn find_committed(
+    connection: &Connection,
+    user: &str,
+    key: &str,
+) -> Result<Option<Committed>, LedgerError> {
+    let found = connection
+        .prepare_cached(
+            "SELECT id, fingerprint, meta FROM transfers WHERE idem_user = ?1 AND idem_key = ?2",
+        )?
+        .query_row(params![user, key], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?;
+    Ok(found.map(|(transfer_id, fingerprint, meta)| Committed {
+        transfer_id,
+        duplicate: true,
+        fingerprint,
+        meta: serde_json::from_str(&meta).unwrap_or_default(),
+    }))
+}
+
+struct Writer {
+    connection: Connection,
+    /// Every account's balance as committed.
+    balances: HashMap<String, Minor>,
+}
+
+impl Writer {
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            crate::metrics::ledger_batch(batch.len());
+            let answers = self.commit_batch(&batch);
+            for (job, answer) in batch.into_iter().zip(answers) {
+                let _ = job.answer.send(answer);
+            }
+        }
+    }
+
+    /// Applies every request in one transaction and commits once. If the commit fails,
+    /// nothing of the batch happened and every request gets the error.
+    fn commit_batch(&mut self, batch: &[Job]) -> Vec<Result<Committed, LedgerError>> {
+        let mut changes: HashMap<String, Minor> = HashMap::new();
+        let outcome = (|| {
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let answers: Vec<_> = batch
+                .iter()
+                .map(|job| apply(&transaction, &self.balances, &mut changes, &job.request))
+                .collect();
+            transaction.commit()?;
+            Ok::<_, LedgerError>(answers)
+        })();
+        match outcome {
+            Ok(answers) => {
+                for (account, delta) in changes {
+                    *self.balances.entry(account).or_insert(0) += delta;
+                }
+                answers
+            }
+            Err(error) => {
+                tracing::error!(%error, "ledger commit failed");
+                batch
+                    .iter()
+                    .map(|_| Err(LedgerError::Storage(error.to_string())))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Applies one transfer inside the batch's transaction. `changes` accumulates the
+/// balance changes of the batch so far, on top of the committed `balances`.
+fn apply(
+    transaction: &rusqlite::Transaction<'_>,
+    balances: &HashMap<String, Minor>,
+    changes: &mut HashMap<String, Minor>,
+    request: &TransferRequest,
+) -> Result<Committed, LedgerError> {
+    if !request.is_balanced() {
+        return Err(LedgerError::Unbalanced);
+    }
+    if let Some((user, key)) = &request.idempotency {
+        if let Some(first) = find_committed(transaction, user, key)? {
+            return if first.fingerprint == request.fingerprint {
+                Ok(first)
+            } else {
+                Err(LedgerError::Conflict)
+            };
+        }
+    }
+    let mut deltas: HashMap<String, Minor> = HashMap::new();
+    for (account, amount) in &request.legs {
+        *deltas.entry(account.key()).or_insert(0) += amount;
+    }
+    for (account, delta) in &deltas {
+        let now = balances.get(account).copied().unwrap_or(0)
+            + changes.get(account).copied().unwrap_or(0);
+        if Account::must_stay_non_negative(account) && now + delta < 0 {
+            return Err(LedgerError::InsufficientFunds);
+        }
+    }
+    let (idem_user, idem_key) = request
+        .idempotency
+        .as_ref()
+        .map_or((None, None), |(user, key)| {
+            (Some(user.as_str()), Some(key.as_str()))
+        });
+    let meta = request.meta.to_string();
+    transaction.execute_batch("SAVEPOINT transfer")?;
+    let written = (|| {
+        transaction
+            .prepare_cached(
+                "INSERT INTO transfers (kind, room, created_ms, idem_user, idem_key, fingerprint, meta)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                request.kind.as_str(),
+                request.room,
+                crate::ids::unix_ms() as i64,
+                idem_user,
+                idem_key,
+                request.fingerprint,
+                meta
+            ])?;
+        let transfer_id = transaction.last_insert_rowid();
+        let mut insert_leg = transaction.prepare_cached(
+            "INSERT INTO legs (transfer_id, account, amount) VALUES (?1, ?2, ?3)",
+        )?;
+        for (account, amount) in &request.legs {
+            insert_leg.execute(params![transfer_id, account.key(), amount])?;
+        }
+        Ok::<_, rusqlite::Error>(transfer_id)
+    })();
+    match written {
+        Ok(transfer_id) => {
+            transaction.execute_batch("RELEASE transfer")?;
+            for (account, delta) in deltas {
+                *changes.entry(account).or_insert(0) += delta;
+            }
+            Ok(Committed {
+                transfer_id,
+                duplicate: false,
+                fingerprint: request.fingerprint.clone(),
+                meta: request.meta.clone(),
+            })
+        }
+        Err(error) => {
+            transaction.execute_batch("ROLLBACK TO transfer; RELEASE transfer")?;
+            Err(error.into())
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError> {
+        let (answer, answered) = oneshot::channel();
+        self.submit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Job { request, answer })
+            .map_err(|_| LedgerError::Closed)?;
+        answered.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError> {
+        let (user, key) = (user.to_owned(), key.to_owned());
+        self.read(move |c| find_committed(c, &user, &key)).await
+    }
+
+    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        self.read(|c| {
+            Ok(all_balances(c)?
+                .into_iter()
+                .filter_map(|(account, balance)| {
+                    Some((account.strip_prefix("wallet:")?.to_owned(), balance))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
+        let room = broadcaster.to_owned();
+        self.read(move |c| {
+            let paid = [TransferKind::Gift.as_str(), TransferKind::Question.as_str()];
+            let gifts: i64 = c.query_row(
+                "SELECT COUNT(*) FROM transfers WHERE room = ?1 AND kind IN (?2, ?3)",
+                params![room, paid[0], paid[1]],
+                |row| row.get(0),
+            )?;
+            let mut statement = c.prepare(
+                "SELECT l.account, SUM(l.amount) FROM legs l JOIN transfers t ON t.id = l.transfer_id
+                 WHERE t.room = ?1 AND t.kind IN (?2, ?3) GROUP BY l.account",
+            )?;
+            let rows = statement.query_map(params![room, paid[0], paid[1]], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Minor>(1)?))
+            })?;
+            let mut earnings = Earnings {
+                gifts: gifts as u64,
+                ..Earnings::default()
+            };
+            let own = Account::Earnings(room.clone()).key();
+            for row in rows {
+                let (account, sum) = row?;
+                match account.as_str() {
+                    a if a == own => earnings.broadcaster += sum,
+                    a if a.starts_with("agency:") => earnings.agency += sum,
+                    a if a.starts_with("wallet:") => earnings.coins += (-sum / MINOR_PER_COIN) as u64,
+                    "platform" => earnings.platform += sum,
+                    "app_store" => earnings.app_store += sum,
+                    _ => {}
+                }
+            }
+            Ok(earnings)
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<CheckReport, LedgerError> {
+        self.read(|c| {
+            let count = |sql: &str| -> Result<i64, LedgerError> { Ok(c.query_row(sql, [], |row| row.get(0))?) };
+            let mut problems = Vec::new();
+            let accounts = count("SELECT COUNT(DISTINCT account) FROM legs")?;
+            let transfers = count("SELECT COUNT(*) FROM transfers")?;
+            let sum = count("SELECT COALESCE(SUM(amount), 0) FROM legs")?;
+            if sum != 0 {
+                problems.push(format!("accounts sum to {sum}, not zero"));
+            }
+            let mut listed = |sql: &str, what: &str| -> Result<(), LedgerError> {
+                let mut statement = c.prepare(sql)?;
+                let rows = statement.query_map([], |row| Ok(format!("{}: {}", row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+                for row in rows.take(20) {
+                    problems.push(format!("{what} {}", row?));
+                }
+                Ok(())
+            };
+            listed(
+                "SELECT CAST(transfer_id AS TEXT), SUM(amount) FROM legs GROUP BY transfer_id HAVING SUM(amount) != 0",
+                "unbalanced transfer",
+            )?;
+            listed(
+                "SELECT account, SUM(amount) FROM legs WHERE account LIKE 'wallet:%' OR account LIKE 'escrow:%'
+                 GROUP BY account HAVING SUM(amount) < 0",
+                "account below zero",
+            )?;
+            listed(
+                "SELECT idem_user || '/' || idem_key, COUNT(*) FROM transfers WHERE idem_key IS NOT NULL
+                 GROUP BY idem_user, idem_key HAVING COUNT(*) > 1",
+                "idempotency key used twice",
+            )?;
+            listed(
+                "SELECT CAST(t.id AS TEXT), 0 FROM transfers t WHERE NOT EXISTS (SELECT 1 FROM legs l WHERE l.transfer_id = t.id)",
+                "transfer without legs",
+            )?;
+            Ok(CheckReport {
+                ok: problems.is_empty(),
+                accounts: accounts as u64,
+                transfers: transfers as u64,
+                sum,
+                problems,
+            })
+        })
+        .await
+    }
+}

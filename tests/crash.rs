@@ -1,0 +1,204 @@
+//! `kill -9` in the middle of a gift storm loses nothing that was confirmed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use ovation::auth::{Role, Tokens, User};
+use serde_json::{json, Value};
+
+const SENDERS: usize = 20;
+const COINS_EACH: u64 = 100_000;
+
+fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovation"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--dev",
+            "--token-secret",
+            SECRET,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let addr = first.rsplit("http://").next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+fn token(id: &str) -> String {
+    let user = User {
+        id: id.into(),
+        name: display_name(id),
+        role: Role::Viewer,
+    };
+    Tokens::new(SECRET.as_bytes(), 0).mint(&user, 3600)
+}
+
+async fn top_up(addr: SocketAddr, id: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/me/topup"))
+        .bearer_auth(token(id))
+        .json(&json!({"coins": COINS_EACH, "key": format!("crash-topup-{id}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Sends gifts with keys `{id}-0`, `{id}-1`, … until the connection dies; returns the
+/// confirmed (key, gift_id) pairs and how many were sent in all.
+async fn storm(addr: SocketAddr, id: String) -> (Vec<(String, String)>, usize) {
+    let mut client = Client::connect(addr, Some(&token(&id))).await;
+    client.join("crash-room").await;
+    let mut confirmed = Vec::new();
+    let mut sent = 0;
+    loop {
+        let key = format!("{id}-{sent:06}");
+        let message = json!({"type": "gift", "room": "crash-room", "sticker": "heart", "count": 1, "key": key, "rid": sent});
+        sent += 1;
+        if futures_util::SinkExt::send(
+            &mut client.ws,
+            tokio_tungstenite::tungstenite::Message::text(message.to_string()),
+        )
+        .await
+        .is_err()
+        {
+            return (confirmed, sent);
+        }
+        // Read until this gift's reply, or until the server dies.
+        loop {
+            match futures_util::StreamExt::next(&mut client.ws).await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                    let reply: Value = serde_json::from_str(&text).unwrap();
+                    if reply["rid"] == json!(sent - 1) {
+                        assert_eq!(reply["type"], "ok", "{reply}");
+                        confirmed
+                            .push((key.clone(), reply["gift_id"].as_str().unwrap().to_owned()));
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return (confirmed, sent),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server(data.path());
+    let senders: Vec<String> = (0..SENDERS).map(|i| format!("crash-sender-{i}")).collect();
+    for id in &senders {
+        top_up(addr, id).await;
+    }
+    let storms: Vec<_> = senders
+        .iter()
+        .map(|id| tokio::spawn(storm(addr, id.clone())))
+        .collect();
+
+    // Let the storm run until a good number of gifts are confirmed, then kill -9.
+    let heart = 1; // the default catalog's cheapest sticker
+    loop {
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gifts_out = metrics
+            .lines()
+            .find(|l| l.starts_with("ovation_messages_in_total{type=\"gift\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if gifts_out > 500.0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let mut results = Vec::new();
+    for storm in storms {
+        results.push(storm.await.unwrap());
+    }
+    let confirmed_total: usize = results.iter().map(|(c, _)| c.len()).sum();
+    assert!(confirmed_total > 0);
+
+    // Restart on the same data directory.
+    let (mut child, addr) = spawn_server(data.path());
+    for (id, (confirmed, sent)) in senders.iter().zip(&results) {
+        let mut client = Client::connect(addr, Some(&token(id))).await;
+        client.join("crash-room").await;
+        // Every confirmed gift is in the ledger: its retry is a duplicate with the same id.
+        for (key, gift_id) in confirmed {
+            let reply = client
+                .ok(json!({"type": "gift", "room": "crash-room", "sticker": "heart", "count": 1, "key": key}))
+                .await;
+            assert_eq!(reply["duplicate"], true, "confirmed gift {key} was lost");
+            assert_eq!(reply["gift_id"], gift_id.as_str());
+        }
+        // The wallet paid for the confirmed gifts, and at most for the unconfirmed ones in flight.
+        let wallet: Value = reqwest::Client::new()
+            .get(format!("http://{addr}/api/me/wallet"))
+            .bearer_auth(token(id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let spent = COINS_EACH - wallet["coins"].as_u64().unwrap();
+        let confirmed_spend = heart * confirmed.len() as u64;
+        assert!(
+            spent >= confirmed_spend && spent <= heart * *sent as u64,
+            "{id} spent {spent}"
+        );
+    }
+
+    let report: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/admin/ledger/check"))
+        .bearer_auth(Tokens::new(SECRET.as_bytes(), 0).mint(
+            &User {
+                id: "auditor".into(),
+                name: "Auditor".into(),
+                role: Role::Admin,
+            },
+            3600,
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The offline checker agrees.
+    let check = Command::new(env!("CARGO_BIN_EXE_ovation"))
+        .args(["ledger", "check", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
