@@ -1,0 +1,316 @@
+//! The gift engine and its SQLite ledger without sockets: random sequences of top-ups,
+//! gifts, questions and retries against a simple model keep every invariant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovation::auth::{Role, User};
+use ovation::gift::{GiftEngine, GiftOrder, QuestionOrder};
+use ovation::ledger::{Account, Ledger, LedgerError, SqliteLedger, TransferKind, TransferRequest};
+use ovation::money::{Catalog, SplitPolicy};
+use proptest::prelude::*;
+use serde_json::json;
+
+const USERS: [&str; 3] = ["amy", "ben", "cat"];
+const ROOMS: [&str; 2] = ["star", "moon"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    TopUp {
+        user: usize,
+        coins: u64,
+        key: u8,
+    },
+    Gift {
+        user: usize,
+        room: usize,
+        sticker: usize,
+        count: u32,
+        key: u8,
+    },
+    Question {
+        user: usize,
+        room: usize,
+        coins: u64,
+        key: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize, 1..500u64, 0..6u8).prop_map(|(user, coins, key)| Op::TopUp {
+            user,
+            coins,
+            key
+        }),
+        (0..3usize, 0..2usize, 0..8usize, 1..20u32, 0..6u8).prop_map(
+            |(user, room, sticker, count, key)| Op::Gift {
+                user,
+                room,
+                sticker,
+                count,
+                key
+            }
+        ),
+        (0..3usize, 0..2usize, 1..300u64, 0..6u8).prop_map(|(user, room, coins, key)| {
+            Op::Question {
+                user,
+                room,
+                coins,
+                key,
+            }
+        }),
+    ]
+}
+
+fn user(index: usize) -> User {
+    User {
+        id: USERS[index].into(),
+        name: USERS[index].to_uppercase(),
+        role: Role::Viewer,
+    }
+}
+
+/// What the model expects one op to do: the coins it moves, keyed by (user, key).
+#[derive(Default)]
+struct Model {
+    balances: HashMap<usize, u64>,
+    /// (user, kind+key) → the request's content, to tell retries from conflicts.
+    seen: HashMap<(usize, String), String>,
+}
+
+async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(SqliteLedger::open(dir.path()).unwrap());
+    let catalog = Catalog::default();
+    let engine = GiftEngine::open(
+        ledger.clone(),
+        catalog.clone(),
+        SplitPolicy::default(),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::TopUp {
+                user: u,
+                coins,
+                key,
+            } => {
+                let key = format!("topup-key-{key}");
+                let content = format!("topup {coins}");
+                let first = model
+                    .seen
+                    .entry((u, key.clone()))
+                    .or_insert(content.clone())
+                    .clone();
+                let result = engine.top_up(&user(u), coins, &key).await;
+                if first == content {
+                    let balance = result.unwrap();
+                    if !model.seen.contains_key(&(u, format!("done:{key}"))) {
+                        *model.balances.entry(u).or_default() += coins;
+                        model.seen.insert((u, format!("done:{key}")), String::new());
+                    }
+                    prop_assert_eq!(balance, model.balances[&u]);
+                } else {
+                    prop_assert_eq!(result.unwrap_err().code.as_str(), "conflict");
+                }
+            }
+            Op::Gift {
+                user: u,
+                room,
+                sticker,
+                count,
+                key,
+            } => {
+                let sticker = &catalog.stickers[sticker];
+                let value = sticker.coins * u64::from(count);
+                let order = GiftOrder {
+                    room: ROOMS[room],
+                    sticker: &sticker.id,
+                    count,
+                    key: &format!("gift-key-{key}"),
+                };
+                let content = format!("gift {} {} {}", ROOMS[room], sticker.id, count);
+                charge(
+                    &mut model,
+                    u,
+                    format!("gift-key-{key}"),
+                    content,
+                    value,
+                    engine.gift(&user(u), order).await,
+                )?;
+            }
+            Op::Question {
+                user: u,
+                room,
+                coins,
+                key,
+            } => {
+                let order = QuestionOrder {
+                    room: ROOMS[room],
+                    text: "why?",
+                    coins,
+                    key: &format!("ask-key-{key}"),
+                };
+                let content = format!("question {} {}", ROOMS[room], coins);
+                let result = engine.question(&user(u), order).await;
+                if coins < catalog.question_min_coins {
+                    prop_assert_eq!(result.err().unwrap().code.as_str(), "bad_request");
+                    continue;
+                }
+                charge(
+                    &mut model,
+                    u,
+                    format!("ask-key-{key}"),
+                    content,
+                    coins,
+                    result,
+                )?;
+            }
+        }
+        for (u, _) in USERS.iter().enumerate() {
+            prop_assert_eq!(
+                engine.balance(USERS[u]),
+                model.balances.get(&u).copied().unwrap_or(0)
+            );
+        }
+    }
+    let report = ledger.check().await.unwrap();
+    prop_assert!(report.ok, "{:?}", report);
+    // The books rebuilt from disk agree with the model.
+    drop(engine);
+    let reopened = GiftEngine::open(
+        ledger,
+        catalog,
+        SplitPolicy::default(),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    for (u, id) in USERS.iter().enumerate() {
+        prop_assert_eq!(
+            reopened.balance(id),
+            model.balances.get(&u).copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+fn charge(
+    model: &mut Model,
+    u: usize,
+    key: String,
+    content: String,
+    value: u64,
+    result: Result<ovation::gift::Charge, ovation::protocol::Rejection>,
+) -> Result<(), TestCaseError> {
+    let done = (u, format!("done:{key}"));
+    match model.seen.get(&(u, key.clone())) {
+        Some(first) if *first != content => {
+            prop_assert_eq!(result.err().map(|r| r.code.as_str()), Some("conflict"));
+        }
+        Some(_) if model.seen.contains_key(&done) => {
+            let charge = result.unwrap();
+            prop_assert!(charge.duplicate && charge.event.is_none());
+        }
+        _ => {
+            let balance = model.balances.entry(u).or_default();
+            if *balance >= value {
+                let charge = result.unwrap();
+                prop_assert!(!charge.duplicate && charge.event.is_some());
+                *balance -= value;
+                model.seen.insert((u, key), content);
+                model.seen.insert(done, String::new());
+            } else {
+                prop_assert_eq!(
+                    result.err().map(|r| r.code.as_str()),
+                    Some("insufficient_funds")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn random_money_operations_keep_every_invariant(ops in proptest::collection::vec(op(), 1..40)) {
+        tokio::runtime::Runtime::new().unwrap().block_on(run(ops))?;
+    }
+}
+
+fn transfer(legs: Vec<(Account, i64)>) -> TransferRequest {
+    TransferRequest::new(TransferKind::Gift, legs).with_meta(json!({}))
+}
+
+#[tokio::test]
+async fn the_ledger_itself_refuses_unbalanced_and_overdrawing_transfers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = SqliteLedger::open(dir.path()).unwrap();
+    let unbalanced = transfer(vec![
+        (Account::Wallet("a".into()), -5),
+        (Account::Platform, 4),
+    ]);
+    assert!(matches!(
+        ledger.commit(unbalanced).await,
+        Err(LedgerError::Unbalanced)
+    ));
+    let overdraw = transfer(vec![
+        (Account::Wallet("a".into()), -5),
+        (Account::Platform, 5),
+    ]);
+    assert!(matches!(
+        ledger.commit(overdraw).await,
+        Err(LedgerError::InsufficientFunds)
+    ));
+    let overflow = transfer(vec![
+        (Account::Platform, i64::MAX),
+        (Account::AppStore, i64::MAX),
+        (Account::TopupSource, 2),
+    ]);
+    assert!(matches!(
+        ledger.commit(overflow).await,
+        Err(LedgerError::Unbalanced)
+    ));
+    let report = ledger.check().await.unwrap();
+    assert!(report.ok && report.transfers == 0, "{report:?}");
+}
+
+#[tokio::test]
+async fn concurrent_commits_are_grouped_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(SqliteLedger::open(dir.path()).unwrap());
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                let legs = vec![
+                    (Account::TopupSource, -100),
+                    (Account::Wallet(format!("u{}", i % 7)), 100),
+                ];
+                let request = TransferRequest::new(TransferKind::Topup, legs)
+                    .idempotent("u", &format!("k{i}"), "same".into())
+                    .with_meta(json!({"i": i}));
+                ledger.commit(request).await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(!task.await.unwrap().duplicate);
+    }
+    let report = ledger.check().await.unwrap();
+    assert_eq!((report.ok, report.transfers, report.sum), (true, 400, 0));
+    let total: i64 = ledger
+        .balances()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b)
+        .sum();
+    assert_eq!(total, 40_000);
+}
