@@ -120,6 +120,12 @@ async fn write_loop(
             first = frames.recv() => {
                 let Some(first) = first else { break };
                 let write = async {
+                    // Let the other woken writers and the room's publishers run first:
+                    // under load, more frames are queued by then and go out in the same
+                    // write. Unloaded, this costs one trip through the run queue.
+                    if frames.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
                     sink.feed(Message::Text(first)).await?;
                     for _ in 1..MAX_BATCH {
                         let Ok(next) = frames.try_recv() else { break };

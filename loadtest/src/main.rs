@@ -1,1 +1,234 @@
-fn main() {}
+//! `loadtest`: drives a running Ovation server (or a peer speaking the same protocol)
+//! over loopback with many real WebSocket clients, checks what they receive, and
+//! reports throughput, latency and correctness as a table and JSON.
+
+mod scan;
+mod scenarios;
+mod stats;
+mod target;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use serde_json::json;
+
+use scenarios::chat::{ChatLoad, ChatReport};
+use scenarios::gifts::GiftLoad;
+use stats::Stats;
+use target::Target;
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    about = "Load generator for Ovation (loopback targets only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct Common {
+    /// The server's base URL; must resolve to loopback addresses only.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Seconds to measure for.
+    #[arg(long, global = true, default_value_t = 10)]
+    duration: u64,
+    /// New connections per second while ramping up.
+    #[arg(long, global = true, default_value_t = 5000)]
+    ramp: u32,
+    /// Tokio worker threads of the load generator.
+    #[arg(long, global = true, default_value_t = 1)]
+    workers: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ChatArgs {
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Chat messages per second, over all rooms.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Sending clients per room.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Bytes of chat text per message.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// One room, every client in it, a few senders.
+    Fanout(ChatArgs),
+    /// Clients spread over many rooms, senders in each.
+    Rooms {
+        #[command(flatten)]
+        chat: ChatArgs,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+    },
+    /// Fanout twice: all clients reading, then a share that stops reading; compares
+    /// the readers' latency.
+    Slow {
+        #[command(flatten)]
+        chat: ChatArgs,
+        #[arg(long, default_value_t = 0.1)]
+        slow_share: f64,
+    },
+    /// Gift storm: confirmed gifts per second and confirm latency.
+    Gifts {
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        /// Gifts each client keeps unconfirmed.
+        #[arg(long, default_value_t = 1)]
+        inflight: usize,
+    },
+    /// Idle connections: server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let target = Target::parse(&cli.common.url)?;
+    let open_files = target::raise_open_files();
+    eprintln!("open-file limit {open_files}");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.common.workers.max(1))
+        .enable_all()
+        .build()?
+        .block_on(run(cli, target))
+}
+
+async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
+    let common = &cli.common;
+    let duration = Duration::from_secs(common.duration);
+    let chat = |args: &ChatArgs, rooms: usize, slow_share: f64| ChatLoad {
+        clients: args.clients,
+        rooms,
+        senders_per_room: args.senders,
+        rate: args.rate,
+        duration,
+        ramp: common.ramp,
+        size: args.size,
+        slow_share,
+    };
+    let report = match &cli.scenario {
+        Scenario::Fanout(args) => {
+            json!({"scenario": "fanout", "result": chat_run(&target, &chat(args, 1, 0.0)).await?})
+        }
+        Scenario::Rooms { chat: args, rooms } => {
+            json!({"scenario": "rooms", "result": chat_run(&target, &chat(args, *rooms, 0.0)).await?})
+        }
+        Scenario::Slow {
+            chat: args,
+            slow_share,
+        } => {
+            let baseline = chat_run(&target, &chat(args, 1, 0.0)).await?;
+            let slowed = chat_run(&target, &chat(args, 1, *slow_share)).await?;
+            let ratio = slowed.latency.p99_ms / baseline.latency.p99_ms.max(0.001);
+            json!({"scenario": "slow", "baseline": baseline, "with_slow_clients": slowed, "p99_ratio": ratio})
+        }
+        Scenario::Gifts {
+            clients,
+            rooms,
+            inflight,
+        } => {
+            let load = GiftLoad {
+                clients: *clients,
+                rooms: *rooms,
+                inflight: *inflight,
+                duration,
+                ramp: common.ramp,
+            };
+            let stats = watched(Stats::default());
+            json!({"scenario": "gifts", "result": scenarios::gifts::run(&target, &load, stats).await?})
+        }
+        Scenario::Idle { clients, rooms } => {
+            let stats = watched(Stats::default());
+            let settle = Duration::from_secs(2);
+            json!({"scenario": "idle", "result": scenarios::idle::run(&target, *clients, *rooms, common.ramp, settle, stats).await?})
+        }
+    };
+    print_table(&report);
+    if let Some(path) = &common.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+async fn chat_run(target: &Target, load: &ChatLoad) -> anyhow::Result<ChatReport> {
+    scenarios::chat::run(target, load, watched(Stats::default())).await
+}
+
+/// Starts the once-a-second progress line on stderr for these stats.
+fn watched(stats: Stats) -> Arc<Stats> {
+    let stats = Arc::new(stats);
+    let seen = Arc::downgrade(&stats);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut last = 0;
+        every.tick().await;
+        while let Some(stats) = seen.upgrade() {
+            every.tick().await;
+            let delivered = stats.delivered.load(Relaxed).max(stats.latency.count());
+            eprintln!(
+                "connected {:>6}  sent {:>9}  delivered {:>10} ({:>9}/s)  p99 {:>7.1} ms  errors {}",
+                stats.connected.load(Relaxed),
+                stats.sent.load(Relaxed),
+                delivered,
+                delivered - last,
+                stats.latency.quantile(0.99) as f64 / 1000.0,
+                stats.errors.load(Relaxed),
+            );
+            last = delivered;
+        }
+    });
+    stats
+}
+
+/// The report as `key  value` lines, nested keys joined with dots.
+fn print_table(report: &serde_json::Value) {
+    fn walk(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&name, value, rows);
+                }
+            }
+            serde_json::Value::Number(n) if n.is_f64() => rows.push((
+                prefix.into(),
+                format!("{:.2}", n.as_f64().unwrap_or_default()),
+            )),
+            other => rows.push((prefix.into(), other.to_string())),
+        }
+    }
+    let mut rows = Vec::new();
+    walk("", report, &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        println!("{key:width$}  {value}");
+    }
+}

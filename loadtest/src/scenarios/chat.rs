@@ -1,0 +1,202 @@
+//! Chat load: clients in one room (`fanout`) or many (`rooms`), some of them senders,
+//! optionally some that stop reading (`slow`). Every receiver checks it sees each
+//! room event once, in `seq` order, and measures end-to-end latency.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{connect_all, tokens, unix_micros, Joined};
+use crate::scan::{sent_micros, seq};
+use crate::stats::{Latency, SeqCheck, Stats};
+use crate::target::{Socket, Target};
+
+#[derive(Debug, Clone)]
+pub struct ChatLoad {
+    pub clients: usize,
+    pub rooms: usize,
+    pub senders_per_room: usize,
+    /// Chat messages per second, over all rooms.
+    pub rate: u32,
+    pub duration: Duration,
+    pub ramp: u32,
+    /// Bytes of text per message.
+    pub size: usize,
+    /// Share of clients (not senders) that stop reading once joined.
+    pub slow_share: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatReport {
+    pub clients: usize,
+    pub rooms: usize,
+    pub slow_clients: usize,
+    pub sent: u64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    pub latency: Latency,
+    pub gaps: u64,
+    pub duplicates: u64,
+    pub reorders: u64,
+    pub errors: u64,
+    pub disconnects: u64,
+}
+
+/// What a client does once joined.
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    Sender,
+    Reader,
+    Stalled,
+}
+
+pub async fn run(
+    target: &Target,
+    load: &ChatLoad,
+    stats: Arc<Stats>,
+) -> anyhow::Result<ChatReport> {
+    let rooms = load.rooms.max(1);
+    let tokens = tokens(target, load.clients).await?;
+    let room_of = |i: usize| format!("lt-room-{}", i % rooms);
+    let clients = connect_all(target, &tokens, room_of, load.ramp, &stats).await?;
+
+    let senders = (load.senders_per_room * rooms).min(load.clients);
+    let stalled = ((load.clients - senders) as f64 * load.slow_share).round() as usize;
+    let part = |i: usize| match i {
+        i if i < senders => Part::Sender,
+        i if i < senders + stalled => Part::Stalled,
+        _ => Part::Reader,
+    };
+    let per_sender = f64::from(load.rate) / senders.max(1) as f64;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for client in clients {
+        let role = part(client.index);
+        let stats = stats.clone();
+        let stopped = stopped.clone();
+        let size = load.size;
+        tasks.push(tokio::spawn(async move {
+            drive(client, role, per_sender, size, stats, stopped).await;
+        }));
+    }
+
+    let delivered_before = stats.delivered.load(Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(load.duration).await;
+    let elapsed = started.elapsed();
+    let delivered = stats.delivered.load(Relaxed) - delivered_before;
+    stop.send_replace(true);
+    // Messages in flight still count towards correctness, not towards the rate.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for task in &tasks {
+        task.abort();
+    }
+    Ok(ChatReport {
+        clients: load.clients,
+        rooms,
+        slow_clients: stalled,
+        sent: stats.sent.load(Relaxed),
+        delivered,
+        delivered_per_s: delivered as f64 / elapsed.as_secs_f64(),
+        latency: stats.latency.summary(),
+        gaps: stats.gaps.load(Relaxed),
+        duplicates: stats.duplicates.load(Relaxed),
+        reorders: stats.reorders.load(Relaxed),
+        errors: stats.errors.load(Relaxed),
+        disconnects: stats.disconnects.load(Relaxed),
+    })
+}
+
+async fn drive(
+    client: Joined,
+    part: Part,
+    per_second: f64,
+    size: usize,
+    stats: Arc<Stats>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let Joined {
+        socket, room, seq, ..
+    } = client;
+    let (sink, mut stream) = socket.split();
+    if part == Part::Stalled {
+        // Hold the connection without ever reading from it.
+        let _keep = (sink, stream);
+        let _ = stopped.wait_for(|s| *s).await;
+        return;
+    }
+    if part == Part::Sender {
+        tokio::spawn(send_chats(
+            sink,
+            room,
+            per_second,
+            size,
+            stats.clone(),
+            stopped.clone(),
+        ));
+    }
+    let mut check = SeqCheck::after(seq);
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(Message::Text(text)) => observe(text.as_str(), &mut check, &stats),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    stats.disconnects.fetch_add(1, Relaxed);
+}
+
+fn observe(text: &str, check: &mut SeqCheck, stats: &Stats) {
+    if text.starts_with("{\"type\":\"ok\"") {
+        return;
+    }
+    if text.starts_with("{\"type\":\"error\"") {
+        stats.errors.fetch_add(1, Relaxed);
+        return;
+    }
+    let Some(seq) = seq(text) else { return };
+    check.observe(seq, stats);
+    if let Some(sent) = sent_micros(text) {
+        stats.delivered.fetch_add(1, Relaxed);
+        stats.latency.record(unix_micros().saturating_sub(sent));
+    }
+}
+
+/// Sends chat at `per_second`, in 1 ms ticks, each message stamped with its send time.
+async fn send_chats(
+    mut sink: SplitSink<Socket, Message>,
+    room: String,
+    per_second: f64,
+    size: usize,
+    stats: Arc<Stats>,
+    stopped: watch::Receiver<bool>,
+) {
+    let padding = "x".repeat(size.saturating_sub(24));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !*stopped.borrow() {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * per_second) as u64;
+        while sent < due {
+            let text = format!("t={} {padding}", unix_micros());
+            let message =
+                serde_json::json!({"type": "chat", "room": room, "text": text}).to_string();
+            if sink.feed(Message::text(message)).await.is_err() {
+                return;
+            }
+            sent += 1;
+            stats.sent.fetch_add(1, Relaxed);
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}

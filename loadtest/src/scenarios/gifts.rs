@@ -1,0 +1,158 @@
+//! Gift storm: every client keeps gifts in flight and times each confirmation, which
+//! the server sends only after the gift is durably committed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use futures_util::SinkExt;
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{connect_all, tokens, Joined};
+use crate::scan::string_field;
+use crate::stats::{Latency, Stats};
+use crate::target::Target;
+
+#[derive(Debug, Clone)]
+pub struct GiftLoad {
+    pub clients: usize,
+    pub rooms: usize,
+    /// Gifts each client keeps unconfirmed at once.
+    pub inflight: usize,
+    pub duration: Duration,
+    pub ramp: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GiftReport {
+    pub clients: usize,
+    pub rooms: usize,
+    pub inflight: usize,
+    pub confirmed: u64,
+    pub confirmed_per_s: f64,
+    pub confirm_latency: Latency,
+    pub errors: u64,
+}
+
+pub async fn run(
+    target: &Target,
+    load: &GiftLoad,
+    stats: Arc<Stats>,
+) -> anyhow::Result<GiftReport> {
+    let rooms = load.rooms.max(1);
+    let tokens = tokens(target, load.clients).await?;
+    let (sticker, price) = target.cheapest_sticker().await?;
+    // Enough coins that nobody runs dry during the run.
+    let coins = price * 1_000_000;
+    let run_id = super::unix_micros();
+    stream::iter(tokens.iter().enumerate())
+        .map(|(i, token)| {
+            let target = target.clone();
+            async move {
+                target
+                    .top_up(token, coins, &format!("lt-topup-{run_id}-{i}"))
+                    .await
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = connect_all(
+        target,
+        &tokens,
+        |i| format!("lt-gifts-{}", i % rooms),
+        load.ramp,
+        &stats,
+    )
+    .await?;
+
+    let deadline = Instant::now() + load.duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let stats = stats.clone();
+            let sticker = sticker.clone();
+            let inflight = load.inflight.max(1);
+            tokio::spawn(
+                async move { storm(client, &sticker, inflight, deadline, run_id, stats).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let confirmed = stats.latency.count();
+    Ok(GiftReport {
+        clients: load.clients,
+        rooms,
+        inflight: load.inflight,
+        confirmed,
+        confirmed_per_s: confirmed as f64 / elapsed.as_secs_f64(),
+        confirm_latency: stats.latency.summary(),
+        errors: stats.errors.load(Relaxed),
+    })
+}
+
+async fn storm(
+    client: Joined,
+    sticker: &str,
+    inflight: usize,
+    deadline: Instant,
+    run_id: u64,
+    stats: Arc<Stats>,
+) {
+    let Joined {
+        mut socket,
+        room,
+        index,
+        ..
+    } = client;
+    let mut next = 0u64;
+    // The server answers one connection's messages in order: the oldest send time
+    // belongs to the next reply.
+    let mut waiting: VecDeque<Instant> = VecDeque::new();
+    loop {
+        while waiting.len() < inflight && Instant::now() < deadline {
+            let message = serde_json::json!({
+                "type": "gift", "room": room, "sticker": sticker, "count": 1,
+                "key": format!("lt-{run_id}-{index}-{next}"), "rid": next,
+            });
+            if socket
+                .send(Message::text(message.to_string()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            waiting.push_back(Instant::now());
+            stats.sent.fetch_add(1, Relaxed);
+            next += 1;
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let Some(Ok(frame)) = socket.next().await else {
+            stats.disconnects.fetch_add(1, Relaxed);
+            return;
+        };
+        let Message::Text(text) = frame else { continue };
+        match string_field(&text, "type") {
+            Some("ok") if text.contains("\"gift_id\"") => {
+                let sent = waiting.pop_front().expect("a reply follows a request");
+                stats.latency.record(sent.elapsed().as_micros() as u64);
+            }
+            Some("error") => {
+                waiting.pop_front();
+                stats.errors.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+}

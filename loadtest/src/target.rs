@@ -1,0 +1,149 @@
+//! The server under test: loopback only, tokens, WebSocket connections and the few
+//! HTTP calls the scenarios need.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Clone)]
+pub struct Target {
+    http: String,
+    ws: String,
+    client: reqwest::Client,
+}
+
+impl Target {
+    /// Accepts only URLs whose every address is loopback: load goes nowhere else.
+    pub fn parse(url: &str) -> anyhow::Result<Target> {
+        let parsed = url::Url::parse(url).with_context(|| format!("bad --url {url:?}"))?;
+        if parsed.scheme() != "http" {
+            bail!("--url must be http://HOST:PORT (the WebSocket URL is derived from it)");
+        }
+        let host = parsed.host_str().context("--url has no host")?;
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<_> = (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {host}"))?
+            .collect();
+        if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+            bail!("refusing to load {host}: the load tester only targets loopback addresses");
+        }
+        let base = format!("{host}:{port}");
+        Ok(Target {
+            http: format!("http://{base}"),
+            ws: format!("ws://{base}/ws"),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    pub async fn token(&self, user: &str) -> anyhow::Result<String> {
+        let reply: Value = self
+            .client
+            .post(format!("{}/api/dev/token", self.http))
+            .json(&json!({"user": user, "name": user, "role": "viewer"}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("POST /api/dev/token (is the server in dev mode?)")?
+            .json()
+            .await?;
+        reply["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no token in the reply")
+    }
+
+    pub async fn connect(&self, token: &str) -> anyhow::Result<Socket> {
+        let url = format!("{}?token={token}", self.ws);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(1 << 20));
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        Ok(socket)
+    }
+
+    /// The server's resident memory, from its /metrics.
+    pub async fn server_rss(&self) -> anyhow::Result<u64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|bytes| bytes as u64)
+            .context("no process_resident_memory_bytes in /metrics")
+    }
+
+    pub async fn top_up(&self, token: &str, coins: u64, key: &str) -> anyhow::Result<()> {
+        self.client
+            .post(format!("{}/api/me/topup", self.http))
+            .bearer_auth(token)
+            .json(&json!({"coins": coins, "key": key}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("POST /api/me/topup")?;
+        Ok(())
+    }
+
+    /// The cheapest sticker of the catalog.
+    pub async fn cheapest_sticker(&self) -> anyhow::Result<(String, u64)> {
+        let catalog: Value = self
+            .client
+            .get(format!("{}/api/catalog", self.http))
+            .send()
+            .await?
+            .json()
+            .await?;
+        catalog["stickers"]
+            .as_array()
+            .and_then(|stickers| {
+                stickers
+                    .iter()
+                    .filter_map(|s| Some((s["id"].as_str()?.to_owned(), s["coins"].as_u64()?)))
+                    .min_by_key(|(_, coins)| *coins)
+            })
+            .context("no stickers in /api/catalog")
+    }
+}
+
+/// Joins `room` and returns the room's `seq` at the join.
+pub async fn join(socket: &mut Socket, room: &str) -> anyhow::Result<u64> {
+    let request = json!({"type": "join", "room": room, "rid": "join"}).to_string();
+    socket.send(Message::text(request)).await?;
+    while let Some(frame) = socket.next().await {
+        if let Message::Text(text) = frame? {
+            if text.contains("\"rid\":\"join\"") {
+                let reply: Value = serde_json::from_str(&text)?;
+                if reply["type"] != "ok" {
+                    bail!("join {room} refused: {reply}");
+                }
+                return reply["seq"].as_u64().context("join reply without seq");
+            }
+        }
+    }
+    bail!("connection closed while joining {room}")
+}
+
+/// Raises this process's open-file limit as far as allowed, for thousands of sockets.
+pub fn raise_open_files() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
