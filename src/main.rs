@@ -123,20 +123,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let dev = config.dev;
         let server = ovation::start(config).await?;
         let url = format!("http://{}", server.addr());
-        println!("Ovation is listening on {url}");
-        println!("  open {url}/ to watch and chat");
-        println!(
-            "  WebSocket {}/ws, metrics {url}/metrics",
-            url.replacen("http", "ws", 1)
-        );
+        let ws = url.replacen("http", "ws", 1);
+        say(&format!("Ovation is listening on {url}"));
+        say(&format!("  open {url}/ to watch and chat"));
+        say(&format!("  WebSocket {ws}/ws, metrics {url}/metrics"));
         if dev {
-            println!("  dev mode: sign in from the page (tokens from POST {url}/api/dev/token)");
+            say(&format!(
+                "  dev mode: sign in from the page (tokens from POST {url}/api/dev/token)"
+            ));
         }
         shutdown_signal().await;
-        println!("shutting down: closing connections");
+        say("shutting down: closing connections");
         server.shutdown();
         server.stopped().await
     })
+}
+
+/// Prints a line for the operator. A closed stdout (a supervisor that stopped reading)
+/// must not take the server down, so write errors are ignored.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 async fn shutdown_signal() {
