@@ -37,12 +37,15 @@ pub struct FileConfig {
 pub struct GiftSettings {
     /// Repeats of a sticker by one sender within this window count up a combo.
     pub combo_window_ms: u64,
+    /// How long a red packet can be grabbed; then what is left goes back to its sender.
+    pub red_packet_ttl_ms: u64,
 }
 
 impl Default for GiftSettings {
     fn default() -> Self {
         GiftSettings {
             combo_window_ms: 3_000,
+            red_packet_ttl_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

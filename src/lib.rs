@@ -109,14 +109,15 @@ async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
         Arc::new(ledger),
         file.catalog.clone(),
         file.split.clone(),
-        Limits::ms(file.gifts.combo_window_ms),
+        file.gifts.clone(),
     )
     .await
     .context("loading wallets from the ledger")?;
     Ok(engine)
 }
 
-/// Periodic work until shutdown: presence, freeing rooms, coalesced leaderboards.
+/// Periodic work until shutdown: presence, freeing rooms, coalesced leaderboards,
+/// refunds of expired red packets.
 async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Limits::ms(limits.presence_interval_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,6 +134,10 @@ async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: C
                         });
                         room.broadcast_ephemeral("leaderboard", frame.into());
                     }
+                }
+                for refund in gifts.refund_expired(ids::unix_ms()).await {
+                    let frame = protocol::to_json(&protocol::EphemeralEvent::Balance { coins: refund.balance });
+                    hub.send_to_user(&refund.sender, frame.into());
                 }
             }
         }

@@ -237,6 +237,29 @@ pub struct QuestionRequest {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct RedPacketRequest {
+    pub room: String,
+    pub coins: u64,
+    pub shares: u32,
+    pub split: SplitKind,
+    pub key: String,
+}
+
+/// How a red packet's coins are cut into shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKind {
+    Random,
+    Even,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GrabRequest {
+    pub room: String,
+    pub packet: String,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct AckRequest {
     pub room: String,
     #[serde(rename = "ref")]
@@ -278,6 +301,18 @@ pub enum RoomEventBody {
         reference: String,
         to: UserRef,
         text: String,
+    },
+    RedPacket {
+        from: UserRef,
+        coins: u64,
+        shares: u32,
+        split: SplitKind,
+    },
+    Grab {
+        packet: String,
+        by: UserRef,
+        coins: u64,
+        left: u32,
     },
     Stream {
         live: bool,

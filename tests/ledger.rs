@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ovation::auth::{Role, User};
+use ovation::config::GiftSettings;
 use ovation::gift::{GiftEngine, GiftOrder, QuestionOrder};
 use ovation::ledger::{Account, Ledger, LedgerError, SqliteLedger, TransferKind, TransferRequest};
 use ovation::money::{Catalog, SplitPolicy};
@@ -88,7 +88,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         ledger.clone(),
         catalog.clone(),
         SplitPolicy::default(),
-        Duration::from_secs(3),
+        GiftSettings::default(),
     )
     .await
     .unwrap();
@@ -187,7 +187,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         ledger,
         catalog,
         SplitPolicy::default(),
-        Duration::from_secs(3),
+        GiftSettings::default(),
     )
     .await
     .unwrap();

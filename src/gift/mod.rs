@@ -8,6 +8,8 @@
 
 mod combo;
 mod leaderboard;
+mod packets;
+mod red_packet;
 mod refs;
 
 use std::sync::{Arc, Mutex};
@@ -17,11 +19,14 @@ use dashmap::DashMap;
 use serde_json::json;
 
 use crate::auth::User;
+use crate::config::GiftSettings;
 use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferKind, TransferRequest};
 use crate::money::{Catalog, Minor, SplitPolicy, Wallets, MINOR_PER_COIN};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
+use packets::OpenPackets;
+pub use packets::{Grabbed, RedPacketOrder, Refunded};
 use refs::Acknowledgeable;
 
 /// Gifts and questions per room that the broadcaster can still acknowledge.
@@ -32,8 +37,10 @@ pub struct GiftEngine {
     wallets: Wallets,
     pub catalog: Catalog,
     split: SplitPolicy,
+    settings: GiftSettings,
     combos: Mutex<Combos>,
     rooms: DashMap<String, RoomBook>,
+    packets: OpenPackets,
 }
 
 /// What a room remembers about its paid events.
@@ -80,21 +87,24 @@ pub const KEY_CHARS: std::ops::RangeInclusive<usize> = 8..=64;
 pub const MAX_COUNT: u32 = 9999;
 
 impl GiftEngine {
-    /// Rebuilds the in-memory wallets from the ledger.
+    /// Rebuilds the in-memory wallets and open red packets from the ledger.
     pub async fn open(
         ledger: Arc<dyn Ledger>,
         catalog: Catalog,
         split: SplitPolicy,
-        combo_window: Duration,
+        settings: GiftSettings,
     ) -> Result<GiftEngine, LedgerError> {
         let wallets = Wallets::load(ledger.balances().await?);
+        let packets = OpenPackets::restore(ledger.open_escrows().await?);
         Ok(GiftEngine {
             ledger,
             wallets,
             catalog,
             split,
-            combos: Mutex::new(Combos::new(combo_window)),
+            combos: Mutex::new(Combos::new(Duration::from_millis(settings.combo_window_ms))),
+            settings,
             rooms: DashMap::new(),
+            packets,
         })
     }
 
@@ -120,7 +130,7 @@ impl GiftEngine {
             )
         })?;
         let value = sticker.coins * u64::from(order.count);
-        let meta = json!({
+        let chosen = json!({
             "room": order.room, "sticker": sticker.id, "count": order.count, "coins": value,
         });
         let charge = self
@@ -130,7 +140,7 @@ impl GiftEngine {
                 order.key,
                 TransferKind::Gift,
                 value,
-                meta,
+                chosen,
             )
             .await?;
         Ok(charge.with_event(|| {
@@ -160,7 +170,7 @@ impl GiftEngine {
                 "a question costs at least {minimum} coins"
             )));
         }
-        let meta = json!({"room": order.room, "text": order.text, "coins": order.coins});
+        let chosen = json!({"room": order.room, "text": order.text, "coins": order.coins});
         let charge = self
             .charge(
                 sender,
@@ -168,7 +178,7 @@ impl GiftEngine {
                 order.key,
                 TransferKind::Question,
                 order.coins,
-                meta,
+                chosen,
             )
             .await?;
         Ok(charge.with_event(|| RoomEventBody::Question {
@@ -187,21 +197,35 @@ impl GiftEngine {
         key: &str,
         kind: TransferKind,
         value: u64,
-        mut meta: serde_json::Value,
+        chosen: serde_json::Value,
     ) -> Result<Charge, Rejection> {
         let amount = minor(value)?;
-        let id = crate::ids::event_id();
-        meta["id"] = json!(id);
-        meta["from"] = json!({"id": sender.id, "name": sender.name});
+        let (fingerprint, meta) = stamped(chosen, &crate::ids::event_id(), sender);
         let request = TransferRequest::new(kind, self.split.legs(&sender.id, room, amount))
             .in_room(room)
-            .idempotent(&sender.id, key, fingerprint(&meta))
+            .idempotent(&sender.id, key, fingerprint)
             .with_meta(meta);
+        let committed = self.pay(sender, amount, request).await?;
+        Ok(self.answer(sender, committed))
+    }
+
+    /// Takes `amount` from the sender's wallet by `request` (idempotent on the sender's
+    /// key): funds are held in memory, the transfer committed, then the hold settled.
+    async fn pay(
+        &self,
+        sender: &User,
+        amount: Minor,
+        request: TransferRequest,
+    ) -> Result<Committed, Rejection> {
         let reservation = match self.wallets.reserve(&sender.id, amount) {
             Ok(reservation) => reservation,
             // A retry of a charge that went through must still answer its first result,
             // even when the wallet could not pay for it again.
             Err(_) => {
+                let (_, key) = request
+                    .idempotency
+                    .as_ref()
+                    .expect("payments are idempotent");
                 return match self
                     .ledger
                     .find(&sender.id, key)
@@ -209,11 +233,12 @@ impl GiftEngine {
                     .map_err(ledger_rejection)?
                 {
                     Some(first) if first.fingerprint != request.fingerprint => Err(conflict()),
-                    Some(first) => Ok(self.answer(sender, first)),
+                    Some(first) => Ok(first),
                     None => Err(Rejection::new(
                         ErrorCode::InsufficientFunds,
                         format!(
-                            "this costs {value} coins; your balance is {}",
+                            "this costs {} coins; your balance is {}",
+                            coins(amount),
                             self.balance(&sender.id)
                         ),
                     )),
@@ -230,7 +255,7 @@ impl GiftEngine {
         } else {
             reservation.settle();
         }
-        Ok(self.answer(sender, committed))
+        Ok(committed)
     }
 
     /// Records a first charge in its room's book and builds the answer.
@@ -259,6 +284,7 @@ impl GiftEngine {
         check_key(key)?;
         let amount = minor(coins)?;
         let meta = json!({"coins": coins});
+        let fingerprint = meta.to_string();
         let request = TransferRequest::new(
             TransferKind::Topup,
             vec![
@@ -266,7 +292,7 @@ impl GiftEngine {
                 (Account::Wallet(user.id.clone()), amount),
             ],
         )
-        .idempotent(&user.id, key, fingerprint(&meta))
+        .idempotent(&user.id, key, fingerprint)
         .with_meta(meta);
         let committed = self
             .ledger
@@ -342,14 +368,14 @@ fn coins(minor: Minor) -> u64 {
     (minor / MINOR_PER_COIN) as u64
 }
 
-/// What makes a retry "the same request": everything the client chose.
-fn fingerprint(meta: &serde_json::Value) -> String {
-    let mut canonical = meta.clone();
-    if let Some(object) = canonical.as_object_mut() {
-        object.remove("id");
-        object.remove("from");
-    }
-    canonical.to_string()
+/// A payment's fingerprint and meta. The fingerprint is what makes a retry "the same
+/// request": everything the client chose and nothing the server assigned.
+fn stamped(chosen: serde_json::Value, id: &str, sender: &User) -> (String, serde_json::Value) {
+    let fingerprint = chosen.to_string();
+    let mut meta = chosen;
+    meta["id"] = json!(id);
+    meta["from"] = json!({"id": sender.id, "name": sender.name});
+    (fingerprint, meta)
 }
 
 fn conflict() -> Rejection {

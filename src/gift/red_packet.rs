@@ -8,20 +8,14 @@
 //! `coins / shares` and the odds are the same for everyone; the largest possible
 //! share is `coins - shares + 1`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use rand::seq::index::sample;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+
+pub use crate::protocol::SplitKind;
 
 pub const MAX_SHARES: u32 = 1000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SplitKind {
-    Random,
-    Even,
-}
 
 /// The amounts of a packet's shares, in the order they will be handed out.
 /// `shares` must be in `1..=coins`.
@@ -47,17 +41,23 @@ pub fn split(coins: u64, shares: u32, kind: SplitKind, rng: &mut impl Rng) -> Ve
                 .collect()
         }
     };
-    assert_eq!(amounts.iter().sum::<u64>(), coins, "shares sum to the packet");
+    assert_eq!(
+        amounts.iter().sum::<u64>(),
+        coins,
+        "shares sum to the packet"
+    );
     debug_assert!(amounts.iter().all(|&a| a >= 1));
     amounts
 }
 
-/// A packet being grabbed.
+/// A packet being grabbed: its stored shares and who holds which.
 #[derive(Debug, Clone)]
 pub struct Packet {
-    /// Share amounts in hand-out order.
+    /// Share amounts by index, as decided at creation.
     shares: Vec<u64>,
-    grabbed_by: HashSet<String>,
+    /// Indices not handed out, the next one last.
+    unclaimed: Vec<usize>,
+    grabbed_by: HashMap<String, usize>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -66,40 +66,60 @@ pub enum GrabRefusal {
     Exhausted,
 }
 
+/// One share handed to a grabber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: usize,
+    pub coins: u64,
+}
+
 impl Packet {
-    /// A packet with its stored shares, of which `grabbers` already took the first ones.
-    pub fn new(shares: Vec<u64>, grabbers: impl IntoIterator<Item = String>) -> Packet {
-        let grabbed_by: HashSet<String> = grabbers.into_iter().collect();
-        assert!(grabbed_by.len() <= shares.len());
-        Packet { shares, grabbed_by }
+    /// A packet with its stored shares, of which `grabbed` (user, share index) are taken.
+    pub fn new(shares: Vec<u64>, grabbed: impl IntoIterator<Item = (String, usize)>) -> Packet {
+        let grabbed_by: HashMap<String, usize> = grabbed.into_iter().collect();
+        let mut taken = vec![false; shares.len()];
+        for &index in grabbed_by.values() {
+            assert!(
+                !std::mem::replace(&mut taken[index], true),
+                "one grabber per share"
+            );
+        }
+        let unclaimed = (0..shares.len()).rev().filter(|&i| !taken[i]).collect();
+        Packet {
+            shares,
+            unclaimed,
+            grabbed_by,
+        }
     }
 
-    pub fn left(&self) -> usize {
-        self.shares.len() - self.grabbed_by.len()
+    pub fn left(&self) -> u32 {
+        self.unclaimed.len() as u32
     }
 
     /// Coins not yet handed out: what an expiry refunds.
     pub fn remainder(&self) -> u64 {
-        self.shares[self.grabbed_by.len()..].iter().sum()
+        self.unclaimed.iter().map(|&i| self.shares[i]).sum()
     }
 
-    /// The share `user` would get next, without taking it (the caller commits the
-    /// transfer first, then calls `take`).
-    pub fn next_share(&self, user: &str) -> Result<u64, GrabRefusal> {
-        if self.grabbed_by.contains(user) {
+    /// Hands `user` the next share. The caller commits its transfer, and calls
+    /// `release` if that fails.
+    pub fn take(&mut self, user: &str) -> Result<Share, GrabRefusal> {
+        if self.grabbed_by.contains_key(user) {
             return Err(GrabRefusal::AlreadyGrabbed);
         }
-        self.shares
-            .get(self.grabbed_by.len())
-            .copied()
-            .ok_or(GrabRefusal::Exhausted)
+        let index = self.unclaimed.pop().ok_or(GrabRefusal::Exhausted)?;
+        self.grabbed_by.insert(user.to_owned(), index);
+        Ok(Share {
+            index,
+            coins: self.shares[index],
+        })
     }
 
-    /// Records that `user` took the next share.
-    pub fn take(&mut self, user: &str) -> u64 {
-        let amount = self.next_share(user).expect("take follows a successful next_share");
-        self.grabbed_by.insert(user.to_owned());
-        amount
+    /// Gives back a share whose transfer did not commit; it is the next handed out.
+    pub fn release(&mut self, user: &str) {
+        if let Some(index) = self.grabbed_by.remove(user) {
+            self.unclaimed.push(index);
+        }
     }
 }
 
@@ -138,32 +158,79 @@ mod tests {
         let (coins, shares, rounds) = (100u64, 5u32, 20_000u64);
         let mut totals = [0u64; 5];
         for _ in 0..rounds {
-            for (total, amount) in totals.iter_mut().zip(split(coins, shares, SplitKind::Random, &mut rng)) {
+            for (total, amount) in
+                totals
+                    .iter_mut()
+                    .zip(split(coins, shares, SplitKind::Random, &mut rng))
+            {
                 *total += amount;
             }
         }
         for total in totals {
             let mean = total / rounds;
-            assert!((19..=21).contains(&mean), "expected about 20 coins per position, got {mean}");
+            assert!(
+                (19..=21).contains(&mean),
+                "expected about 20 coins per position, got {mean}"
+            );
         }
+    }
+
+    fn coins(share: Result<Share, GrabRefusal>) -> Result<u64, GrabRefusal> {
+        share.map(|s| s.coins)
     }
 
     #[test]
     fn each_user_grabs_once_until_exhausted() {
         let mut packet = Packet::new(vec![3, 2], []);
-        assert_eq!(packet.next_share("amy"), Ok(3));
-        assert_eq!(packet.take("amy"), 3);
-        assert_eq!(packet.next_share("amy"), Err(GrabRefusal::AlreadyGrabbed));
+        assert_eq!(coins(packet.take("amy")), Ok(3));
+        assert_eq!(coins(packet.take("amy")), Err(GrabRefusal::AlreadyGrabbed));
         assert_eq!(packet.remainder(), 2);
-        assert_eq!(packet.take("bob"), 2);
-        assert_eq!(packet.next_share("cat"), Err(GrabRefusal::Exhausted));
+        assert_eq!(coins(packet.take("bob")), Ok(2));
+        assert_eq!(coins(packet.take("cat")), Err(GrabRefusal::Exhausted));
         assert_eq!((packet.left(), packet.remainder()), (0, 0));
     }
 
     #[test]
+    fn a_released_share_goes_to_the_next_grabber() {
+        let mut packet = Packet::new(vec![3, 2, 1], []);
+        assert_eq!(coins(packet.take("amy")), Ok(3));
+        assert_eq!(coins(packet.take("bob")), Ok(2));
+        packet.release("amy");
+        assert_eq!((packet.left(), packet.remainder()), (2, 4));
+        assert_eq!(coins(packet.take("cat")), Ok(3));
+        assert_eq!(coins(packet.take("amy")), Ok(1));
+    }
+
+    #[test]
     fn a_reloaded_packet_continues_with_the_stored_amounts() {
-        let packet = Packet::new(vec![5, 1, 4], ["amy".to_owned()]);
-        assert_eq!(packet.next_share("bob"), Ok(1));
-        assert_eq!(packet.left(), 2);
+        let mut packet = Packet::new(
+            vec![5, 1, 4],
+            [("amy".to_owned(), 0), ("bob".to_owned(), 2)],
+        );
+        assert_eq!((packet.left(), packet.remainder()), (1, 1));
+        assert_eq!(coins(packet.take("amy")), Err(GrabRefusal::AlreadyGrabbed));
+        assert_eq!(coins(packet.take("cat")), Ok(1));
+    }
+
+    proptest! {
+        #[test]
+        fn shares_handed_out_plus_remainder_always_make_the_packet(
+            amounts in proptest::collection::vec(1u64..100, 1..50),
+            ops in proptest::collection::vec((0usize..60, any::<bool>()), 0..200),
+        ) {
+            let total: u64 = amounts.iter().sum();
+            let mut packet = Packet::new(amounts, []);
+            let mut held: HashMap<String, u64> = HashMap::new();
+            for (user, release) in ops {
+                let user = format!("u{user}");
+                if release {
+                    packet.release(&user);
+                    held.remove(&user);
+                } else if let Ok(share) = packet.take(&user) {
+                    prop_assert!(held.insert(user, share.coins).is_none());
+                }
+                prop_assert_eq!(held.values().sum::<u64>() + packet.remainder(), total);
+            }
+        }
     }
 }

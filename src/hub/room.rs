@@ -203,6 +203,8 @@ fn body_type(body: &RoomEventBody) -> &'static str {
         RoomEventBody::Gift { .. } => "gift",
         RoomEventBody::Question { .. } => "question",
         RoomEventBody::Ack { .. } => "ack",
+        RoomEventBody::RedPacket { .. } => "red_packet",
+        RoomEventBody::Grab { .. } => "grab",
         RoomEventBody::Stream { .. } => "stream",
     }
 }

@@ -9,11 +9,11 @@ use super::rate::SlidingWindow;
 use super::{Hub, Outbox, Room};
 use crate::auth::User;
 use crate::config::Limits;
-use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder};
+use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder, RedPacketOrder};
 use crate::protocol::{
     checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChatRequest,
-    Envelope, EphemeralEvent, ErrorCode, GiftRequest, JoinRequest, MessageType, QuestionRequest,
-    Rejection, Rid, RoomEventBody, RoomRequest,
+    Envelope, EphemeralEvent, ErrorCode, GiftRequest, GrabRequest, JoinRequest, MessageType,
+    QuestionRequest, RedPacketRequest, Rejection, Rid, RoomEventBody, RoomRequest,
 };
 
 pub const CHAT_MAX_CHARS: usize = 500;
@@ -115,10 +115,8 @@ impl Session {
             MessageType::Gift => self.gift(rid, envelope.fields()?).await,
             MessageType::Question => self.question(rid, envelope.fields()?).await,
             MessageType::Ack => self.ack(rid, envelope.fields()?),
-            MessageType::RedPacket | MessageType::Grab => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("{} is not available on this server", kind.as_str()),
-            )),
+            MessageType::RedPacket => self.red_packet(rid, envelope.fields()?).await,
+            MessageType::Grab => self.grab(rid, envelope.fields()?).await,
         }
     }
 
@@ -236,6 +234,37 @@ impl Session {
         Ok(Some(self.charged(rid, &room, &user, charge, "question_id")))
     }
 
+    async fn red_packet(&mut self, rid: &Option<Rid>, request: RedPacketRequest) -> Answer {
+        let user = self.signed_in()?.clone();
+        let room = self.joined_room(&request.room)?.clone();
+        let order = RedPacketOrder {
+            room: &room.name,
+            coins: request.coins,
+            shares: request.shares,
+            split: request.split,
+            key: &request.key,
+        };
+        let charge = self.gifts.red_packet(&user, order).await?;
+        Ok(Some(self.charged(rid, &room, &user, charge, "packet_id")))
+    }
+
+    async fn grab(&mut self, rid: &Option<Rid>, request: GrabRequest) -> Answer {
+        let user = self.signed_in()?.clone();
+        let room = self.joined_room(&request.room)?.clone();
+        let grabbed = self.gifts.grab(&user, &room.name, &request.packet).await?;
+        room.publish(&grabbed.event);
+        self.send_balance(&user, grabbed.balance);
+        Ok(Some(ok_reply(
+            rid,
+            serde_json::json!({"coins": grabbed.coins, "balance": grabbed.balance}),
+        )))
+    }
+
+    fn send_balance(&self, user: &User, coins: u64) {
+        let balance = to_json(&EphemeralEvent::Balance { coins });
+        self.hub.send_to_user(&user.id, balance.into());
+    }
+
     /// After a durable charge: fan out its event (first time only), tell the payer's
     /// connections their balance, and build the reply.
     fn charged(
@@ -248,10 +277,7 @@ impl Session {
     ) -> String {
         if let Some(event) = &charge.event {
             room.publish_as(charge.id.clone(), event);
-            let balance = to_json(&EphemeralEvent::Balance {
-                coins: charge.balance,
-            });
-            self.hub.send_to_user(&user.id, balance.into());
+            self.send_balance(user, charge.balance);
         }
         let mut result =
             serde_json::json!({"balance": charge.balance, "duplicate": charge.duplicate});

@@ -69,6 +69,13 @@ impl TransferKind {
             TransferKind::Refund => "refund",
         }
     }
+
+    pub fn parse(s: &str) -> Option<TransferKind> {
+        use TransferKind::*;
+        [Topup, Gift, Question, RedPacket, Grab, Refund]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+    }
 }
 
 /// A transfer to commit.
@@ -168,6 +175,16 @@ pub struct Earnings {
     pub app_store: Minor,
 }
 
+/// An escrow account that still holds money, with every transfer that touched it in
+/// commit order (its funding first): what a restart needs to reopen a red packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenEscrow {
+    /// The id in `Account::Escrow(id)`.
+    pub id: String,
+    pub balance: Minor,
+    pub transfers: Vec<(TransferKind, Value)>,
+}
+
 /// The result of checking the books.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
@@ -188,6 +205,8 @@ pub trait Ledger: Send + Sync {
     /// Every wallet's balance, by user id.
     async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError>;
+    /// Every escrow account with a positive balance.
+    async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError>;
     /// Verifies every invariant of the books.
     async fn check(&self) -> Result<CheckReport, LedgerError>;
 }

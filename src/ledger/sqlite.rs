@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::oneshot;
 
 use super::{
-    Account, CheckReport, Committed, Earnings, Ledger, LedgerError, TransferKind, TransferRequest,
+    Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
+    TransferRequest,
 };
 use crate::money::{Minor, MINOR_PER_COIN};
 
@@ -394,6 +395,40 @@ impl Ledger for SqliteLedger {
                 }
             }
             Ok(earnings)
+        })
+        .await
+    }
+
+    async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError> {
+        self.read(|c| {
+            let mut open: Vec<OpenEscrow> = Vec::new();
+            let mut statement = c.prepare(
+                "WITH open AS (SELECT account, SUM(amount) AS balance FROM legs
+                               WHERE account LIKE 'escrow:%' GROUP BY account HAVING balance > 0)
+                 SELECT open.account, open.balance, t.kind, t.meta
+                 FROM open JOIN legs l ON l.account = open.account JOIN transfers t ON t.id = l.transfer_id
+                 ORDER BY open.account, t.id",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Minor>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (account, balance, kind, meta) = row?;
+                let id = account.strip_prefix("escrow:").unwrap_or(&account).to_owned();
+                let kind = TransferKind::parse(&kind)
+                    .ok_or_else(|| LedgerError::Storage(format!("unknown transfer kind {kind:?}")))?;
+                let meta = serde_json::from_str(&meta).map_err(|e| LedgerError::Storage(e.to_string()))?;
+                match open.last_mut() {
+                    Some(escrow) if escrow.id == id => escrow.transfers.push((kind, meta)),
+                    _ => open.push(OpenEscrow { id, balance, transfers: vec![(kind, meta)] }),
+                }
+            }
+            Ok(open)
         })
         .await
     }
