@@ -29,6 +29,78 @@ pub struct FileConfig {
     pub gifts: GiftSettings,
     pub catalog: Catalog,
     pub split: SplitPolicy,
+    pub rtc: RtcSettings,
+}
+
+/// The WebRTC relay: ICE addresses and the relay's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcSettings {
+    /// One UDP port for every peer connection (ICE multiplexed); 0 uses a port per
+    /// connection, from `udp_port_min..=udp_port_max` when those are set.
+    pub udp_port: u16,
+    pub udp_port_min: u16,
+    pub udp_port_max: u16,
+    /// Announced instead of the local address by a server behind 1:1 NAT.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers handed to clients (`GET /api/rtc`, and `Link` headers).
+    pub ice_servers: Vec<IceServer>,
+    pub max_viewers_per_room: usize,
+    pub max_publishing_rooms: usize,
+    /// Largest SDP offer accepted (413 beyond).
+    pub max_sdp_bytes: usize,
+    /// RTP packets queued per viewer; a viewer that falls further behind loses packets
+    /// (and recovers at the next keyframe) without slowing anyone else.
+    pub viewer_queue_packets: usize,
+    /// At most one keyframe request to a publisher per this interval.
+    pub keyframe_interval_ms: u64,
+    /// How long a WHEP request waits for a just-started publisher's tracks.
+    pub track_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl Default for RtcSettings {
+    fn default() -> Self {
+        RtcSettings {
+            udp_port: 0,
+            udp_port_min: 0,
+            udp_port_max: 0,
+            public_ip: None,
+            ice_servers: Vec::new(),
+            max_viewers_per_room: 1000,
+            max_publishing_rooms: 100,
+            max_sdp_bytes: 32 * 1024,
+            viewer_queue_packets: 512,
+            keyframe_interval_ms: 500,
+            track_wait_ms: 5_000,
+        }
+    }
+}
+
+impl RtcSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if (self.udp_port_min == 0) != (self.udp_port_max == 0)
+            || self.udp_port_min > self.udp_port_max
+        {
+            bail!("rtc.udp_port_min and rtc.udp_port_max must both be set, min <= max");
+        }
+        if self.udp_port != 0 && self.udp_port_min != 0 {
+            bail!("rtc.udp_port (one muxed port) and a port range exclude each other");
+        }
+        if self.max_sdp_bytes == 0 || self.viewer_queue_packets == 0 {
+            bail!("rtc.max_sdp_bytes and rtc.viewer_queue_packets must be greater than zero");
+        }
+        Ok(())
+    }
 }
 
 /// The gift engine's own knobs; the catalog and split policy have their own tables.
@@ -174,6 +246,7 @@ impl FileConfig {
         self.limits.validate()?;
         self.catalog.validate()?;
         self.split.validate()?;
+        self.rtc.validate()?;
         Ok(())
     }
 }

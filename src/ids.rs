@@ -15,3 +15,9 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
 }
+
+/// A WHIP/WHEP session id. It is part of the session's URL, which is all a guest
+/// viewer needs to end it, so it is unguessable: 128 random bits.
+pub fn session_id() -> String {
+    format!("s{:032x}", rand::random::<u128>())
+}

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod money;
 pub mod protocol;
+pub mod relay;
 mod ws;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
 use crate::hub::Hub;
 use crate::ledger::SqliteLedger;
+use crate::relay::Relay;
 
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
 pub struct Server {
@@ -59,9 +61,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
+    let live_rooms = hub.clone();
+    let relay = Relay::new(
+        config.listen,
+        config.file.rtc.clone(),
+        Box::new(move |room, live| live_rooms.set_live(room, live)),
+    )
+    .await
+    .context("starting the WebRTC relay")?;
     let state = http::AppState {
         hub: hub.clone(),
         gifts: gifts.clone(),
+        relay: relay.clone(),
         tokens: Arc::new(Tokens::new(&secret, limits.token_leeway_s)),
         dev: config.dev,
         metrics: metrics::install(),
@@ -84,6 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .context("serving HTTP")?;
         // No new connections now; the open ones were told to close with 1001.
+        relay.close_all();
         connections.close();
         if tokio::time::timeout(Limits::ms(limits.shutdown_grace_ms), connections.wait())
             .await

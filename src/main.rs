@@ -62,14 +62,21 @@ struct ServeArgs {
     /// TOML file with limits and the rest (see docs/configuration.md).
     #[arg(long, env = "OVATION_CONFIG")]
     config: Option<PathBuf>,
+    /// The public IP of a server behind 1:1 NAT, announced in WebRTC ICE candidates
+    /// instead of the local address (overrides `rtc.public_ip` of the config file).
+    #[arg(long, env = "OVATION_PUBLIC_IP")]
+    public_ip: Option<std::net::IpAddr>,
 }
 
 impl ServeArgs {
     fn into_config(self) -> anyhow::Result<Config> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        if let Some(ip) = self.public_ip {
+            file.rtc.public_ip = Some(ip);
+        }
         Ok(Config {
             listen: self.listen,
             data_dir: self.data_dir,

@@ -95,3 +95,29 @@ pub fn event_fanned_out(kind: &'static str, delivered: u64, took: Duration) {
     message_out(kind, delivered);
     histogram!("ovation_fanout_seconds").record(took.as_secs_f64());
 }
+
+/// A WHIP publisher or WHEP viewer session began (+1) or ended (-1).
+pub fn rtc_sessions_changed(role: &'static str, delta: i64) {
+    gauge!("ovation_rtc_sessions", "role" => role).increment(delta as f64);
+}
+
+/// RTP packets handed to viewers' queues, and their bytes.
+pub fn rtc_forwarded(packets: u64, bytes: u64) {
+    counter!("ovation_rtc_packets_forwarded_total").increment(packets);
+    counter!("ovation_rtc_bytes_forwarded_total").increment(bytes);
+}
+
+/// Packets a viewer's full queue could not take: that viewer lost them, nobody else.
+pub fn rtc_dropped(packets: u64) {
+    counter!("ovation_rtc_packets_dropped_total").increment(packets);
+}
+
+/// Keyframe requests sent to publishers (after rate limiting).
+pub fn rtc_keyframe_requested() {
+    counter!("ovation_rtc_keyframe_requests_total").increment(1);
+}
+
+/// NACKs received from viewers (answered from the sender's retransmission buffer).
+pub fn rtc_nacks(count: u64) {
+    counter!("ovation_rtc_nacks_total").increment(count);
+}

@@ -129,6 +129,16 @@ impl Hub {
             .try_take(now)
     }
 
+    /// The room's video went live or stopped: members hear a `stream` event when that
+    /// changes what they knew, and a live room is not freed.
+    pub fn set_live(&self, room: &str, live: bool) {
+        self.with_room(room, |room| {
+            if room.live() != live {
+                room.publish(&crate::protocol::RoomEventBody::Stream { live });
+            }
+        });
+    }
+
     pub fn rooms(&self) -> Vec<RoomSummary> {
         let mut rooms: Vec<RoomSummary> = self
             .rooms

@@ -1,5 +1,8 @@
 //! The HTTP surface: one axum router for the WebSocket, the JSON API, metrics and the
-//! static pages. Handlers stay thin: they check input and call into the hub.
+//! static pages. Handlers stay thin: they check input and call into the hub, the
+//! gift engine or the relay (`media.rs`: WHIP and WHEP).
+
+mod media;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use crate::auth::{check_identity, Role, Tokens, User};
 use crate::gift::GiftEngine;
 use crate::hub::{Hub, Refusal};
 use crate::protocol::{ErrorCode, Rejection};
+use crate::relay::Relay;
 
 /// Largest JSON body any API route accepts.
 const MAX_JSON_BODY: usize = 16 * 1024;
@@ -30,6 +34,7 @@ const MAX_JSON_BODY: usize = 16 * 1024;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub gifts: Arc<GiftEngine>,
+    pub relay: Arc<Relay>,
     pub tokens: Arc<Tokens>,
     pub dev: bool,
     pub metrics: PrometheusHandle,
@@ -51,6 +56,7 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
         .route("/api/me/topup", post(top_up))
         .route("/api/me/earnings", get(earnings))
         .route("/api/admin/ledger/check", get(ledger_check))
+        .merge(media::routes(state.relay.settings().max_sdp_bytes))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
         .layer(axum::middleware::map_response(security_headers))
@@ -206,12 +212,33 @@ impl axum::extract::FromRequestParts<AppState> for Bearer {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let user = MaybeBearer::from_request_parts(parts, state).await?.0;
+        user.map(Bearer).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "send Authorization: Bearer <token>",
+            )
+        })
+    }
+}
+
+/// The user of an `Authorization: Bearer` token if one is sent (a bad one is 401),
+/// `None` for a guest.
+pub struct MaybeBearer(pub Option<User>);
+
+impl axum::extract::FromRequestParts<AppState> for MaybeBearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let unauthorized =
             |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, why);
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(MaybeBearer(None));
+        };
         let token = value
             .to_str()
             .ok()
@@ -221,7 +248,7 @@ impl axum::extract::FromRequestParts<AppState> for Bearer {
             .tokens
             .verify(token.trim())
             .map_err(|e| unauthorized(&e.to_string()))?;
-        Ok(Bearer(user))
+        Ok(MaybeBearer(Some(user)))
     }
 }
 

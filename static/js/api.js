@@ -1,0 +1,85 @@
+// HTTP helpers and the signed-in identity (kept in sessionStorage).
+const TOKEN_KEY = 'ovation.token';
+
+export function getToken() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const user = token && decodeToken(token);
+  if (!user) return null;
+  if (user.exp && user.exp * 1000 < Date.now()) { signOut(); return null; }
+  return token;
+}
+
+/** The user a token names: {id, name, role, exp}, or null. The server verifies it; we only read it. */
+export function decodeToken(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(part + '='.repeat((4 - (part.length % 4)) % 4)), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return { id: claims.sub, name: claims.name || claims.sub, role: claims.role || 'viewer', exp: claims.exp };
+  } catch {
+    return null;
+  }
+}
+
+export function currentUser() {
+  const token = getToken();
+  return token ? decodeToken(token) : null;
+}
+
+export function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Turns a display name into a valid user id ([a-z0-9_-]{1,64}). */
+export function idFromName(name) {
+  const id = name.normalize('NFKD').toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64);
+  return id || `user-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export async function signIn(name, role) {
+  const user = idFromName(name);
+  const { token } = await api('/api/dev/token', { method: 'POST', body: { user, name, role } });
+  sessionStorage.setItem(TOKEN_KEY, token);
+  return decodeToken(token);
+}
+
+/** A fresh idempotency key (8..=64 chars). */
+export function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * fetch() with JSON in and out. Throws {code, message, status} on failure,
+ * with the protocol's error code when the server gave one.
+ */
+export async function api(path, { method = 'GET', body, token } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw { code: 'unavailable', message: 'The server could not be reached.', status: 0 };
+  }
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  if (!res.ok) {
+    const fallback = { 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'conflict', 413: 'too_large', 429: 'rate_limited' };
+    throw {
+      code: (data && data.code) || fallback[res.status] || (res.status >= 500 ? 'unavailable' : 'bad_request'),
+      message: (data && data.message) || text || res.statusText,
+      status: res.status,
+    };
+  }
+  return data;
+}
+
+export const getCatalog = () => api('/api/catalog');
+export const getRooms = () => api('/api/rooms');
+export const getLeaderboard = (room) => api(`/api/rooms/${encodeURIComponent(room)}/leaderboard`);
+export const getWallet = (token) => api('/api/me/wallet', { token });
+export const topUp = (token, coins, key = newKey()) => api('/api/me/topup', { method: 'POST', token, body: { coins, key } });
+export const getEarnings = (token) => api('/api/me/earnings', { token });

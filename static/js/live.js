@@ -1,0 +1,262 @@
+// Broadcaster page (phone upright): camera preview, WHIP go-live/stop,
+// a feed of gifts and questions with one-tap thanks, earnings and viewers.
+import { getToken, currentUser, getEarnings, getCatalog } from './api.js';
+import { OvationSocket } from './ws.js';
+import { publish } from './whip.js';
+import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
+
+const token = getToken();
+const me = currentUser();
+const preview = $('preview');
+const state = { stream: null, session: null, pc: null, wantLive: false, starting: false, retryTimer: null, items: new Map() };
+window.ovation = { get pc() { return state.pc; }, get session() { return state.session; } };
+
+if (!me || me.role !== 'broadcaster') {
+  $('not-broadcaster').hidden = false;
+  $('go-live').disabled = true;
+  $('chat-send').disabled = true;
+} else {
+  start();
+}
+
+function start() {
+  const room = me.id;
+  $('room-title').textContent = `${me.name}’s studio`;
+  const ws = new OvationSocket(token);
+
+  // ---------- camera & WHIP ----------
+
+  function setButtons() {
+    const live = !!state.session;
+    $('go-live').disabled = live || state.starting;
+    $('stop-live').disabled = !live && !state.starting;
+    $('live-badge').hidden = !live;
+    $('go-live').textContent = state.starting ? 'Starting…' : 'Go live';
+  }
+
+  async function camera() {
+    if (state.stream && state.stream.getTracks().every((t) => t.readyState === 'live')) return state.stream;
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      video: { facingMode: 'user', width: { ideal: 1280 }, height: { ideal: 720 } },
+      audio: true,
+    });
+    preview.srcObject = state.stream;
+    preview.play().catch(() => {});
+    $('preview-note').hidden = true;
+    return state.stream;
+  }
+
+  async function goLive() {
+    if (state.session || state.starting) return;
+    state.wantLive = true;
+    state.starting = true;
+    setButtons();
+    try {
+      const stream = await camera();
+      const session = await publish(room, token, stream, {
+        onPc: (pc) => { state.pc = pc; },
+        onState: (s) => {
+          if (state.session !== session) return;
+          if (s === 'failed') {
+            toast('The video connection dropped — reconnecting…', 'error');
+            state.session = null;
+            session.stop();
+            setButtons();
+            retry();
+          }
+        },
+      });
+      if (!state.wantLive) { session.stop(); return; }
+      state.session = session;
+      toast('You are live!', 'success');
+    } catch (e) {
+      showError(e, {
+        forbidden: 'Only this room’s broadcaster can go live here.',
+        conflict: 'You are already live from another device or tab.',
+        unavailable: 'The video server is not available right now. Try again shortly.',
+      });
+      state.wantLive = false;
+    } finally {
+      state.starting = false;
+      setButtons();
+    }
+  }
+
+  function retry() {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(() => { if (state.wantLive && !state.session) goLive(); }, 2000);
+  }
+
+  async function stopLive() {
+    state.wantLive = false;
+    clearTimeout(state.retryTimer);
+    const session = state.session;
+    state.session = null;
+    setButtons();
+    if (session) await session.stop();
+    if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+    state.stream = null;
+    preview.srcObject = null;
+    $('preview-note').hidden = false;
+    $('preview-note').textContent = 'You are offline. Tap “Go live” to start again.';
+  }
+
+  $('go-live').addEventListener('click', goLive);
+  $('stop-live').addEventListener('click', () => { stopLive(); toast('The stream has ended.'); });
+  window.addEventListener('pagehide', () => { if (state.session) state.session.stop(); });
+
+  // ---------- feed ----------
+
+  const feed = $('feed');
+  const stickerNames = new Map();
+
+  async function ack(ref, text, item) {
+    try {
+      await ws.request({ type: 'ack', room, ref, text });
+      markDone(item, text);
+      return true;
+    } catch (e) {
+      showError(e, { not_found: 'That gift or question is no longer available to thank.' });
+      return false;
+    }
+  }
+
+  function markDone(item, text) {
+    if (!item) return;
+    item.classList.add('done');
+    const thank = item.querySelector('.thank');
+    thank.textContent = 'Thanked ✓';
+    thank.disabled = true;
+    item.querySelector('.feed-reply').textContent = `You: ${text}`;
+  }
+
+  function feedItem(e, kind, body) {
+    const thank = el('button', { type: 'button', className: 'thank' }, 'Thank you');
+    const item = el('li', { className: `feed-item ${kind}`, dataset: { id: e.id, from: e.from.id } },
+      el('div', { className: 'feed-body' }, ...body), thank, el('p', { className: 'feed-reply muted' }));
+    thank.addEventListener('click', async () => {
+      thank.disabled = true;
+      if (!(await ack(item.dataset.id, `Thank you, ${e.from.name}!`, item))) thank.disabled = false;
+    });
+    return item;
+  }
+
+  function addItem(item, id) {
+    state.items.set(id, item);
+    feed.prepend(item);
+    $('feed-empty').hidden = true;
+    while (feed.children.length > 100) {
+      const last = feed.lastChild;
+      state.items.delete(last.dataset.id);
+      last.remove();
+    }
+  }
+
+  ws.on('gift', (e, replay) => {
+    const count = e.count > 1 ? ` ×${e.count}` : '';
+    const body = [el('span', { className: 'feed-emoji', 'aria-hidden': 'true' }, stickerEmoji(e.sticker)),
+      el('strong', {}, e.from.name), ` sent ${stickerNames.get(e.sticker) || e.sticker}${count} `,
+      el('span', { className: 'muted feed-coins' }, `(${formatCoins(e.coins)} coins)`)];
+    // A combo continues the newest item from the same sender with the same sticker.
+    const top = feed.firstElementChild;
+    if (e.combo > 1 && top && top.classList.contains('gift') && !top.classList.contains('done')
+      && top.dataset.from === e.from.id && top.dataset.sticker === e.sticker) {
+      state.items.delete(top.dataset.id);
+      state.items.set(e.id, top);
+      top.dataset.id = e.id;
+      top.querySelector('.combo').textContent = `x${e.combo}`;
+      top.dataset.coins = Number(top.dataset.coins || 0) + e.coins;
+      top.querySelector('.feed-coins').textContent = `(${formatCoins(top.dataset.coins)} coins)`;
+      top.classList.remove('bump'); void top.offsetWidth; top.classList.add('bump');
+    } else {
+      const item = feedItem(e, 'gift', body);
+      item.dataset.sticker = e.sticker;
+      item.dataset.coins = e.coins;
+      item.querySelector('.feed-body').append(el('span', { className: 'combo' }, e.combo > 1 ? `x${e.combo}` : ''));
+      addItem(item, e.id);
+    }
+    if (!replay) refreshEarnings();
+  });
+
+  ws.on('question', (e) => {
+    const body = [el('span', { className: 'feed-emoji', 'aria-hidden': 'true' }, '❓'),
+      el('strong', {}, e.from.name), ' ', el('span', { className: 'muted' }, `(${formatCoins(e.coins)} coins)`),
+      el('p', { className: 'question-text' }, e.text)];
+    const item = feedItem(e, 'question', body);
+    const inputId = `answer-${e.id}`;
+    const input = el('input', { id: inputId, className: 'answer-input grow', maxLength: 200, autocomplete: 'off', placeholder: 'Quick answer' });
+    const form = el('form', { className: 'answer row' },
+      el('label', { for: inputId, className: 'visually-hidden' }, `Answer ${e.from.name}`), input,
+      el('button', { type: 'submit', className: 'answer-send secondary' }, 'Answer'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const text = input.value.trim();
+      if (!text) return;
+      if (await ack(item.dataset.id, text, item)) input.value = '';
+    });
+    item.append(form);
+    addItem(item, e.id);
+  });
+
+  ws.on('ack', (e) => {
+    markDone(state.items.get(e.ref), e.text);
+    addMessage(el('li', { className: 'msg ack' }, el('strong', {}, `You → ${e.to.name}: `), e.text));
+  });
+
+  // ---------- chat, red packets, presence ----------
+
+  const messages = $('messages');
+  function addMessage(node) {
+    const nearBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+    messages.append(node);
+    while (messages.children.length > 200) messages.firstChild.remove();
+    if (nearBottom) messages.scrollTop = messages.scrollHeight;
+  }
+  ws.on('chat', (e) => addMessage(el('li', { className: 'msg chat' }, el('span', { className: 'who' }, e.from.name), ' ', e.text)));
+  ws.on('red_packet', (e) => addMessage(el('li', { className: 'msg packet' },
+    `🧧 ${e.from.name} sent a red packet: ${formatCoins(e.coins)} coins in ${e.shares} shares`)));
+  ws.on('grab', (e) => addMessage(el('li', { className: 'msg grab-result' },
+    `🧧 ${e.by.name} grabbed ${formatCoins(e.coins)} coins (${e.left} left)`)));
+
+  ws.on('reset', () => { feed.replaceChildren(); messages.replaceChildren(); state.items.clear(); $('feed-empty').hidden = false; });
+  ws.on('joined', (ok) => { $('viewers').textContent = ok.viewers; refreshEarnings(); });
+  ws.on('presence', (e) => { $('viewers').textContent = e.viewers; });
+  ws.on('error', (e) => showError(e));
+  ws.on('status', (s) => {
+    $('conn').textContent = s === 'open' ? '' : s === 'connecting' ? 'Connecting…' : 'Offline — reconnecting…';
+  });
+
+  $('chat').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = $('chat-input').value.trim();
+    if (!text) return;
+    try { await ws.request({ type: 'chat', room, text }); $('chat-input').value = ''; }
+    catch (err) { showError(err); }
+  });
+
+  // ---------- earnings ----------
+
+  let earningsTimer = null;
+  let earningsBusy = false;
+  function refreshEarnings() {
+    clearTimeout(earningsTimer);
+    earningsTimer = setTimeout(async () => {
+      if (earningsBusy) { refreshEarnings(); return; }
+      earningsBusy = true;
+      try {
+        const e = await getEarnings(token);
+        $('earnings').textContent = (e.broadcaster / 100).toFixed(2);
+        $('earnings').dataset.minor = e.broadcaster;
+      } catch (err) {
+        if (err.code === 'unauthorized') showError(err, { unauthorized: 'Your sign-in has expired; sign in again.' });
+      } finally { earningsBusy = false; }
+    }, 300);
+  }
+
+  setButtons();
+  ws.connect();
+  getCatalog()
+    .then((c) => c.stickers.forEach((st) => stickerNames.set(st.id, st.name)))
+    .catch(() => {})
+    .finally(() => ws.join(room).catch((e) => showError(e)));
+}
