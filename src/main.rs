@@ -43,6 +43,10 @@ enum LedgerCommand {
     },
 }
 
+/// Our own info logs; the WebRTC stack's only when something is wrong.
+const DEFAULT_LOG: &str = "info,webrtc=warn,webrtc_ice=warn,webrtc_mdns=warn,webrtc_dtls=warn,\
+    webrtc_srtp=warn,webrtc_sctp=warn,webrtc_data=warn,interceptor=warn";
+
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on for HTTP, WebSocket, WHIP and WHEP.
@@ -90,7 +94,8 @@ impl ServeArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG.into()),
         )
         .init();
     let cli = Cli::parse();

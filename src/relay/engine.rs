@@ -10,6 +10,7 @@ use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
@@ -78,6 +79,9 @@ pub async fn build(listen: SocketAddr, settings: &RtcSettings) -> anyhow::Result
         Some(Duration::from_secs(1)),
     );
     ice.set_network_types(vec![NetworkType::Udp4, NetworkType::Udp6]);
+    // No mDNS socket per peer connection: browsers that hide their address behind an
+    // mDNS name still connect, as peer-reflexive candidates found by their checks.
+    ice.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
     let ip = listen.ip();
     if ip.is_loopback() {
         ice.set_include_loopback_candidate(true);

@@ -1,0 +1,140 @@
+// The whole product in headless Chromium: a broadcaster page goes live with the
+// fake camera over WHIP, a viewer page plays it over WHEP (frames decoded, read from
+// getStats), tops up and sends a sticker, the broadcaster taps thank-you, and the
+// viewer sees the acknowledgement. Screenshots of both pages go to $ARTIFACTS.
+//
+// Run by tests/browser.rs inside a network namespace that has only loopback, with
+// OVATION_BIN (the server binary), CHROMIUM and ARTIFACTS set.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const PORT = 18080;
+const BASE = `http://127.0.0.1:${PORT}`;
+const artifacts = process.env.ARTIFACTS || tmpdir();
+mkdirSync(artifacts, { recursive: true });
+
+function step(what) {
+  console.log(`[e2e] ${what}`);
+}
+
+async function waitForServer() {
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${BASE}/healthz`)).ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the server did not come up');
+}
+
+async function signIn(page, name, role) {
+  await page.goto(`${BASE}/`);
+  await page.fill('#signin-name', name);
+  await page.selectOption('#signin-role', role);
+  await page.click('#signin-submit');
+  await page.waitForSelector('#whoami:not([hidden])');
+}
+
+/** Frames decoded so far by the page's peer connection's inbound video. */
+async function framesDecoded(page) {
+  return page.evaluate(async () => {
+    const pc = window.ovation && window.ovation.pc;
+    if (!pc) return 0;
+    let frames = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0;
+    });
+    return frames;
+  });
+}
+
+const server = spawn(process.env.OVATION_BIN, [
+  '--listen', `127.0.0.1:${PORT}`,
+  '--data-dir', mkdtempSync(join(tmpdir(), 'ovation-e2e-')),
+], { stdio: ['ignore', 'inherit', 'inherit'] });
+
+let browser;
+let failed = false;
+try {
+  await waitForServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  for (const context of [phone, desktop]) {
+    await context.grantPermissions(['camera', 'microphone'], { origin: BASE });
+  }
+  const live = await phone.newPage();
+  const watch = await desktop.newPage();
+  for (const [name, page] of [['live', live], ['watch', watch]]) {
+    page.on('console', (m) => { if (m.type() === 'error') console.log(`[${name} console] ${m.text()}`); });
+    page.on('pageerror', (e) => console.log(`[${name} error] ${e.message}`));
+    page.on('response', (r) => { if (r.status() >= 400) console.log(`[${name}] ${r.status()} ${r.request().method()} ${r.url()}`); });
+  }
+
+  step('broadcaster signs in and goes live with the fake camera');
+  await signIn(live, 'Alice', 'broadcaster');
+  await live.goto(`${BASE}/live.html`);
+  await live.click('#go-live');
+  await live.waitForFunction(() => window.ovation.pc && window.ovation.pc.connectionState === 'connected', null, { timeout: 20000 });
+
+  step('viewer signs in and plays the stream');
+  await signIn(watch, 'Bob', 'viewer');
+  await watch.goto(`${BASE}/watch.html?room=alice`);
+  const deadline = Date.now() + 30000;
+  let frames = 0;
+  while ((frames = await framesDecoded(watch)) <= 30) {
+    if (Date.now() > deadline) throw new Error(`only ${frames} video frames decoded in 30 s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  step(`viewer decoded ${frames} frames`);
+  const size = await watch.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
+  if (!(size[0] > 0 && size[1] > 0)) throw new Error(`the video element shows no picture: ${size}`);
+
+  step('viewer tops up and sends a sticker');
+  await watch.click('#topup');
+  await watch.waitForFunction(() => Number(document.getElementById('balance').dataset.coins) > 0);
+  const before = await watch.evaluate(() => Number(document.getElementById('balance').dataset.coins));
+  await watch.click('.sticker[data-id="rose"]');
+  await watch.waitForFunction((b) => Number(document.getElementById('balance').dataset.coins) < b, before);
+
+  step('broadcaster sees the gift and taps thank-you');
+  const item = live.locator('.feed-item', { hasText: 'Bob' }).first();
+  await item.waitFor({ timeout: 10000 });
+  await item.locator('.thank').click();
+
+  step('viewer sees the acknowledgement; the broadcaster sees earnings and viewers');
+  await watch.locator('.ack', { hasText: 'Bob' }).first().waitFor({ timeout: 10000 });
+  await live.waitForFunction(() => Number(document.getElementById('earnings').dataset.minor) > 0, null, { timeout: 10000 });
+  await live.waitForFunction(() => Number(document.getElementById('viewers').textContent) >= 2, null, { timeout: 10000 });
+
+  await live.screenshot({ path: join(artifacts, 'broadcaster.png'), fullPage: true });
+  await watch.screenshot({ path: join(artifacts, 'viewer.png'), fullPage: true });
+  step(`screenshots in ${artifacts}`);
+} catch (error) {
+  failed = true;
+  console.error(`[e2e] FAILED: ${error.stack || error}`);
+  if (browser) {
+    for (const context of browser.contexts()) {
+      for (const [n, page] of context.pages().entries()) {
+        await page.screenshot({ path: join(artifacts, `failure-${browser.contexts().indexOf(context)}-${n}.png`) }).catch(() => {});
+      }
+    }
+  }
+} finally {
+  if (browser) await browser.close();
+  server.kill('SIGTERM');
+}
+process.exit(failed ? 1 : 0);
