@@ -186,7 +186,7 @@ impl Default for Limits {
             shutdown_grace_ms: 10_000,
             token_leeway_s: 30,
             dev_token_ttl_s: 24 * 3600,
-            ws_read_buffer_bytes: 4 * 1024,
+            ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 64 * 1024,
         }
     }

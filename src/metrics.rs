@@ -39,6 +39,9 @@ pub fn render(handle: &PrometheusHandle) -> String {
     if let Some(rss) = resident_memory_bytes() {
         gauge!("process_resident_memory_bytes").set(rss as f64);
     }
+    if let Some(seconds) = cpu_seconds() {
+        gauge!("process_cpu_seconds_total").set(seconds);
+    }
     handle.run_upkeep();
     handle.render()
 }
@@ -48,6 +51,16 @@ pub fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// User plus system CPU time of this process from /proc (Linux); `None` elsewhere.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 pub fn connection_opened() {

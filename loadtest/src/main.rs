@@ -95,6 +95,18 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         inflight: usize,
     },
+    /// One WHIP publisher, many WHEP viewers: loss, delay and server CPU per viewer.
+    Rtc {
+        #[arg(long, default_value_t = 200)]
+        viewers: usize,
+        #[arg(long, default_value_t = 2500)]
+        bitrate_kbps: u32,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// New viewers per second.
+        #[arg(long, default_value_t = 50)]
+        viewer_ramp: u32,
+    },
     /// Idle connections: server memory per connection.
     Idle {
         #[arg(long, default_value_t = 10_000)]
@@ -159,6 +171,22 @@ async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
             };
             let stats = watched(Stats::default());
             json!({"scenario": "gifts", "result": scenarios::gifts::run(&target, &load, stats).await?})
+        }
+        Scenario::Rtc {
+            viewers,
+            bitrate_kbps,
+            fps,
+            viewer_ramp,
+        } => {
+            let load = scenarios::rtc::RtcLoad {
+                viewers: *viewers,
+                bitrate_kbps: *bitrate_kbps,
+                fps: *fps,
+                ramp: *viewer_ramp,
+                duration,
+            };
+            let stats = watched(Stats::default());
+            json!({"scenario": "rtc", "result": scenarios::rtc::run(&target, &load, stats).await?})
         }
         Scenario::Idle { clients, rooms } => {
             let stats = watched(Stats::default());

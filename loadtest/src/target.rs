@@ -49,10 +49,14 @@ impl Target {
     }
 
     pub async fn token(&self, user: &str) -> anyhow::Result<String> {
+        self.token_as(user, "viewer").await
+    }
+
+    pub async fn token_as(&self, user: &str, role: &str) -> anyhow::Result<String> {
         let reply: Value = self
             .client
             .post(format!("{}/api/dev/token", self.http))
-            .json(&json!({"user": user, "name": user, "role": "viewer"}))
+            .json(&json!({"user": user, "name": user, "role": role}))
             .send()
             .await?
             .error_for_status()
@@ -63,6 +67,29 @@ impl Target {
             .as_str()
             .map(str::to_owned)
             .context("no token in the reply")
+    }
+
+    /// An HTTP request to `path` on the target.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.http))
+    }
+
+    /// A gauge or counter from the server's `/metrics` (summed over its labels).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     pub async fn connect(&self, token: &str) -> anyhow::Result<Socket> {
@@ -78,18 +105,7 @@ impl Target {
 
     /// The server's resident memory, from its /metrics.
     pub async fn server_rss(&self) -> anyhow::Result<u64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.http))
-            .send()
-            .await?
-            .text()
-            .await?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .map(|bytes| bytes as u64)
-            .context("no process_resident_memory_bytes in /metrics")
+        Ok(self.metric("process_resident_memory_bytes").await? as u64)
     }
 
     pub async fn top_up(&self, token: &str, coins: u64, key: &str) -> anyhow::Result<()> {

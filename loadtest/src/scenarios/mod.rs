@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod gifts;
 pub mod idle;
+pub mod rtc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
