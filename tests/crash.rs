@@ -1,4 +1,5 @@
-//! `kill -9` in the middle of a gift storm loses nothing that was confirmed.
+//! `kill -9` in the middle of a gift storm, or between a red packet's creation and its
+//! grabs, loses nothing that was confirmed and changes no amount.
 
 mod common;
 
@@ -191,6 +192,115 @@ async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
     child.wait().unwrap();
 
     // The offline checker agrees.
+    let check = Command::new(env!("CARGO_BIN_EXE_ovation"))
+        .args(["ledger", "check", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+async fn wallet(addr: SocketAddr, id: &str) -> u64 {
+    let body: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/me/wallet"))
+        .bearer_auth(token(id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["coins"].as_u64().unwrap()
+}
+
+/// One grab by `id`: `Some(coins)` for a share, `None` for a refusal with `code`.
+async fn grab(addr: SocketAddr, id: &str, packet: &str) -> Result<u64, String> {
+    let mut client = Client::connect(addr, Some(&token(id))).await;
+    client.join("packet-room").await;
+    let reply = client
+        .request(json!({"type": "grab", "room": "packet-room", "packet": packet}))
+        .await;
+    match reply["type"].as_str() {
+        Some("ok") => Ok(reply["coins"].as_u64().unwrap()),
+        _ => Err(reply["code"].as_str().unwrap_or_default().to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_a_packets_creation_and_its_grabs_changes_no_amount() {
+    const COINS: u64 = 1000;
+    const SHARES: u64 = 50;
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server(data.path());
+    top_up(addr, "packet-sender").await;
+    let mut sender = Client::connect(addr, Some(&token("packet-sender"))).await;
+    sender.join("packet-room").await;
+    let created = sender
+        .ok(json!({"type": "red_packet", "room": "packet-room", "coins": COINS, "shares": SHARES, "split": "random", "key": "packet-crash"}))
+        .await;
+    let packet = created["packet_id"].as_str().unwrap().to_owned();
+
+    // Ten confirmed grabs, then ten in flight when the server is killed.
+    let mut confirmed = Vec::new();
+    for n in 0..10 {
+        let id = format!("early-{n}");
+        confirmed.push((id.clone(), grab(addr, &id, &packet).await.unwrap()));
+    }
+    let in_flight: Vec<_> = (0..10)
+        .map(|n| {
+            let packet = packet.clone();
+            tokio::spawn(async move {
+                let id = format!("racing-{n}");
+                let mut client = Client::connect(addr, Some(&token(&id))).await;
+                client.join("packet-room").await;
+                client
+                    .send(json!({"type": "grab", "room": "packet-room", "packet": packet}))
+                    .await;
+            })
+        })
+        .collect();
+    for task in in_flight {
+        task.await.unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, addr) = spawn_server(data.path());
+    // Confirmed shares are kept and cannot be taken twice.
+    for (id, coins) in &confirmed {
+        assert_eq!(wallet(addr, id).await, *coins, "{id}'s share changed");
+        assert_eq!(grab(addr, id, &packet).await, Err("conflict".into()));
+    }
+    // Everyone else grabs until the packet is empty: the stored shares add up exactly.
+    let mut total: u64 = confirmed.iter().map(|(_, coins)| coins).sum();
+    let mut winners = confirmed.len() as u64;
+    let others = (0..10)
+        .map(|n| format!("racing-{n}"))
+        .chain((0..60).map(|n| format!("late-{n}")));
+    for id in others {
+        let before = wallet(addr, &id).await;
+        match grab(addr, &id, &packet).await {
+            Ok(coins) => {
+                assert_eq!(before, 0, "{id} got a second share");
+                total += coins;
+                winners += 1;
+            }
+            // A racing grab that committed before the kill: its share is already paid.
+            Err(code) if code == "conflict" && before > 0 => {
+                total += before;
+                winners += 1;
+            }
+            Err(code) => assert_eq!(code, "exhausted", "{id}"),
+        }
+    }
+    assert_eq!((winners, total), (SHARES, COINS));
+    assert_eq!(wallet(addr, "packet-sender").await, COINS_EACH - COINS);
+    child.kill().unwrap();
+    child.wait().unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_ovation"))
         .args(["ledger", "check", "--data-dir"])
         .arg(data.path())
