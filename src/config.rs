@@ -30,6 +30,16 @@ pub struct FileConfig {
     pub catalog: Catalog,
     pub split: SplitPolicy,
     pub rtc: RtcSettings,
+    pub http: HttpSettings,
+}
+
+/// Cross-origin access: none unless configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Origins (e.g. `https://app.example.com`) whose pages may call the API and
+    /// WHIP/WHEP from the browser. Empty: same-origin only.
+    pub cors_origins: Vec<String>,
 }
 
 /// The WebRTC relay: ICE addresses and the relay's limits.
@@ -133,6 +143,12 @@ pub struct Limits {
     /// Largest text frame a client may send; larger ones close the connection with 1009.
     pub max_frame_bytes: usize,
     pub rooms_per_connection: usize,
+    /// New rooms a connection may join per `join_window_ms` (burst), so one client
+    /// cannot churn through room names.
+    pub join_burst: u32,
+    pub join_window_ms: u64,
+    /// Rooms the server holds at once; joining a new room beyond answers `unavailable`.
+    pub max_rooms: usize,
     /// Sequenced events each room keeps for `since` recovery.
     pub history_len: usize,
     /// Events a `join` without a usable `since` returns.
@@ -157,6 +173,10 @@ pub struct Limits {
     pub token_leeway_s: u64,
     /// Lifetime of tokens minted by the dev route.
     pub dev_token_ttl_s: u64,
+    /// A request's headers must arrive within this (slowloris).
+    pub http_header_timeout_ms: u64,
+    /// A request (other than a WebSocket, once upgraded) must be answered within this.
+    pub http_request_timeout_ms: u64,
     /// Read buffer per WebSocket; small keeps idle connections cheap.
     pub ws_read_buffer_bytes: usize,
     /// Bytes a writer gathers before it writes to the socket (a flush writes at once).
@@ -171,6 +191,9 @@ impl Default for Limits {
             max_connections_per_user: 16,
             max_frame_bytes: 16 * 1024,
             rooms_per_connection: 16,
+            join_burst: 32,
+            join_window_ms: 10_000,
+            max_rooms: 100_000,
             history_len: 1000,
             join_replay: 50,
             queue_len: 1024,
@@ -186,6 +209,8 @@ impl Default for Limits {
             shutdown_grace_ms: 10_000,
             token_leeway_s: 30,
             dev_token_ttl_s: 24 * 3600,
+            http_header_timeout_ms: 10_000,
+            http_request_timeout_ms: 30_000,
             ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 64 * 1024,
         }
@@ -207,6 +232,9 @@ impl Limits {
             ),
             ("max_frame_bytes", self.max_frame_bytes as u64),
             ("rooms_per_connection", self.rooms_per_connection as u64),
+            ("join_burst", u64::from(self.join_burst)),
+            ("join_window_ms", self.join_window_ms),
+            ("max_rooms", self.max_rooms as u64),
             ("history_len", self.history_len as u64),
             ("queue_len", self.queue_len as u64),
             ("chat_burst", u64::from(self.chat_burst)),
@@ -216,6 +244,8 @@ impl Limits {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("presence_interval_ms", self.presence_interval_ms),
             ("ws_read_buffer_bytes", self.ws_read_buffer_bytes as u64),
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_request_timeout_ms", self.http_request_timeout_ms),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -247,6 +277,13 @@ impl FileConfig {
         self.catalog.validate()?;
         self.split.validate()?;
         self.rtc.validate()?;
+        for origin in &self.http.cors_origins {
+            if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {
+                bail!(
+                    "http.cors_origins: {origin:?} is not an origin like https://app.example.com"
+                );
+            }
+        }
         Ok(())
     }
 }

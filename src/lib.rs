@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod money;
 pub mod protocol;
 pub mod relay;
+mod serve;
 mod ws;
 
 use std::net::SocketAddr;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,20 +80,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         connections: connections.clone(),
     };
     tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
-    let app = http::router(state, default_static_dir());
+    let app = http::router(state, default_static_dir(), &config.file.http.cors_origins);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        // Small frames go out at once: no Nagle delay on the real-time path.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
+        serve::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            stop,
+            Limits::ms(limits.http_header_timeout_ms),
+            Limits::ms(limits.shutdown_grace_ms),
         )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+        .await;
         // No new connections now; the open ones were told to close with 1001.
         relay.close_all();
         connections.close();

@@ -107,6 +107,37 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// A JSON object whose keys are all distinct.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object with distinct field names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StrictObject, A::Error> {
+                let mut fields = Map::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if fields.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "field `{key}` is given twice"
+                        )));
+                    }
+                    fields.insert(key, value);
+                }
+                Ok(StrictObject(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// What every client message has in common. Parsed before the type's own fields.
 pub struct Envelope {
     pub rid: Option<Rid>,
@@ -164,11 +195,11 @@ impl Envelope {
     /// or a bad `rid` fail here; an unknown type is reported through `kind` so the error
     /// can still carry the `rid`.
     pub fn parse(text: &str) -> Result<Envelope, Rejection> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Rejection::bad_request(format!("malformed JSON: {e}")))?;
-        let Value::Object(mut fields) = value else {
-            return Err(Rejection::bad_request("a message must be a JSON object"));
-        };
+        // A field given twice could be read one way here and another by whatever
+        // inspected the message on its way: refuse it rather than pick one.
+        let StrictObject(mut fields) = serde_json::from_str(text).map_err(|e| {
+            Rejection::bad_request(format!("a message must be one JSON object: {e}"))
+        })?;
         let rid = match fields.remove("rid") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.chars().count() <= MAX_RID_CHARS => Some(Rid::Str(s)),
@@ -412,6 +443,21 @@ pub fn checked_text(text: &str, max_chars: usize, field: &str) -> Result<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        let twice =
+            r#"{"type":"gift","room":"a","count":1,"count":1000,"sticker":"rose","key":"k"}"#;
+        let refused = Envelope::parse(twice).err().unwrap();
+        assert!(
+            refused.message.contains("`count` is given twice"),
+            "{}",
+            refused.message
+        );
+        assert!(Envelope::parse(r#"{"type":"ping","type":"ping"}"#).is_err());
+        assert!(Envelope::parse("[1,2]").is_err());
+        assert!(Envelope::parse(r#"{"type":"ping"} trailing"#).is_err());
+    }
 
     #[test]
     fn envelope_keeps_rid_when_type_is_unknown() {

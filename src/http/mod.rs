@@ -43,8 +43,8 @@ pub struct AppState {
     pub connections: TaskTracker,
 }
 
-pub fn router(state: AppState, static_dir: PathBuf) -> Router {
-    Router::new()
+pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> Router {
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
@@ -59,8 +59,27 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
         .merge(media::routes(state.relay.settings().max_sdp_bytes))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::config::Limits::ms(state.hub.limits.http_request_timeout_ms),
+        ))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+        .with_state(state);
+    if cors_origins.is_empty() {
+        return router;
+    }
+    router.layer(cors(cors_origins))
+}
+
+/// Lets the configured origins' pages call the API and WHIP/WHEP with a token.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION, header::LINK])
 }
 
 /// Pages load only our own scripts, styles and connections, and cannot be framed.

@@ -106,6 +106,22 @@ impl Hub {
         with(&entry)
     }
 
+    /// Like `with_room` for a client's `join`: a new room is refused once the server
+    /// holds `max_rooms`, so no client can grow the registry without bound.
+    fn join_room<T>(
+        &self,
+        name: &str,
+        with: impl FnOnce(&Arc<Room>) -> T,
+    ) -> Result<T, crate::protocol::Rejection> {
+        if !self.rooms.contains_key(name) && self.rooms.len() >= self.limits.max_rooms {
+            return Err(crate::protocol::Rejection::new(
+                crate::protocol::ErrorCode::Unavailable,
+                "the server holds as many rooms as it can; try again later",
+            ));
+        }
+        Ok(self.with_room(name, with))
+    }
+
     /// Publishes a server-originated event (for example `stream`) to a room, creating it.
     pub fn publish(&self, room: &str, body: &crate::protocol::RoomEventBody) -> Published {
         self.with_room(room, |room| room.publish(body))

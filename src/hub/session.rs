@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::rate::SlidingWindow;
+use super::rate::{SlidingWindow, TokenBucket};
 use super::{Hub, Outbox, Room};
 use crate::auth::User;
 use crate::config::Limits;
@@ -38,6 +38,7 @@ pub struct Session {
     outbox: Arc<Outbox>,
     joined: Vec<Arc<Room>>,
     errors: SlidingWindow,
+    joins: TokenBucket,
 }
 
 impl Session {
@@ -51,6 +52,11 @@ impl Session {
             hub.limits.error_storm_count,
             Limits::ms(hub.limits.error_storm_window_ms),
         );
+        let joins = TokenBucket::new(
+            hub.limits.join_burst,
+            Limits::ms(hub.limits.join_window_ms),
+            Instant::now(),
+        );
         Session {
             hub,
             gifts,
@@ -58,6 +64,7 @@ impl Session {
             outbox,
             joined: Vec::new(),
             errors,
+            joins,
         }
     }
 
@@ -109,7 +116,7 @@ impl Session {
     ) -> Answer {
         match kind {
             MessageType::Ping => Ok(Some(ok_reply(rid, Empty {}))),
-            MessageType::Join => self.join(rid, envelope.fields()?),
+            MessageType::Join => self.join(rid, envelope.fields()?, now),
             MessageType::Leave => self.leave(rid, envelope.fields()?, now),
             MessageType::Chat => self.chat(rid, envelope.fields()?, now),
             MessageType::Gift => self.gift(rid, envelope.fields()?).await,
@@ -136,19 +143,32 @@ impl Session {
         })
     }
 
-    fn join(&mut self, rid: &Option<Rid>, request: JoinRequest) -> Answer {
+    fn join(&mut self, rid: &Option<Rid>, request: JoinRequest, now: Instant) -> Answer {
         checked_room_id(&request.room)?;
         let already = self.joined.iter().any(|r| r.name == request.room);
-        let limit = self.hub.limits.rooms_per_connection;
-        if !already && self.joined.len() >= limit {
+        let limits = &self.hub.limits;
+        if !already && self.joined.len() >= limits.rooms_per_connection {
             return Err(Rejection::new(
                 ErrorCode::TooLarge,
-                format!("a connection may be in at most {limit} rooms; leave one first"),
+                format!(
+                    "a connection may be in at most {} rooms; leave one first",
+                    limits.rooms_per_connection
+                ),
+            ));
+        }
+        if !already && !self.joins.try_take(now) {
+            return Err(Rejection::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "slow down: at most {} joins per {} s",
+                    limits.join_burst,
+                    limits.join_window_ms / 1000
+                ),
             ));
         }
         let replay_len = self.hub.limits.join_replay;
         let outbox = self.outbox.clone();
-        let room = self.hub.with_room(&request.room, |room| {
+        let room = self.hub.join_room(&request.room, |room| {
             let since = request
                 .since
                 .as_ref()
@@ -158,7 +178,7 @@ impl Session {
                 ok_reply(rid, snapshot)
             });
             room.clone()
-        });
+        })?;
         crate::metrics::message_out("ok", 1);
         if !already {
             self.joined.push(room);
