@@ -186,7 +186,7 @@ fn refused(refusal: Refusal) -> Response {
 }
 
 #[derive(Deserialize)]
-struct DevTokenRequest {
+pub struct DevTokenRequest {
     user: String,
     name: Option<String>,
     role: Option<Role>,
@@ -321,7 +321,7 @@ async fn wallet(State(state): State<AppState>, Bearer(user): Bearer) -> Json<ser
 }
 
 #[derive(Deserialize)]
-struct TopUpRequest {
+pub struct TopUpRequest {
     coins: u64,
     key: String,
 }

@@ -8,8 +8,8 @@
 
 mod broadcast;
 mod engine;
-mod keyframe;
-mod sdp;
+pub mod keyframe;
+pub mod sdp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -312,7 +312,6 @@ impl Viewer {
             if reading {
                 tokio::spawn(async move {
                     let mut depacketizer = Vp8Packet::default();
-                    let mut starting = true;
                     while let Ok((packet, _)) = track.read_rtp().await {
                         if track.kind() == RTPCodecType::Audio {
                             audio_count.fetch_add(1, Ordering::SeqCst);
@@ -321,11 +320,11 @@ impl Viewer {
                         let Ok(payload) = depacketizer.depacketize(&packet.payload) else {
                             continue;
                         };
-                        if starting && depacketizer.s == 1 && depacketizer.pid == 0 {
+                        // The start of partition 0 is the first packet of a frame.
+                        if depacketizer.s == 1 && depacketizer.pid == 0 {
                             let (key, number) = parse_frame(&payload);
                             let _ = frames_tx.send(Frame { key, number });
                         }
-                        starting = packet.header.marker;
                     }
                 });
                 tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
@@ -358,6 +357,18 @@ impl Viewer {
             frames,
             audio_packets,
         }
+    }
+
+    /// The next `count` frames as they arrive, and the earliest of them by number:
+    /// under load a frame's first packet may come late (a retransmission), so order of
+    /// arrival is not order of frames.
+    pub async fn frames(&mut self, count: usize) -> (Vec<Frame>, Frame) {
+        let mut frames = Vec::with_capacity(count);
+        for _ in 0..count {
+            frames.push(self.next_frame().await);
+        }
+        let earliest = *frames.iter().min_by_key(|f| f.number).unwrap();
+        (frames, earliest)
     }
 
     pub async fn next_frame(&mut self) -> Frame {
