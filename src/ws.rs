@@ -1,6 +1,7 @@
 //! The WebSocket edge: reads frames into the connection's `Session`, and a writer task
 //! per connection that drains its outbox in batches (feed many, flush once).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -14,9 +15,6 @@ use crate::config::Limits;
 use crate::gift::GiftEngine;
 use crate::hub::{Flow, Hub, Outbox, OutboxReceiver, Session};
 use crate::protocol::close;
-
-/// Frames written per flush at most, so one busy connection cannot hog its worker.
-const MAX_BATCH: usize = 256;
 
 /// Runs one connection until it closes.
 pub async fn run(
@@ -107,29 +105,18 @@ async fn write_loop(
     outbox: Arc<Outbox>,
     limits: Limits,
 ) -> SplitSink<WebSocket, Message> {
-    let OutboxReceiver {
-        mut frames,
-        closing,
-    } = receiver;
+    let closing = receiver.closing.clone();
     let heartbeat = Limits::ms(limits.heartbeat_interval_ms);
     let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut batch = VecDeque::new();
     loop {
         tokio::select! {
             biased;
             _ = closing.cancelled() => break,
-            first = frames.recv() => {
-                let Some(first) = first else { break };
+            () = receiver.next_batch(&mut batch) => {
                 let write = async {
-                    // Let the other woken writers and the room's publishers run first:
-                    // under load, more frames are queued by then and go out in the same
-                    // write. Unloaded, this costs one trip through the run queue.
-                    if frames.is_empty() {
-                        tokio::task::yield_now().await;
-                    }
-                    sink.feed(Message::Text(first)).await?;
-                    for _ in 1..MAX_BATCH {
-                        let Ok(next) = frames.try_recv() else { break };
-                        sink.feed(Message::Text(next)).await?;
+                    for frame in batch.drain(..) {
+                        sink.feed(Message::Text(frame)).await?;
                     }
                     sink.flush().await
                 };
@@ -141,6 +128,7 @@ async fn write_loop(
                     // A client that stopped reading must not keep its writer stuck.
                     _ = closing.cancelled() => break,
                 }
+                OutboxReceiver::recycle(&mut batch);
             }
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -153,8 +141,10 @@ async fn write_loop(
     // Closing: what is already queued (the last error, the last events), then the
     // close frame, if the client takes them within the grace period.
     let code = outbox.close_code().unwrap_or(close::NORMAL);
+    batch.clear();
+    receiver.take_queued(&mut batch);
     let goodbye = async {
-        while let Ok(frame) = frames.try_recv() {
+        for frame in batch {
             sink.feed(Message::Text(frame)).await?;
         }
         sink.send(Message::Close(Some(CloseFrame {

@@ -1,32 +1,48 @@
 //! The outbound side of one connection: a bounded queue of serialized frames that the
 //! connection's writer task drains, and the signal that closes the connection.
-//! Everything here is non-blocking, so rooms may push while holding their lock.
+//! Pushing never blocks or awaits, so rooms may push while holding their lock.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
 
 pub type ConnId = u64;
 
+/// The queue is a plain `VecDeque` behind a short lock rather than a channel: it
+/// allocates nothing until a frame arrives (idle connections stay small), the writer
+/// takes everything queued in one swap, and only a push into an empty queue wakes it.
 pub struct Outbox {
     pub id: ConnId,
     /// The signed-in user's id; `None` for guests.
     pub user_id: Option<String>,
-    queue: mpsc::Sender<Utf8Bytes>,
+    queue: Mutex<Queue>,
+    capacity: usize,
+    ready: Notify,
     closing: CancellationToken,
     close_code: AtomicU16,
 }
 
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    /// The writer is gone: nothing more will be sent.
+    ended: bool,
+}
+
 /// The writer task's end of an outbox.
 pub struct OutboxReceiver {
-    pub frames: mpsc::Receiver<Utf8Bytes>,
+    outbox: Arc<Outbox>,
     pub closing: CancellationToken,
 }
+
+/// After a burst, the writer lets go of a batch buffer larger than this.
+const KEPT_BATCH_CAPACITY: usize = 64;
 
 impl Outbox {
     pub fn new(
@@ -34,31 +50,49 @@ impl Outbox {
         user_id: Option<String>,
         capacity: usize,
     ) -> (Arc<Outbox>, OutboxReceiver) {
-        let (queue, frames) = mpsc::channel(capacity);
         let closing = CancellationToken::new();
         let outbox = Arc::new(Outbox {
             id,
             user_id,
-            queue,
+            queue: Mutex::new(Queue::default()),
+            capacity,
+            ready: Notify::new(),
             closing: closing.clone(),
             close_code: AtomicU16::new(0),
         });
-        (outbox, OutboxReceiver { frames, closing })
+        let receiver = OutboxReceiver {
+            outbox: outbox.clone(),
+            closing,
+        };
+        (outbox, receiver)
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a frame. A full queue means the client does not keep up: it is closed
     /// with 4008 rather than slowing down whoever is sending.
     pub fn push(&self, frame: Utf8Bytes) -> Pushed {
-        match self.queue.try_send(frame) {
-            Ok(()) => Pushed::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close(close::SLOW_CONSUMER) {
-                    crate::metrics::slow_consumer_closed();
-                }
-                Pushed::Dropped
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Dropped,
+        let mut queue = self.queue();
+        if queue.ended {
+            return Pushed::Dropped;
         }
+        if queue.frames.len() >= self.capacity {
+            drop(queue);
+            if self.close(close::SLOW_CONSUMER) {
+                crate::metrics::slow_consumer_closed();
+            }
+            return Pushed::Dropped;
+        }
+        let was_empty = queue.frames.is_empty();
+        queue.frames.push_back(frame);
+        drop(queue);
+        // A non-empty queue has already woken the writer, which will take this too.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Pushed::Queued
     }
 
     /// Asks the connection to close with `code`. The first code wins; returns whether
@@ -85,6 +119,49 @@ impl Outbox {
     }
 }
 
+impl OutboxReceiver {
+    /// Waits until frames are queued, then moves all of them into `batch` (which must
+    /// be empty). Queued one by one under load, they go out together.
+    pub async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) {
+        debug_assert!(batch.is_empty());
+        loop {
+            let queued = self.outbox.queue().frames.len();
+            if queued > 0 {
+                if queued == 1 {
+                    // Let the other woken writers and the room's publishers run first:
+                    // under load more frames are queued by then. Unloaded, this costs
+                    // one trip through the run queue.
+                    tokio::task::yield_now().await;
+                }
+                std::mem::swap(&mut self.outbox.queue().frames, batch);
+                return;
+            }
+            self.outbox.ready.notified().await;
+        }
+    }
+
+    /// Moves whatever is queued into `batch` without waiting.
+    pub fn take_queued(&self, batch: &mut VecDeque<Utf8Bytes>) {
+        batch.append(&mut self.outbox.queue().frames);
+    }
+
+    /// Empties a written batch, keeping its buffer unless a burst made it large.
+    pub fn recycle(batch: &mut VecDeque<Utf8Bytes>) {
+        batch.clear();
+        if batch.capacity() > KEPT_BATCH_CAPACITY {
+            *batch = VecDeque::new();
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.outbox.queue();
+        queue.ended = true;
+        queue.frames = VecDeque::new();
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
@@ -97,7 +174,7 @@ mod tests {
 
     #[test]
     fn overflow_closes_with_4008_and_first_code_wins() {
-        let (outbox, _rx) = Outbox::new(1, None, 2);
+        let (outbox, rx) = Outbox::new(1, None, 2);
         assert_eq!(outbox.push("a".into()), Pushed::Queued);
         assert_eq!(outbox.push("b".into()), Pushed::Queued);
         assert_eq!(outbox.push("c".into()), Pushed::Dropped);
@@ -105,5 +182,22 @@ mod tests {
         assert!(!outbox.close(close::GOING_AWAY));
         assert_eq!(outbox.close_code(), Some(close::SLOW_CONSUMER));
         assert!(outbox.closing().is_cancelled());
+        drop(rx);
+        assert_eq!(outbox.push("d".into()), Pushed::Dropped);
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_everything_queued_in_one_batch() {
+        let (outbox, rx) = Outbox::new(1, None, 10);
+        for frame in ["a", "b", "c"] {
+            outbox.push(frame.into());
+        }
+        let mut batch = VecDeque::new();
+        rx.next_batch(&mut batch).await;
+        assert_eq!(batch, ["a", "b", "c"]);
+        OutboxReceiver::recycle(&mut batch);
+        outbox.push("d".into());
+        rx.next_batch(&mut batch).await;
+        assert_eq!(batch, ["d"]);
     }
 }
