@@ -3,9 +3,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{interval_at, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -16,20 +17,32 @@ use crate::gift::GiftEngine;
 use crate::hub::{Flow, Hub, Outbox, OutboxReceiver, Session};
 use crate::protocol::close;
 
+#[derive(Clone, Copy)]
+struct Timings {
+    idle: Duration,
+    heartbeat: Duration,
+    close_grace: Duration,
+}
+
 /// Runs one connection until it closes.
 pub async fn run(
-    socket: WebSocket,
+    sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
     hub: Arc<Hub>,
     gifts: Arc<GiftEngine>,
     user: Option<User>,
     shutdown: CancellationToken,
 ) {
-    let limits = hub.limits.clone();
+    // Only the timings, not all the limits: every idle connection carries these.
+    let timings = Timings {
+        idle: Limits::ms(hub.limits.idle_timeout_ms),
+        heartbeat: Limits::ms(hub.limits.heartbeat_interval_ms),
+        close_grace: Limits::ms(hub.limits.close_grace_ms),
+    };
     let (outbox, receiver) = hub.connect(user.as_ref().map(|u| u.id.clone()));
-    let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, receiver, outbox.clone(), limits.clone()));
+    let writer = tokio::spawn(write_loop(sink, receiver, outbox.clone(), timings));
     let mut session = Session::new(hub, gifts, user, outbox.clone());
-    let idle = Limits::ms(limits.idle_timeout_ms);
+    let idle = timings.idle;
 
     loop {
         let next = tokio::select! {
@@ -57,7 +70,9 @@ pub async fn run(
         };
         match message {
             Message::Text(text) => {
-                if let Flow::Close(code) = session.on_text(text.as_str()).await {
+                // Boxed: handling a message (a gift awaits the ledger) needs far more
+                // state than waiting for one, and most connections are waiting.
+                if let Flow::Close(code) = Box::pin(session.on_text(text.as_str())).await {
                     outbox.close(code);
                     break;
                 }
@@ -85,7 +100,7 @@ pub async fn run(
                 }
             }
         };
-        let _ = timeout(Limits::ms(limits.close_grace_ms), reply).await;
+        let _ = timeout(timings.close_grace, reply).await;
     }
     if let Some(code) = outbox.close_code() {
         crate::metrics::connection_closed_with(code);
@@ -103,10 +118,10 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     receiver: OutboxReceiver,
     outbox: Arc<Outbox>,
-    limits: Limits,
+    timings: Timings,
 ) -> SplitSink<WebSocket, Message> {
     let closing = receiver.closing.clone();
-    let heartbeat = Limits::ms(limits.heartbeat_interval_ms);
+    let heartbeat = timings.heartbeat;
     let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
     let mut batch = VecDeque::new();
     loop {
@@ -153,7 +168,7 @@ async fn write_loop(
         })))
         .await
     };
-    let _ = timeout(Limits::ms(limits.close_grace_ms), goodbye).await;
+    let _ = timeout(timings.close_grace, goodbye).await;
     sink
 }
 

@@ -14,6 +14,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
@@ -170,8 +171,11 @@ async fn websocket(
         ..
     } = state;
     upgrade.on_upgrade(move |socket| {
+        // Split here, so the connection's long-lived future holds two handles rather
+        // than the whole socket.
+        let (sink, stream) = socket.split();
         connections.track_future(async move {
-            crate::ws::run(socket, hub, gifts, user, shutdown).await;
+            crate::ws::run(sink, stream, hub, gifts, user, shutdown).await;
             drop(ticket);
         })
     })
