@@ -211,7 +211,7 @@ impl Default for Limits {
             dev_token_ttl_s: 24 * 3600,
             http_header_timeout_ms: 10_000,
             http_request_timeout_ms: 30_000,
-            ws_read_buffer_bytes: 1024,
+            ws_read_buffer_bytes: 512,
             ws_write_buffer_bytes: 64 * 1024,
         }
     }

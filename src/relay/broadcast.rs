@@ -73,10 +73,6 @@ impl Broadcast {
         }
     }
 
-    pub fn viewer_count(&self) -> usize {
-        self.viewers.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// A new track from the publisher; returns true for the first one (now live).
     pub fn add_source(self: &Arc<Self>, track: Arc<TrackRemote>) -> bool {
         let kind = track.kind();
@@ -119,12 +115,6 @@ impl Broadcast {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(session);
-    }
-
-    /// Viewer sessions, to close when the broadcast ends.
-    pub fn viewer_sessions(&self) -> Vec<String> {
-        let viewers = self.viewers.read().unwrap_or_else(|p| p.into_inner());
-        viewers.keys().cloned().collect()
     }
 
     pub fn request_keyframe(&self) {

@@ -240,7 +240,11 @@ impl Relay {
             .get(room)
             .cloned()
             .ok_or(RelayError::NotLive)?;
-        if broadcast.viewer_count() >= self.settings.max_viewers_per_room {
+        let watching = lock(&self.viewers)
+            .values()
+            .filter(|v| v.room == room)
+            .count();
+        if watching >= self.settings.max_viewers_per_room {
             return Err(RelayError::TooManyViewers);
         }
         let wait = Duration::from_millis(self.settings.track_wait_ms);
@@ -275,7 +279,9 @@ impl Relay {
         };
         let session = crate::ids::session_id();
         let (queue, packets) = mpsc::channel(self.settings.viewer_queue_packets);
-        broadcast.add_viewer(&session, queue);
+        // Packets flow only once the viewer's transport is up: anything written before
+        // would be dropped by the track, keyframe included.
+        let unconnected = Mutex::new(Some(queue));
         lock(&self.viewers).insert(
             session.clone(),
             Viewer {
@@ -296,6 +302,9 @@ impl Relay {
             if state == RTCPeerConnectionState::Connected {
                 // A new viewer starts with a fresh picture.
                 if let Some(broadcast) = weak.upgrade() {
+                    if let Some(queue) = lock(&unconnected).take() {
+                        broadcast.add_viewer(&id, queue);
+                    }
                     broadcast.request_keyframe();
                 }
             } else if ended(state) {
@@ -355,7 +364,12 @@ impl Relay {
         let Some(broadcast) = broadcast else { return };
         crate::metrics::rtc_sessions_changed("publisher", -1);
         broadcast.ended.cancel();
-        for viewer in broadcast.viewer_sessions() {
+        let viewers: Vec<String> = lock(&self.viewers)
+            .iter()
+            .filter(|(_, v)| std::ptr::eq(v.broadcast.as_ptr(), Arc::as_ptr(&broadcast)))
+            .map(|(session, _)| session.clone())
+            .collect();
+        for viewer in viewers {
             self.end_viewer(&viewer);
         }
         (self.on_live)(room, false);
