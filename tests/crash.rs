@@ -40,6 +40,22 @@ fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// Kills the server and runs `ovation ledger check` on its data directory.
+fn stop_and_check_offline(mut child: Child, data_dir: &Path) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_ovation"))
+        .args(["ledger", "check", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
 fn token(id: &str) -> String {
     let user = User {
         id: id.into(),
@@ -141,7 +157,7 @@ async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
     assert!(confirmed_total > 0);
 
     // Restart on the same data directory.
-    let (mut child, addr) = spawn_server(data.path());
+    let (child, addr) = spawn_server(data.path());
     for (id, (confirmed, sent)) in senders.iter().zip(&results) {
         let mut client = Client::connect(addr, Some(&token(id))).await;
         client.join("crash-room").await;
@@ -154,16 +170,7 @@ async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
             assert_eq!(reply["gift_id"], gift_id.as_str());
         }
         // The wallet paid for the confirmed gifts, and at most for the unconfirmed ones in flight.
-        let wallet: Value = reqwest::Client::new()
-            .get(format!("http://{addr}/api/me/wallet"))
-            .bearer_auth(token(id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let spent = COINS_EACH - wallet["coins"].as_u64().unwrap();
+        let spent = COINS_EACH - wallet(addr, id).await;
         let confirmed_spend = heart * confirmed.len() as u64;
         assert!(
             spent >= confirmed_spend && spent <= heart * *sent as u64,
@@ -171,50 +178,26 @@ async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
         );
     }
 
-    let report: Value = reqwest::Client::new()
-        .get(format!("http://{addr}/api/admin/ledger/check"))
-        .bearer_auth(Tokens::new(SECRET.as_bytes(), 0).mint(
-            &User {
-                id: "auditor".into(),
-                name: "Auditor".into(),
-                role: Role::Admin,
-            },
-            3600,
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let auditor = User {
+        id: "auditor".into(),
+        name: "Auditor".into(),
+        role: Role::Admin,
+    };
+    let admin_token = Tokens::new(SECRET.as_bytes(), 0).mint(&auditor, 3600);
+    let report = get_json(
+        &format!("http://{addr}/api/admin/ledger/check"),
+        &admin_token,
+    )
+    .await;
     assert_eq!(report["ok"], true, "{report}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-
     // The offline checker agrees.
-    let check = Command::new(env!("CARGO_BIN_EXE_ovation"))
-        .args(["ledger", "check", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    stop_and_check_offline(child, data.path());
 }
 
 async fn wallet(addr: SocketAddr, id: &str) -> u64 {
-    let body: Value = reqwest::Client::new()
-        .get(format!("http://{addr}/api/me/wallet"))
-        .bearer_auth(token(id))
-        .send()
-        .await
+    get_json(&format!("http://{addr}/api/me/wallet"), &token(id)).await["coins"]
+        .as_u64()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["coins"].as_u64().unwrap()
 }
 
 /// One grab by `id`: `Some(coins)` for a share, `None` for a refusal with `code`.
@@ -269,7 +252,7 @@ async fn kill_9_between_a_packets_creation_and_its_grabs_changes_no_amount() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let (mut child, addr) = spawn_server(data.path());
+    let (child, addr) = spawn_server(data.path());
     // Confirmed shares are kept and cannot be taken twice.
     for (id, coins) in &confirmed {
         assert_eq!(wallet(addr, id).await, *coins, "{id}'s share changed");
@@ -299,16 +282,5 @@ async fn kill_9_between_a_packets_creation_and_its_grabs_changes_no_amount() {
     }
     assert_eq!((winners, total), (SHARES, COINS));
     assert_eq!(wallet(addr, "packet-sender").await, COINS_EACH - COINS);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let check = Command::new(env!("CARGO_BIN_EXE_ovation"))
-        .args(["ledger", "check", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    stop_and_check_offline(child, data.path());
 }

@@ -10,20 +10,13 @@ use std::time::Duration;
 
 use common::*;
 use ovation::auth::Role;
-use reqwest::Method;
 use rtc::{Publisher, Viewer};
 use serde_json::Value;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
 async fn relay_sessions(server: &TestServer) -> (u64, u64) {
-    let body: Value = server
-        .http(Method::GET, "/api/admin/rtc", "ops", Role::Admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = server.token("ops", Role::Admin);
+    let body = get_json(&server.url("/api/admin/rtc"), &token).await;
     (
         body["publishers"].as_u64().unwrap(),
         body["viewers"].as_u64().unwrap(),

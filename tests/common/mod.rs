@@ -116,15 +116,10 @@ impl TestServer {
     }
 
     pub async fn wallet(&self, id: &str) -> u64 {
-        let body: Value = self
-            .http(reqwest::Method::GET, "/api/me/wallet", id, Role::Viewer)
-            .send()
-            .await
+        let token = self.token(id, Role::Viewer);
+        get_json(&self.url("/api/me/wallet"), &token).await["coins"]
+            .as_u64()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["coins"].as_u64().unwrap()
     }
 
     /// The admin's view of the books; asserts they balance.
@@ -150,6 +145,19 @@ impl TestServer {
     pub async fn guest(&self) -> Client {
         Client::connect(self.addr, None).await
     }
+}
+
+/// `GET url` with a bearer token, as JSON.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// A fresh idempotency key.
