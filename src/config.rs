@@ -18,6 +18,9 @@ pub struct Config {
     /// secret generated once and kept in the data directory.
     pub token_secret: Option<String>,
     pub dev: bool,
+    /// The shared PostgreSQL ledger of a cluster (`postgres://…`); `None` keeps the
+    /// embedded SQLite ledger in `data_dir`.
+    pub ledger: Option<String>,
     pub file: FileConfig,
 }
 
@@ -296,6 +299,7 @@ impl Config {
             data_dir,
             token_secret: None,
             dev: true,
+            ledger: None,
             file: FileConfig::default(),
         }
     }

@@ -28,7 +28,7 @@ use crate::auth::Tokens;
 use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
 use crate::hub::Hub;
-use crate::ledger::SqliteLedger;
+use crate::ledger::{Ledger, PostgresLedger, SqliteLedger};
 use crate::relay::Relay;
 
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
@@ -109,13 +109,23 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })
 }
 
-/// The embedded ledger in the data directory, and the engine over it.
+/// The ledger (the shared PostgreSQL one, or the embedded SQLite file in the data
+/// directory), and the engine over it.
 async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
-    let ledger = SqliteLedger::open(&config.data_dir)
-        .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?;
+    let ledger: Arc<dyn Ledger> = match &config.ledger {
+        Some(url) => Arc::new(
+            PostgresLedger::open(url)
+                .await
+                .context("opening the PostgreSQL ledger")?,
+        ),
+        None => Arc::new(
+            SqliteLedger::open(&config.data_dir)
+                .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?,
+        ),
+    };
     let file = &config.file;
     let engine = GiftEngine::open(
-        Arc::new(ledger),
+        ledger,
         file.catalog.clone(),
         file.split.clone(),
         file.gifts.clone(),

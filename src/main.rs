@@ -71,6 +71,10 @@ struct ServeArgs {
     /// TOML file with limits and the rest (see docs/configuration.md).
     #[arg(long, env = "OVATION_CONFIG")]
     config: Option<PathBuf>,
+    /// A PostgreSQL URL (postgres://user@host/db): the ledger shared by the nodes of a
+    /// cluster. Without it the ledger is the embedded SQLite file in --data-dir.
+    #[arg(long, env = "OVATION_LEDGER", hide_env_values = true)]
+    ledger: Option<String>,
     /// The public IP of a server behind 1:1 NAT, announced in WebRTC ICE candidates
     /// instead of the local address (overrides `rtc.public_ip` of the config file).
     #[arg(long, env = "OVATION_PUBLIC_IP")]
@@ -91,6 +95,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             dev: self.dev || self.token_secret.is_none(),
             token_secret: self.token_secret,
+            ledger: self.ledger,
             file,
         })
     }

@@ -1,5 +1,7 @@
-//! The gift engine and its SQLite ledger without sockets: random sequences of top-ups,
-//! gifts, questions and retries against a simple model keep every invariant.
+//! The gift engine and its ledgers without sockets: random sequences of top-ups,
+//! gifts, questions and retries against a simple model keep every invariant. Every
+//! test runs against the embedded SQLite ledger and, when `OVATION_TEST_PG` names a
+//! PostgreSQL database, against the PostgreSQL ledger too (each in a fresh schema).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +9,9 @@ use std::sync::Arc;
 use ovation::auth::{Role, User};
 use ovation::config::GiftSettings;
 use ovation::gift::{GiftEngine, GiftOrder, QuestionOrder};
-use ovation::ledger::{Account, Ledger, LedgerError, SqliteLedger, TransferKind, TransferRequest};
+use ovation::ledger::{
+    Account, Ledger, LedgerError, PostgresLedger, SqliteLedger, TransferKind, TransferRequest,
+};
 use ovation::money::{Catalog, SplitPolicy};
 use proptest::prelude::*;
 use serde_json::json;
@@ -80,9 +84,75 @@ struct Model {
     seen: HashMap<(usize, String), String>,
 }
 
+/// A ledger under test and what keeps it alive: its SQLite directory, or its
+/// PostgreSQL schema (dropped by `finish`).
+struct Books {
+    ledger: Arc<dyn Ledger>,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+impl Books {
+    /// One fresh ledger of each kind this machine can test.
+    async fn all() -> Vec<Books> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut books = vec![Books {
+            ledger: Arc::new(SqliteLedger::open(dir.path()).unwrap()),
+            _dir: Some(dir),
+            schema: None,
+        }];
+        match std::env::var("OVATION_TEST_PG") {
+            Ok(url) => books.push(Books::postgres(&url).await),
+            Err(_) => {
+                eprintln!("SKIPPED the PostgreSQL ledger: set OVATION_TEST_PG=postgres://...")
+            }
+        }
+        books
+    }
+
+    async fn postgres(url: &str) -> Books {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let schema = format!(
+            "ovation_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(url, &format!("CREATE SCHEMA {schema}")).await;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
+        Books {
+            ledger: Arc::new(PostgresLedger::open(&scoped).await.unwrap()),
+            _dir: None,
+            schema: Some((url.to_owned(), schema)),
+        }
+    }
+
+    /// Drops a PostgreSQL schema once its test passed.
+    async fn finish(self) {
+        if let Some((url, schema)) = self.schema {
+            admin(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        }
+    }
+}
+
+async fn admin(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+}
+
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(SqliteLedger::open(dir.path()).unwrap());
+    for books in Books::all().await {
+        run_on(books.ledger.clone(), ops.clone()).await?;
+        books.finish().await;
+    }
+    Ok(())
+}
+
+async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let catalog = Catalog::default();
     let engine = GiftEngine::open(
         ledger.clone(),
@@ -250,8 +320,13 @@ fn transfer(legs: Vec<(Account, i64)>) -> TransferRequest {
 
 #[tokio::test]
 async fn the_ledger_itself_refuses_unbalanced_and_overdrawing_transfers() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = SqliteLedger::open(dir.path()).unwrap();
+    for books in Books::all().await {
+        refuses_unbalanced_and_overdrawing(&*books.ledger).await;
+        books.finish().await;
+    }
+}
+
+async fn refuses_unbalanced_and_overdrawing(ledger: &dyn Ledger) {
     let unbalanced = transfer(vec![
         (Account::Wallet("a".into()), -5),
         (Account::Platform, 4),
@@ -281,10 +356,15 @@ async fn the_ledger_itself_refuses_unbalanced_and_overdrawing_transfers() {
     assert!(report.ok && report.transfers == 0, "{report:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_are_grouped_and_all_land() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(SqliteLedger::open(dir.path()).unwrap());
+    for books in Books::all().await {
+        concurrent_commits_all_land(books.ledger.clone()).await;
+        books.finish().await;
+    }
+}
+
+async fn concurrent_commits_all_land(ledger: Arc<dyn Ledger>) {
     let tasks: Vec<_> = (0..400)
         .map(|i| {
             let ledger = ledger.clone();
@@ -313,4 +393,66 @@ async fn concurrent_commits_are_grouped_and_all_land() {
         .map(|(_, b)| b)
         .sum();
     assert_eq!(total, 40_000);
+}
+
+/// Two nodes' ledgers on one PostgreSQL database: the database keeps them honest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_never_overspend_and_share_idempotency() {
+    let Ok(url) = std::env::var("OVATION_TEST_PG") else {
+        eprintln!("SKIPPED: set OVATION_TEST_PG=postgres://... to run the two-node ledger test");
+        return;
+    };
+    let books = Books::postgres(&url).await;
+    let (_, schema) = books.schema.clone().unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let other_node: Arc<dyn Ledger> = Arc::new(
+        PostgresLedger::open(&format!("{url}{separator}options=-csearch_path%3D{schema}"))
+            .await
+            .unwrap(),
+    );
+    let nodes = [books.ledger.clone(), other_node];
+    let top_up = TransferRequest::new(
+        TransferKind::Topup,
+        vec![
+            (Account::TopupSource, -1000),
+            (Account::Wallet("amy".into()), 1000),
+        ],
+    )
+    .idempotent("amy", "top-up-1", "top-up".into())
+    .with_meta(json!({}));
+    assert!(!nodes[0].commit(top_up.clone()).await.unwrap().duplicate);
+    // The retry reaches the other node: the same transfer, nothing credited twice.
+    assert!(nodes[1].commit(top_up).await.unwrap().duplicate);
+
+    let charges: Vec<_> = (0..20)
+        .map(|i| {
+            let node = nodes[i % 2].clone();
+            tokio::spawn(async move {
+                let legs = vec![
+                    (Account::Wallet("amy".into()), -100),
+                    (Account::Platform, 100),
+                ];
+                let request = TransferRequest::new(TransferKind::Gift, legs)
+                    .idempotent("amy", &format!("gift-{i}"), format!("gift-{i}"))
+                    .with_meta(json!({}));
+                node.commit(request).await
+            })
+        })
+        .collect();
+    let (mut paid, mut refused) = (0, 0);
+    for charge in charges {
+        match charge.await.unwrap() {
+            Ok(_) => paid += 1,
+            Err(LedgerError::InsufficientFunds) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!((paid, refused), (10, 10));
+    let report = nodes[1].check().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        nodes[0].balances().await.unwrap(),
+        vec![("amy".to_owned(), 0)]
+    );
+    books.finish().await;
 }

@@ -1,13 +1,15 @@
 //! The double-entry ledger: accounts, transfers whose legs sum to zero, idempotency by
 //! (user, key). `Ledger` is the seam between the gift engine and storage; `sqlite`
-//! is the embedded implementation.
+//! is the embedded implementation, `postgres` the shared one for several nodes.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
 
 use crate::money::Minor;

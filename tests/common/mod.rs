@@ -54,6 +54,7 @@ impl TestServer {
             data_dir: data_dir.path().to_owned(),
             token_secret: Some(SECRET.into()),
             dev,
+            ledger: None,
             file: file.clone(),
         };
         let server = ovation::start(config).await.unwrap();

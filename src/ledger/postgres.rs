@@ -1,0 +1,449 @@
+//! The shared ledger on PostgreSQL, for several Ovation nodes (`--ledger postgres://…`).
+//!
+//! Same semantics as the SQLite ledger, made safe across processes by the database
+//! itself: a unique constraint on (user, key) for idempotency, and an `accounts` table
+//! whose CHECK constraint keeps wallets and escrows from going below zero whichever
+//! node charges them. Group commit as in SQLite: one writer task per node takes every
+//! queued request into one transaction (a savepoint per request, so one refusal does
+//! not undo the others) and commits once. Accounts that are only ever credited
+//! (platform, app store, earnings...) are updated once per batch, in name order, so
+//! two nodes' batches do not deadlock on them; a batch that still loses a deadlock or
+//! serialization race is retried.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Transaction};
+
+use super::{
+    Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
+    TransferRequest,
+};
+use crate::money::{Minor, MINOR_PER_COIN};
+
+const MAX_BATCH: usize = 1024;
+const BATCH_ATTEMPTS: usize = 5;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS transfers (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    room TEXT,
+    created_ms BIGINT NOT NULL,
+    idem_user TEXT,
+    idem_key TEXT,
+    fingerprint TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    UNIQUE (idem_user, idem_key)
+);
+CREATE TABLE IF NOT EXISTS legs (
+    transfer_id BIGINT NOT NULL REFERENCES transfers(id),
+    n INT NOT NULL,
+    account TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    PRIMARY KEY (transfer_id, n)
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    balance BIGINT NOT NULL,
+    CONSTRAINT held_money_never_below_zero
+        CHECK (balance >= 0 OR NOT (name LIKE 'wallet:%' OR name LIKE 'escrow:%'))
+);
+CREATE INDEX IF NOT EXISTS transfers_by_room ON transfers (room, kind);
+CREATE INDEX IF NOT EXISTS legs_by_account ON legs (account);
+";
+
+pub struct PostgresLedger {
+    submit: mpsc::UnboundedSender<Job>,
+    reader: Client,
+}
+
+struct Job {
+    request: TransferRequest,
+    answer: oneshot::Sender<Result<Committed, LedgerError>>,
+}
+
+impl From<tokio_postgres::Error> for LedgerError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        LedgerError::Storage(error.to_string())
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, LedgerError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::error!(%error, "ledger database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresLedger {
+    /// Connects (a writer and a reader connection), creates the tables if needed and
+    /// starts the writer task.
+    pub async fn open(url: &str) -> Result<PostgresLedger, LedgerError> {
+        let writer = connect(url).await?;
+        writer.batch_execute(SCHEMA).await?;
+        let reader = connect(url).await?;
+        let (submit, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(writer, jobs));
+        Ok(PostgresLedger { submit, reader })
+    }
+}
+
+async fn write_batches(mut client: Client, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        crate::metrics::ledger_batch(batch.len());
+        let requests: Vec<&TransferRequest> = batch.iter().map(|job| &job.request).collect();
+        let mut outcome = commit_batch(&mut client, &requests).await;
+        for _ in 1..BATCH_ATTEMPTS {
+            match &outcome {
+                Err(error) if is_transient(error) => {
+                    outcome = commit_batch(&mut client, &requests).await;
+                }
+                _ => break,
+            }
+        }
+        let answers: Vec<Result<Committed, LedgerError>> = match outcome {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::error!(%error, "ledger commit failed");
+                let message = error.to_string();
+                batch
+                    .iter()
+                    .map(|_| Err(LedgerError::Storage(message.clone())))
+                    .collect()
+            }
+        };
+        for (job, answer) in batch.into_iter().zip(answers) {
+            let _ = job.answer.send(answer);
+        }
+    }
+}
+
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
+
+/// One transaction for the batch; each request under its own savepoint.
+async fn commit_batch(
+    client: &mut Client,
+    requests: &[&TransferRequest],
+) -> Result<Vec<Result<Committed, LedgerError>>, tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    let mut credits: BTreeMap<String, Minor> = BTreeMap::new();
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        answers.push(apply(&transaction, request, &mut credits).await?);
+    }
+    for (account, delta) in credits {
+        add_to_account(&transaction, &account, delta).await?;
+    }
+    transaction.commit().await?;
+    Ok(answers)
+}
+
+async fn find_committed(
+    client: &impl tokio_postgres::GenericClient,
+    user: &str,
+    key: &str,
+) -> Result<Option<Committed>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT id, fingerprint, meta FROM transfers WHERE idem_user = $1 AND idem_key = $2",
+            &[&user, &key],
+        )
+        .await?;
+    Ok(row.map(|row| Committed {
+        transfer_id: row.get(0),
+        duplicate: true,
+        fingerprint: row.get(1),
+        meta: serde_json::from_str(row.get::<_, &str>(2)).unwrap_or_default(),
+    }))
+}
+
+async fn add_to_account(
+    transaction: &Transaction<'_>,
+    account: &str,
+    delta: Minor,
+) -> Result<(), tokio_postgres::Error> {
+    // Update first: `INSERT … ON CONFLICT DO UPDATE` would check the proposed row
+    // (a debit, negative) against the CHECK constraint before finding the account.
+    let updated = transaction
+        .execute(
+            "UPDATE accounts SET balance = balance + $2 WHERE name = $1",
+            &[&account, &delta],
+        )
+        .await?;
+    if updated == 0 {
+        transaction
+            .execute(
+                "INSERT INTO accounts (name, balance) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance",
+                &[&account, &delta],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies one transfer under a savepoint. A refusal (conflict, overdraft) rolls back
+/// only this request; any other database error fails the batch.
+async fn apply(
+    transaction: &Transaction<'_>,
+    request: &TransferRequest,
+    credits: &mut BTreeMap<String, Minor>,
+) -> Result<Result<Committed, LedgerError>, tokio_postgres::Error> {
+    if !request.is_balanced() {
+        return Ok(Err(LedgerError::Unbalanced));
+    }
+    if let Some((user, key)) = &request.idempotency {
+        if let Some(first) = find_committed(transaction, user, key).await? {
+            return Ok(same_request(first, request));
+        }
+    }
+    let mut deltas: HashMap<String, Minor> = HashMap::new();
+    for (account, amount) in &request.legs {
+        *deltas.entry(account.key()).or_insert(0) += amount;
+    }
+    transaction.execute("SAVEPOINT request", &[]).await?;
+    let (idem_user, idem_key) = request
+        .idempotency
+        .as_ref()
+        .map_or((None, None), |(user, key)| {
+            (Some(user.as_str()), Some(key.as_str()))
+        });
+    let inserted = transaction
+        .query_opt(
+            "INSERT INTO transfers (kind, room, created_ms, idem_user, idem_key, fingerprint, meta)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (idem_user, idem_key) DO NOTHING RETURNING id",
+            &[
+                &request.kind.as_str(),
+                &request.room,
+                &(crate::ids::unix_ms() as i64),
+                &idem_user,
+                &idem_key,
+                &request.fingerprint,
+                &request.meta.to_string(),
+            ],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        // Another node committed this key since we looked: answer as a retry.
+        transaction
+            .batch_execute("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
+            .await?;
+        let (user, key) = request
+            .idempotency
+            .as_ref()
+            .expect("only keyed inserts conflict");
+        let first = find_committed(transaction, user, key).await?;
+        return Ok(first.map_or(Err(LedgerError::Conflict), |f| same_request(f, request)));
+    };
+    let transfer_id: i64 = row.get(0);
+    for (n, (account, amount)) in request.legs.iter().enumerate() {
+        transaction
+            .execute(
+                "INSERT INTO legs (transfer_id, n, account, amount) VALUES ($1, $2, $3, $4)",
+                &[&transfer_id, &(n as i32), &account.key(), amount],
+            )
+            .await?;
+    }
+    // Held money is checked now, row by row; what is only credited waits for the end
+    // of the batch, and counts only if this request goes through.
+    let (held, credited): (Vec<_>, Vec<_>) = deltas
+        .into_iter()
+        .partition(|(account, _)| Account::must_stay_non_negative(account));
+    for (account, delta) in &held {
+        if let Err(error) = add_to_account(transaction, account, *delta).await {
+            if error.code() == Some(&SqlState::CHECK_VIOLATION) {
+                transaction
+                    .batch_execute("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
+                    .await?;
+                return Ok(Err(LedgerError::InsufficientFunds));
+            }
+            return Err(error);
+        }
+    }
+    transaction
+        .execute("RELEASE SAVEPOINT request", &[])
+        .await?;
+    Ok(Ok(Committed {
+        transfer_id,
+        duplicate: false,
+        fingerprint: request.fingerprint.clone(),
+        meta: request.meta.clone(),
+    }))
+}
+
+fn same_request(first: Committed, request: &TransferRequest) -> Result<Committed, LedgerError> {
+    if first.fingerprint == request.fingerprint {
+        Ok(first)
+    } else {
+        Err(LedgerError::Conflict)
+    }
+}
+
+#[async_trait]
+impl Ledger for PostgresLedger {
+    async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError> {
+        let (answer, answered) = oneshot::channel();
+        self.submit
+            .send(Job { request, answer })
+            .map_err(|_| LedgerError::Closed)?;
+        answered.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError> {
+        Ok(find_committed(&self.reader, user, key).await?)
+    }
+
+    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        let rows = self
+            .reader
+            .query(
+                "SELECT name, balance FROM accounts WHERE name LIKE 'wallet:%'",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let name: &str = row.get(0);
+                (name.trim_start_matches("wallet:").to_owned(), row.get(1))
+            })
+            .collect())
+    }
+
+    async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
+        let paid = [TransferKind::Gift.as_str(), TransferKind::Question.as_str()];
+        let gifts: i64 = self
+            .reader
+            .query_one(
+                "SELECT COUNT(*) FROM transfers WHERE room = $1 AND kind IN ($2, $3)",
+                &[&broadcaster, &paid[0], &paid[1]],
+            )
+            .await?
+            .get(0);
+        let rows = self
+            .reader
+            .query(
+                "SELECT l.account, SUM(l.amount)::BIGINT FROM legs l JOIN transfers t ON t.id = l.transfer_id
+                 WHERE t.room = $1 AND t.kind IN ($2, $3) GROUP BY l.account",
+                &[&broadcaster, &paid[0], &paid[1]],
+            )
+            .await?;
+        let mut earnings = Earnings {
+            gifts: gifts as u64,
+            ..Earnings::default()
+        };
+        let own = Account::Earnings(broadcaster.to_owned()).key();
+        for row in rows {
+            let (account, sum): (&str, Minor) = (row.get(0), row.get(1));
+            match account {
+                a if a == own => earnings.broadcaster += sum,
+                a if a.starts_with("agency:") => earnings.agency += sum,
+                a if a.starts_with("wallet:") => earnings.coins += (-sum / MINOR_PER_COIN) as u64,
+                "platform" => earnings.platform += sum,
+                "app_store" => earnings.app_store += sum,
+                _ => {}
+            }
+        }
+        Ok(earnings)
+    }
+
+    async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError> {
+        let rows = self
+            .reader
+            .query(
+                "SELECT a.name, a.balance, t.kind, t.meta FROM accounts a
+                 JOIN legs l ON l.account = a.name JOIN transfers t ON t.id = l.transfer_id
+                 WHERE a.name LIKE 'escrow:%' AND a.balance > 0 ORDER BY a.name, t.id",
+                &[],
+            )
+            .await?;
+        let mut open: Vec<OpenEscrow> = Vec::new();
+        for row in rows {
+            let (account, balance, kind, meta): (&str, Minor, &str, &str) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let id = account.trim_start_matches("escrow:").to_owned();
+            let kind = TransferKind::parse(kind)
+                .ok_or_else(|| LedgerError::Storage(format!("unknown transfer kind {kind:?}")))?;
+            let meta =
+                serde_json::from_str(meta).map_err(|e| LedgerError::Storage(e.to_string()))?;
+            match open.last_mut() {
+                Some(escrow) if escrow.id == id => escrow.transfers.push((kind, meta)),
+                _ => open.push(OpenEscrow {
+                    id,
+                    balance,
+                    transfers: vec![(kind, meta)],
+                }),
+            }
+        }
+        Ok(open)
+    }
+
+    async fn check(&self) -> Result<CheckReport, LedgerError> {
+        let reader = &self.reader;
+        let count = |sql: &'static str| async move {
+            Ok::<i64, LedgerError>(reader.query_one(sql, &[]).await?.get(0))
+        };
+        let accounts = count("SELECT COUNT(DISTINCT account) FROM legs").await?;
+        let transfers = count("SELECT COUNT(*) FROM transfers").await?;
+        let sum = count("SELECT COALESCE(SUM(amount), 0)::BIGINT FROM legs").await?;
+        let mut problems = Vec::new();
+        if sum != 0 {
+            problems.push(format!("accounts sum to {sum}, not zero"));
+        }
+        let listed = [
+            (
+                "SELECT transfer_id::TEXT, SUM(amount)::BIGINT FROM legs GROUP BY transfer_id HAVING SUM(amount) != 0",
+                "unbalanced transfer",
+            ),
+            (
+                "SELECT account, SUM(amount)::BIGINT FROM legs WHERE account LIKE 'wallet:%' OR account LIKE 'escrow:%'
+                 GROUP BY account HAVING SUM(amount) < 0",
+                "account below zero",
+            ),
+            (
+                "SELECT t.id::TEXT, 0::BIGINT FROM transfers t WHERE NOT EXISTS (SELECT 1 FROM legs l WHERE l.transfer_id = t.id)",
+                "transfer without legs",
+            ),
+            (
+                "SELECT a.name, a.balance - COALESCE((SELECT SUM(amount) FROM legs l WHERE l.account = a.name), 0)::BIGINT
+                 FROM accounts a WHERE a.balance != COALESCE((SELECT SUM(amount) FROM legs l WHERE l.account = a.name), 0)",
+                "account balance differs from its legs by",
+            ),
+        ];
+        for (sql, what) in listed {
+            for row in reader.query(sql, &[]).await?.iter().take(20) {
+                problems.push(format!(
+                    "{what} {}: {}",
+                    row.get::<_, &str>(0),
+                    row.get::<_, i64>(1)
+                ));
+            }
+        }
+        Ok(CheckReport {
+            ok: problems.is_empty(),
+            accounts: accounts as u64,
+            transfers: transfers as u64,
+            sum,
+            problems,
+        })
+    }
+}
