@@ -282,6 +282,9 @@ async fn apply(
     transaction
         .execute("RELEASE SAVEPOINT request", &[])
         .await?;
+    for (account, delta) in credited {
+        *credits.entry(account).or_insert(0) += delta;
+    }
     Ok(Ok(Committed {
         transfer_id,
         duplicate: false,
@@ -424,8 +427,10 @@ impl Ledger for PostgresLedger {
                 "transfer without legs",
             ),
             (
-                "SELECT a.name, a.balance - COALESCE((SELECT SUM(amount) FROM legs l WHERE l.account = a.name), 0)::BIGINT
-                 FROM accounts a WHERE a.balance != COALESCE((SELECT SUM(amount) FROM legs l WHERE l.account = a.name), 0)",
+                "SELECT COALESCE(a.name, l.account), (COALESCE(a.balance, 0) - COALESCE(l.sum, 0))::BIGINT
+                 FROM accounts a FULL JOIN (SELECT account, SUM(amount) AS sum FROM legs GROUP BY account) l
+                   ON l.account = a.name
+                 WHERE COALESCE(a.balance, 0) != COALESCE(l.sum, 0)",
                 "account balance differs from its legs by",
             ),
         ];
