@@ -49,9 +49,9 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtcSettings {
-    /// One UDP port for every peer connection (ICE multiplexed); 0 uses a port per
-    /// connection, from `udp_port_min..=udp_port_max` when those are set.
-    pub udp_port: u16,
+    /// The UDP ports peer connections use (one each), for firewalls; both 0 lets the
+    /// OS pick. (webrtc-rs 0.17's single-port ICE mux connected but carried no media
+    /// in our tests, so it is not offered.)
     pub udp_port_min: u16,
     pub udp_port_max: u16,
     /// Announced instead of the local address by a server behind 1:1 NAT.
@@ -84,7 +84,6 @@ pub struct IceServer {
 impl Default for RtcSettings {
     fn default() -> Self {
         RtcSettings {
-            udp_port: 0,
             udp_port_min: 0,
             udp_port_max: 0,
             public_ip: None,
@@ -105,9 +104,6 @@ impl RtcSettings {
             || self.udp_port_min > self.udp_port_max
         {
             bail!("rtc.udp_port_min and rtc.udp_port_max must both be set, min <= max");
-        }
-        if self.udp_port != 0 && self.udp_port_min != 0 {
-            bail!("rtc.udp_port (one muxed port) and a port range exclude each other");
         }
         if self.max_sdp_bytes == 0 || self.viewer_queue_packets == 0 {
             bail!("rtc.max_sdp_bytes and rtc.viewer_queue_packets must be greater than zero");

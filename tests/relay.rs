@@ -372,3 +372,70 @@ async fn closed_sessions_leave_no_task_behind() {
     // Both sides' peer connections are closed: every task they ran has ended.
     settle_tasks(baseline).await;
 }
+
+#[tokio::test]
+async fn sessions_use_the_configured_udp_ports_and_ice_servers_reach_clients() {
+    let ports = 47100..=47199;
+    let stun = "stun:stun.example.net:3478";
+    let server = TestServer::with_config(|file| {
+        file.rtc.udp_port_min = *ports.start();
+        file.rtc.udp_port_max = *ports.end();
+        file.rtc.ice_servers = vec![ovation::config::IceServer {
+            urls: vec![stun.into()],
+            username: None,
+            credential: None,
+        }];
+    })
+    .await;
+    let token = server.token("alice", Role::Broadcaster);
+    let _publisher = Publisher::start(&server, "alice", &token).await;
+    for _ in 0..2 {
+        let mut viewer = Viewer::start(&server, "alice", None, true).await;
+        assert!(viewer.frames(3).await.1.key);
+        let candidates: Vec<&str> = viewer
+            .answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.contains(" udp "))
+            .collect();
+        assert!(!candidates.is_empty(), "{}", viewer.answer);
+        for candidate in candidates {
+            // foundation component transport priority address port ...
+            let fields: Vec<&str> = candidate.split(' ').collect();
+            assert!(["127.0.0.1", "::1"].contains(&fields[4]), "{candidate}");
+            assert!(
+                ports.contains(&fields[5].parse::<u16>().unwrap()),
+                "{candidate}"
+            );
+        }
+    }
+
+    // Clients learn the STUN/TURN servers from the API and from the answer's Link.
+    let config: Value = reqwest::get(server.url("/api/rtc"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["ice_servers"][0]["urls"][0], stun);
+    let pc = rtc::api()
+        .new_peer_connection(Default::default())
+        .await
+        .unwrap();
+    pc.add_transceiver_from_kind(
+        webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video,
+        None,
+    )
+    .await
+    .unwrap();
+    let response = reqwest::Client::new()
+        .post(server.url("/whep/alice"))
+        .header("content-type", "application/sdp")
+        .body(rtc::full_offer(&pc).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(link, format!("<{stun}>; rel=\"ice-server\""));
+    pc.close().await.unwrap();
+}

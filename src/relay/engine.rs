@@ -5,14 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::time::Duration;
 
-use anyhow::Context;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
-use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::registry::Registry;
@@ -92,15 +90,7 @@ pub async fn build(listen: SocketAddr, settings: &RtcSettings) -> anyhow::Result
     if let Some(public) = settings.public_ip {
         ice.set_nat_1to1_ips(vec![public.to_string()], RTCIceCandidateType::Host);
     }
-    if settings.udp_port != 0 {
-        let bind = SocketAddr::new(ip, settings.udp_port);
-        let socket = tokio::net::UdpSocket::bind(bind)
-            .await
-            .with_context(|| format!("binding the WebRTC UDP port {bind}"))?;
-        ice.set_udp_network(UDPNetwork::Muxed(UDPMuxDefault::new(UDPMuxParams::new(
-            socket,
-        ))));
-    } else if settings.udp_port_min != 0 {
+    if settings.udp_port_min != 0 {
         let range = EphemeralUDP::new(settings.udp_port_min, settings.udp_port_max)?;
         ice.set_udp_network(UDPNetwork::Ephemeral(range));
     }

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use webrtc::api::API;
-use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
@@ -398,20 +397,10 @@ impl Relay {
         }
     }
 
+    /// The relay's own side needs no STUN or TURN: its host candidates (or its 1:1 NAT
+    /// address) are what clients reach. `ice_servers` are for the clients.
     async fn peer_connection(&self) -> Result<Arc<RTCPeerConnection>, RelayError> {
-        let configuration = RTCConfiguration {
-            ice_servers: self
-                .settings
-                .ice_servers
-                .iter()
-                .map(|server| RTCIceServer {
-                    urls: server.urls.clone(),
-                    username: server.username.clone().unwrap_or_default(),
-                    credential: server.credential.clone().unwrap_or_default(),
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let configuration = RTCConfiguration::default();
         Ok(Arc::new(self.api.new_peer_connection(configuration).await?))
     }
 

@@ -52,7 +52,7 @@ pub fn api() -> API {
 }
 
 /// The offer with every candidate in it (WHIP/WHEP without trickle).
-async fn full_offer(pc: &RTCPeerConnection) -> String {
+pub async fn full_offer(pc: &RTCPeerConnection) -> String {
     let offer = pc.create_offer(None).await.unwrap();
     let mut gathered = pc.gathering_complete_promise().await;
     pc.set_local_description(offer).await.unwrap();
@@ -275,6 +275,8 @@ pub struct Frame {
 pub struct Viewer {
     pub pc: Arc<RTCPeerConnection>,
     pub location: String,
+    /// The relay's SDP answer.
+    pub answer: String,
     pub states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
     pub frames: mpsc::UnboundedReceiver<Frame>,
     pub audio_packets: Arc<AtomicU64>,
@@ -346,13 +348,14 @@ impl Viewer {
         )
         .await;
         assert_eq!(status, 201, "WHEP answered {status}: {answer}");
-        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
             .await
             .unwrap();
         wait_for_state(&mut states, RTCPeerConnectionState::Connected).await;
         Viewer {
             pc,
             location: location.expect("a Location header"),
+            answer,
             states,
             frames,
             audio_packets,
