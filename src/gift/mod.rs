@@ -217,7 +217,7 @@ impl GiftEngine {
         amount: Minor,
         request: TransferRequest,
     ) -> Result<Committed, Rejection> {
-        let reservation = match self.wallets.reserve(&sender.id, amount) {
+        let reservation = match self.reserve(&sender.id, amount).await? {
             Ok(reservation) => reservation,
             // A retry of a charge that went through must still answer its first result,
             // even when the wallet could not pay for it again.
@@ -245,17 +245,51 @@ impl GiftEngine {
                 };
             }
         };
-        let committed = self
-            .ledger
-            .commit(request)
-            .await
-            .map_err(ledger_rejection)?;
+        let committed = match self.ledger.commit(request).await {
+            Ok(committed) => committed,
+            Err(LedgerError::InsufficientFunds) => {
+                // Another node spent these coins first: learn the real balance.
+                drop(reservation);
+                if let Ok(Some(committed)) = self.ledger.shared_balance(&sender.id).await {
+                    self.wallets.resync(&sender.id, committed);
+                }
+                return Err(ledger_rejection(LedgerError::InsufficientFunds));
+            }
+            Err(error) => return Err(ledger_rejection(error)),
+        };
         if committed.duplicate {
             drop(reservation); // nothing was charged this time
         } else {
             reservation.settle();
         }
         Ok(committed)
+    }
+
+    /// Holds `amount` of the user's coins. When the wallet looks too low and the ledger
+    /// is shared with other nodes, its committed balance is read once first: a top-up
+    /// may have landed elsewhere.
+    async fn reserve(
+        &self,
+        user: &str,
+        amount: Minor,
+    ) -> Result<Result<crate::money::Reservation<'_>, crate::money::Insufficient>, Rejection> {
+        let first = self.wallets.reserve(user, amount);
+        if first.is_ok() {
+            return Ok(first);
+        }
+        drop(first);
+        match self
+            .ledger
+            .shared_balance(user)
+            .await
+            .map_err(ledger_rejection)?
+        {
+            Some(committed) => {
+                self.wallets.resync(user, committed);
+                Ok(self.wallets.reserve(user, amount))
+            }
+            None => Ok(self.wallets.reserve(user, amount)),
+        }
     }
 
     /// Records a first charge in its room's book and builds the answer.

@@ -206,6 +206,10 @@ pub trait Ledger: Send + Sync {
     async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError>;
     /// Every wallet's balance, by user id.
     async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
+    /// One wallet's committed balance, when other processes may have changed it (a
+    /// ledger shared by several nodes); `None` for a ledger only this process writes,
+    /// whose balances this process already knows.
+    async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError>;
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError>;
     /// Every escrow account with a positive balance.
     async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError>;

@@ -332,6 +332,17 @@ impl Ledger for PostgresLedger {
             .collect())
     }
 
+    async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError> {
+        let row = self
+            .reader
+            .query_opt(
+                "SELECT balance FROM accounts WHERE name = $1",
+                &[&Account::Wallet(user.to_owned()).key()],
+            )
+            .await?;
+        Ok(Some(row.map_or(0, |row| row.get(0))))
+    }
+
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
         let paid = [TransferKind::Gift.as_str(), TransferKind::Question.as_str()];
         let gifts: i64 = self

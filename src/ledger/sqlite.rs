@@ -362,6 +362,10 @@ impl Ledger for SqliteLedger {
         .await
     }
 
+    async fn shared_balance(&self, _user: &str) -> Result<Option<Minor>, LedgerError> {
+        Ok(None) // only this process writes the file
+    }
+
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
         let room = broadcaster.to_owned();
         self.read(move |c| {

@@ -8,8 +8,15 @@ use super::Minor;
 
 #[derive(Default)]
 pub struct Wallets {
-    /// Spendable balance per user: the ledger balance minus reservations in flight.
-    available: DashMap<String, Minor>,
+    wallets: DashMap<String, Wallet>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Wallet {
+    /// Spendable: the ledger balance minus reservations in flight.
+    available: Minor,
+    /// Reserved by charges in flight.
+    held: Minor,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -28,28 +35,42 @@ pub struct Reservation<'a> {
 
 impl Wallets {
     pub fn load(balances: impl IntoIterator<Item = (String, Minor)>) -> Wallets {
-        let available = DashMap::new();
+        let wallets = DashMap::new();
         for (user, balance) in balances {
             assert!(balance >= 0, "wallet {user} is below zero in the ledger");
-            available.insert(user, balance);
+            wallets.insert(
+                user,
+                Wallet {
+                    available: balance,
+                    held: 0,
+                },
+            );
         }
-        Wallets { available }
+        Wallets { wallets }
     }
 
     pub fn available(&self, user: &str) -> Minor {
-        self.available.get(user).map_or(0, |b| *b)
+        self.wallets.get(user).map_or(0, |w| w.available)
+    }
+
+    /// Takes the committed balance read from a shared ledger (other nodes may have
+    /// charged or credited this wallet), keeping this node's reservations held.
+    pub fn resync(&self, user: &str, committed: Minor) {
+        let mut wallet = self.wallets.entry(user.to_owned()).or_default();
+        wallet.available = (committed - wallet.held).max(0);
     }
 
     /// Checks and holds `amount` in one step, so concurrent charges never overspend.
     pub fn reserve(&self, user: &str, amount: Minor) -> Result<Reservation<'_>, Insufficient> {
         assert!(amount >= 0);
-        let mut balance = self.available.entry(user.to_owned()).or_insert(0);
-        if *balance < amount {
+        let mut wallet = self.wallets.entry(user.to_owned()).or_default();
+        if wallet.available < amount {
             return Err(Insufficient {
-                available: *balance,
+                available: wallet.available,
             });
         }
-        *balance -= amount;
+        wallet.available -= amount;
+        wallet.held += amount;
         Ok(Reservation {
             wallets: self,
             user: user.to_owned(),
@@ -61,7 +82,7 @@ impl Wallets {
     /// Adds committed money (a top-up, a grab, a refund).
     pub fn credit(&self, user: &str, amount: Minor) {
         assert!(amount >= 0);
-        *self.available.entry(user.to_owned()).or_insert(0) += amount;
+        self.wallets.entry(user.to_owned()).or_default().available += amount;
     }
 }
 
@@ -69,13 +90,18 @@ impl Reservation<'_> {
     /// The charge committed: the held funds are spent.
     pub fn settle(mut self) {
         self.settled = true;
+        if let Some(mut wallet) = self.wallets.wallets.get_mut(&self.user) {
+            wallet.held -= self.amount;
+        }
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.wallets.credit(&self.user, self.amount);
+            let mut wallet = self.wallets.wallets.entry(self.user.clone()).or_default();
+            wallet.held -= self.amount;
+            wallet.available += self.amount;
         }
     }
 }
@@ -97,6 +123,19 @@ mod tests {
         wallets.reserve("bob", 60).unwrap().settle();
         assert_eq!(wallets.available("bob"), 40);
         assert!(wallets.reserve("nobody", 1).is_err());
+    }
+
+    #[test]
+    fn a_resync_keeps_what_this_node_holds() {
+        let wallets = Wallets::load([("bob".to_owned(), 100)]);
+        let held = wallets.reserve("bob", 30).unwrap();
+        // Another node credited 50: the ledger says 150, of which 30 are held here.
+        wallets.resync("bob", 150);
+        assert_eq!(wallets.available("bob"), 120);
+        held.settle();
+        assert_eq!(wallets.available("bob"), 120);
+        wallets.resync("bob", 120);
+        assert_eq!(wallets.available("bob"), 120);
     }
 
     #[test]

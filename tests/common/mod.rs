@@ -49,12 +49,27 @@ impl TestServer {
     }
 
     pub async fn launch(data_dir: tempfile::TempDir, dev: bool, file: FileConfig) -> TestServer {
+        TestServer::launch_on(data_dir, dev, file, None).await
+    }
+
+    /// A node of a cluster whose ledger is the PostgreSQL database at `ledger`.
+    pub async fn node(ledger: &str) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        TestServer::launch_on(data_dir, true, FileConfig::default(), Some(ledger.into())).await
+    }
+
+    async fn launch_on(
+        data_dir: tempfile::TempDir,
+        dev: bool,
+        file: FileConfig,
+        ledger: Option<String>,
+    ) -> TestServer {
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_owned(),
             token_secret: Some(SECRET.into()),
             dev,
-            ledger: None,
+            ledger,
             file: file.clone(),
         };
         let server = ovation::start(config).await.unwrap();
