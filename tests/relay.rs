@@ -439,3 +439,63 @@ async fn sessions_use_the_configured_udp_ports_and_ice_servers_reach_clients() {
     assert_eq!(link, format!("<{stun}>; rel=\"ice-server\""));
     pc.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn viewer_and_publisher_limits_answer_503_and_a_public_ip_is_announced() {
+    let server = TestServer::with_config(|file| {
+        file.rtc.max_viewers_per_room = 1;
+        file.rtc.max_publishing_rooms = 1;
+    })
+    .await;
+    let alice = server.token("alice", Role::Broadcaster);
+    let _publisher = Publisher::start(&server, "alice", &alice).await;
+    let _viewer = Viewer::start(&server, "alice", None, true).await;
+    let (status, _, body) = rtc::post_sdp(&server, "/whep/alice", None, sample_offer()).await;
+    assert_eq!(status, 503, "{body}");
+    let bob = server.token("bob", Role::Broadcaster);
+    let (status, _, body) = rtc::post_sdp(&server, "/whip/bob", Some(&bob), sample_offer()).await;
+    assert_eq!(status, 503, "{body}");
+
+    // Behind 1:1 NAT, candidates carry the public address.
+    let natted = TestServer::with_config(|file| {
+        file.rtc.public_ip = Some("203.0.113.7".parse().unwrap());
+    })
+    .await;
+    let pc = rtc::api()
+        .new_peer_connection(Default::default())
+        .await
+        .unwrap();
+    pc.add_transceiver_from_kind(
+        webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video,
+        None,
+    )
+    .await
+    .unwrap();
+    for transceiver in pc.get_transceivers().await {
+        transceiver
+            .set_direction(webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection::Sendonly)
+            .await;
+    }
+    let alice = natted.token("alice", Role::Broadcaster);
+    let (status, _, answer) = rtc::post_sdp(
+        &natted,
+        "/whip/alice",
+        Some(&alice),
+        rtc::full_offer(&pc).await,
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    // IPv4 candidates carry the public address (the mapping is per address family).
+    let addresses: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|address| address.contains('.'))
+        .collect();
+    assert!(!addresses.is_empty(), "{answer}");
+    assert!(
+        addresses.iter().all(|a| *a == "203.0.113.7"),
+        "{addresses:?}"
+    );
+    pc.close().await.unwrap();
+}
