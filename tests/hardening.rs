@@ -278,3 +278,66 @@ async fn keys_reordered_fields_and_other_rooms_refs_cannot_move_money_twice() {
     assert_eq!(server.wallet("bob").await, balance - 10);
     server.books_balance().await;
 }
+
+/// The HTTP status a WebSocket upgrade is refused with, or 101.
+async fn upgrade_status(
+    server: &TestServer,
+    token: &str,
+) -> (
+    u16,
+    Option<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+) {
+    let url = format!("ws://{}/ws?token={token}", server.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((socket, response)) => (response.status().as_u16(), Some(socket)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            (response.status().as_u16(), None)
+        }
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_caps_per_address_and_in_total_refuse_before_upgrading() {
+    let per_ip = TestServer::with_limits(|l| l.max_connections_per_ip = 2).await;
+    let mut open = Vec::new();
+    for n in 0..2 {
+        let (status, socket) =
+            upgrade_status(&per_ip, &per_ip.token(&format!("u{n}"), Role::Viewer)).await;
+        assert_eq!(status, 101);
+        open.push(socket);
+    }
+    assert_eq!(
+        upgrade_status(&per_ip, &per_ip.token("u2", Role::Viewer))
+            .await
+            .0,
+        429
+    );
+
+    let total = TestServer::with_limits(|l| l.max_connections = 1).await;
+    let (status, _kept) = upgrade_status(&total, &total.token("v0", Role::Viewer)).await;
+    assert_eq!(status, 101);
+    assert_eq!(
+        upgrade_status(&total, &total.token("v1", Role::Viewer))
+            .await
+            .0,
+        503
+    );
+}
+
+#[tokio::test]
+async fn oversized_json_bodies_answer_413() {
+    let server = TestServer::start().await;
+    let body = format!(r#"{{"coins":1,"key":"{}"}}"#, "k".repeat(20_000));
+    let response = server
+        .http(Method::POST, "/api/me/topup", "bob", Role::Viewer)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "too_large");
+    assert_eq!(server.wallet("bob").await, 0);
+}
