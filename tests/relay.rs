@@ -13,6 +13,7 @@ use ovation::auth::Role;
 use rtc::{Publisher, Viewer};
 use serde_json::Value;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 
 async fn relay_sessions(server: &TestServer) -> (u64, u64) {
     let token = server.token("ops", Role::Admin);
@@ -417,16 +418,7 @@ async fn sessions_use_the_configured_udp_ports_and_ice_servers_reach_clients() {
         .await
         .unwrap();
     assert_eq!(config["ice_servers"][0]["urls"][0], stun);
-    let pc = rtc::api()
-        .new_peer_connection(Default::default())
-        .await
-        .unwrap();
-    pc.add_transceiver_from_kind(
-        webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video,
-        None,
-    )
-    .await
-    .unwrap();
+    let pc = rtc::video_peer(RTCRtpTransceiverDirection::Recvonly).await;
     let response = reqwest::Client::new()
         .post(server.url("/whep/alice"))
         .header("content-type", "application/sdp")
@@ -461,21 +453,7 @@ async fn viewer_and_publisher_limits_answer_503_and_a_public_ip_is_announced() {
         file.rtc.public_ip = Some("203.0.113.7".parse().unwrap());
     })
     .await;
-    let pc = rtc::api()
-        .new_peer_connection(Default::default())
-        .await
-        .unwrap();
-    pc.add_transceiver_from_kind(
-        webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video,
-        None,
-    )
-    .await
-    .unwrap();
-    for transceiver in pc.get_transceivers().await {
-        transceiver
-            .set_direction(webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection::Sendonly)
-            .await;
-    }
+    let pc = rtc::video_peer(RTCRtpTransceiverDirection::Sendonly).await;
     let alice = natted.token("alice", Role::Broadcaster);
     let (status, _, answer) = rtc::post_sdp(
         &natted,

@@ -187,6 +187,23 @@ pub struct OpenEscrow {
     pub transfers: Vec<(TransferKind, Value)>,
 }
 
+impl Earnings {
+    /// Adds one account's sum over the broadcaster's paid transfers (the one place
+    /// the account names of a split are read back).
+    pub fn add(&mut self, broadcaster: &str, account: &str, sum: Minor) {
+        match account {
+            a if a == Account::Earnings(broadcaster.to_owned()).key() => self.broadcaster += sum,
+            a if a.starts_with("agency:") => self.agency += sum,
+            a if a.starts_with("wallet:") => {
+                self.coins += (-sum / crate::money::MINOR_PER_COIN) as u64
+            }
+            "platform" => self.platform += sum,
+            "app_store" => self.app_store += sum,
+            _ => {}
+        }
+    }
+}
+
 /// The result of checking the books.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckReport {

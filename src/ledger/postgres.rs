@@ -21,7 +21,7 @@ use super::{
     Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
     TransferRequest,
 };
-use crate::money::{Minor, MINOR_PER_COIN};
+use crate::money::Minor;
 
 const MAX_BATCH: usize = 1024;
 const BATCH_ATTEMPTS: usize = 5;
@@ -365,17 +365,8 @@ impl Ledger for PostgresLedger {
             gifts: gifts as u64,
             ..Earnings::default()
         };
-        let own = Account::Earnings(broadcaster.to_owned()).key();
         for row in rows {
-            let (account, sum): (&str, Minor) = (row.get(0), row.get(1));
-            match account {
-                a if a == own => earnings.broadcaster += sum,
-                a if a.starts_with("agency:") => earnings.agency += sum,
-                a if a.starts_with("wallet:") => earnings.coins += (-sum / MINOR_PER_COIN) as u64,
-                "platform" => earnings.platform += sum,
-                "app_store" => earnings.app_store += sum,
-                _ => {}
-            }
+            earnings.add(broadcaster, row.get(0), row.get(1));
         }
         Ok(earnings)
     }

@@ -19,7 +19,7 @@ use super::{
     Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
     TransferRequest,
 };
-use crate::money::{Minor, MINOR_PER_COIN};
+use crate::money::Minor;
 
 /// Requests one transaction takes at most.
 const MAX_BATCH: usize = 4096;
@@ -386,17 +386,9 @@ impl Ledger for SqliteLedger {
                 gifts: gifts as u64,
                 ..Earnings::default()
             };
-            let own = Account::Earnings(room.clone()).key();
             for row in rows {
                 let (account, sum) = row?;
-                match account.as_str() {
-                    a if a == own => earnings.broadcaster += sum,
-                    a if a.starts_with("agency:") => earnings.agency += sum,
-                    a if a.starts_with("wallet:") => earnings.coins += (-sum / MINOR_PER_COIN) as u64,
-                    "platform" => earnings.platform += sum,
-                    "app_store" => earnings.app_store += sum,
-                    _ => {}
-                }
+                earnings.add(&room, &account, sum);
             }
             Ok(earnings)
         })

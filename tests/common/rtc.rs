@@ -60,6 +60,22 @@ pub async fn full_offer(pc: &RTCPeerConnection) -> String {
     pc.local_description().await.unwrap().sdp
 }
 
+/// A bare peer with one video transceiver in `direction`: enough for an offer.
+pub async fn video_peer(direction: RTCRtpTransceiverDirection) -> RTCPeerConnection {
+    let pc = api()
+        .new_peer_connection(RTCConfiguration::default())
+        .await
+        .unwrap();
+    let init = RTCRtpTransceiverInit {
+        direction,
+        send_encodings: vec![],
+    };
+    pc.add_transceiver_from_kind(RTPCodecType::Video, Some(init))
+        .await
+        .unwrap();
+    pc
+}
+
 /// POSTs an offer; returns the status, the `Location`, and the body.
 pub async fn post_sdp(
     server: &TestServer,
