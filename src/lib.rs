@@ -34,6 +34,7 @@ use crate::relay::Relay;
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
 pub struct Server {
     addr: SocketAddr,
+    relay: Arc<Relay>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -69,6 +70,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .await
     .context("starting the WebRTC relay")?;
+    let relay_handle = relay.clone();
     let state = http::AppState {
         hub: hub.clone(),
         gifts: gifts.clone(),
@@ -104,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     });
     Ok(Server {
         addr,
+        relay: relay_handle,
         shutdown,
         task,
     })
@@ -166,6 +169,11 @@ async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: C
 impl Server {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The WebRTC relay, to follow its sessions (`Relay::census`).
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 
     /// Starts a graceful shutdown: stop accepting, close sockets with 1001, finish work.

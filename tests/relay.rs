@@ -6,7 +6,6 @@ mod common;
 mod rtc;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use common::*;
 use ovation::auth::Role;
@@ -24,20 +23,19 @@ async fn relay_sessions(server: &TestServer) -> (u64, u64) {
     )
 }
 
-/// Polls until the relay holds exactly `want` sessions (cleanup runs in the background).
-async fn wait_for_sessions(server: &TestServer, want: (u64, u64)) {
-    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    loop {
-        let now = relay_sessions(server).await;
-        if now == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay sessions {now:?}, wanted {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until the relay holds exactly `want` sessions and has finished closing the
+/// ones that ended (cleanup runs in the background).
+async fn wait_for_sessions(server: &TestServer, want: (usize, usize)) {
+    let mut census = server.server.relay().census();
+    let settled = tokio::time::timeout(
+        PATIENCE * 2,
+        census.wait_for(|c| (c.publishers, c.viewers, c.closing) == (want.0, want.1, 0)),
+    )
+    .await
+    .is_ok();
+    let now = *census.borrow();
+    assert!(settled, "relay sessions {now:?}, wanted {want:?}");
+    assert_eq!(relay_sessions(server).await, (want.0 as u64, want.1 as u64));
 }
 
 #[tokio::test]
@@ -341,23 +339,23 @@ async fn session_round(server: &TestServer, by_delete: bool) {
     wait_for_sessions(server, (0, 0)).await;
 }
 
-/// Waits until the runtime runs at most `limit` tasks; returns how many it runs.
-async fn settle_tasks(limit: usize) -> usize {
+/// How many tasks the runtime runs once every task that can finish now has: the
+/// peer connections are closed, so what remains of them only needs its turn.
+async fn settled_tasks() -> usize {
     let tasks = || {
         tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks()
     };
-    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    while tasks() > limit {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} tasks left, expected {limit}",
-            tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut last = usize::MAX;
+    // Stop when a full round of yields changes nothing.
+    while tasks() != last {
+        last = tasks();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
     }
-    tasks()
+    last
 }
 
 #[tokio::test]
@@ -365,13 +363,12 @@ async fn closed_sessions_leave_no_task_behind() {
     let server = TestServer::start().await;
     // The first round warms up what lives as long as the process (client pools...).
     session_round(&server, true).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let baseline = settle_tasks(usize::MAX).await;
+    let baseline = settled_tasks().await;
     for round in 0..4 {
         session_round(&server, round % 2 == 0).await;
     }
     // Both sides' peer connections are closed: every task they ran has ended.
-    settle_tasks(baseline).await;
+    assert!(settled_tasks().await <= baseline);
 }
 
 #[tokio::test]

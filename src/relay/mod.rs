@@ -13,10 +13,11 @@ pub mod sdp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use webrtc::api::API;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
@@ -104,13 +105,18 @@ pub struct Relay {
     broadcasts: Mutex<HashMap<String, Arc<Broadcast>>>,
     viewers: Mutex<HashMap<String, Viewer>>,
     on_live: LiveListener,
+    /// Peer connections ended but still shutting down.
+    closing: AtomicUsize,
+    /// The counts, republished on every change, so anyone can await one.
+    census: watch::Sender<Counts>,
 }
 
-/// How many sessions are open, for tests and `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Open sessions, and ended ones whose peer connection is still closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
     pub publishers: usize,
     pub viewers: usize,
+    pub closing: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +135,8 @@ impl Relay {
             broadcasts: Mutex::new(HashMap::new()),
             viewers: Mutex::new(HashMap::new()),
             on_live,
+            closing: AtomicUsize::new(0),
+            census: watch::Sender::new(Counts::default()),
         }))
     }
 
@@ -140,11 +148,33 @@ impl Relay {
         Counts {
             publishers: lock(&self.broadcasts).len(),
             viewers: lock(&self.viewers).len(),
+            closing: self.closing.load(Ordering::SeqCst),
         }
     }
 
-    pub fn is_live(&self, room: &str) -> bool {
-        lock(&self.broadcasts).contains_key(room)
+    /// Follows the counts: every session opened, ended or finished closing.
+    pub fn census(&self) -> watch::Receiver<Counts> {
+        self.census.subscribe()
+    }
+
+    fn recount(&self) {
+        let counts = self.counts();
+        self.census
+            .send_if_modified(|known| std::mem::replace(known, counts) != counts);
+    }
+
+    /// Closes a peer connection off the caller's path (closing waits for its tasks).
+    fn close(self: &Arc<Self>, pc: Arc<RTCPeerConnection>) {
+        self.closing.fetch_add(1, Ordering::SeqCst);
+        self.recount();
+        let relay = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = pc.close().await {
+                tracing::debug!(%error, "closing a peer connection");
+            }
+            relay.closing.fetch_sub(1, Ordering::SeqCst);
+            relay.recount();
+        });
     }
 
     /// WHIP: `owner` starts publishing to `room` with an SDP offer.
@@ -173,7 +203,7 @@ impl Relay {
         let answer = match self.answer(&pc, offer).await {
             Ok(answer) => answer,
             Err(error) => {
-                close(pc);
+                self.close(pc);
                 return Err(error);
             }
         };
@@ -181,11 +211,12 @@ impl Relay {
             let mut broadcasts = lock(&self.broadcasts);
             // Checked again: another publisher may have won the race meanwhile.
             if let Err(error) = self.check_can_publish_locked(&broadcasts, room) {
-                close(pc);
+                self.close(pc);
                 return Err(error);
             }
             broadcasts.insert(room.to_owned(), broadcast.clone());
         }
+        self.recount();
         crate::metrics::rtc_sessions_changed("publisher", 1);
         let (relay, weak) = (Arc::downgrade(self), Arc::downgrade(&broadcast));
         pc.on_track(Box::new(move |track, _, _| {
@@ -262,7 +293,7 @@ impl Relay {
             {
                 Ok(sender) => sender,
                 Err(error) => {
-                    close(pc);
+                    self.close(pc);
                     return Err(error.into());
                 }
             };
@@ -272,7 +303,7 @@ impl Relay {
         let answer = match self.answer(&pc, offer).await {
             Ok(answer) => answer,
             Err(error) => {
-                close(pc);
+                self.close(pc);
                 return Err(error);
             }
         };
@@ -290,6 +321,7 @@ impl Relay {
                 broadcast: Arc::downgrade(&broadcast),
             },
         );
+        self.recount();
         crate::metrics::rtc_sessions_changed("viewer", 1);
         tokio::spawn(write_to_viewer(tracks, packets));
         let (relay, weak, id) = (
@@ -318,7 +350,7 @@ impl Relay {
 
     /// `DELETE` on a session's `Location`, by `user` (if signed in).
     pub fn delete(
-        &self,
+        self: &Arc<Self>,
         side: Side,
         room: &str,
         session: &str,
@@ -352,7 +384,7 @@ impl Relay {
     }
 
     /// Ends a publisher's session and every viewer of it.
-    fn end_broadcast(&self, room: &str, session: &str) {
+    fn end_broadcast(self: &Arc<Self>, room: &str, session: &str) {
         let broadcast = {
             let mut broadcasts = lock(&self.broadcasts);
             match broadcasts.get(room) {
@@ -372,10 +404,10 @@ impl Relay {
             self.end_viewer(&viewer);
         }
         (self.on_live)(room, false);
-        close(broadcast.pc.clone());
+        self.close(broadcast.pc.clone());
     }
 
-    fn end_viewer(&self, session: &str) {
+    fn end_viewer(self: &Arc<Self>, session: &str) {
         let Some(viewer) = lock(&self.viewers).remove(session) else {
             return;
         };
@@ -383,11 +415,11 @@ impl Relay {
         if let Some(broadcast) = viewer.broadcast.upgrade() {
             broadcast.remove_viewer(session);
         }
-        close(viewer.pc);
+        self.close(viewer.pc);
     }
 
     /// Ends every session (server shutdown).
-    pub fn close_all(&self) {
+    pub fn close_all(self: &Arc<Self>) {
         let broadcasts: Vec<(String, String)> = lock(&self.broadcasts)
             .values()
             .map(|b| (b.room.clone(), b.session.clone()))
@@ -432,13 +464,4 @@ fn ended(state: RTCPeerConnectionState) -> bool {
         state,
         RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
     )
-}
-
-/// Closes a peer connection off the caller's path (closing waits for its tasks).
-fn close(pc: Arc<RTCPeerConnection>) {
-    tokio::spawn(async move {
-        if let Err(error) = pc.close().await {
-            tracing::debug!(%error, "closing a peer connection");
-        }
-    });
 }
