@@ -109,9 +109,10 @@ pub fn event_fanned_out(kind: &'static str, delivered: u64, took: Duration) {
     histogram!("ovation_fanout_seconds").record(took.as_secs_f64());
 }
 
-/// A WHIP publisher or WHEP viewer session began (+1) or ended (-1).
-pub fn rtc_sessions_changed(role: &'static str, delta: i64) {
-    gauge!("ovation_rtc_sessions", "role" => role).increment(delta as f64);
+/// Open WHIP publisher and WHEP viewer sessions.
+pub fn rtc_sessions(publishers: usize, viewers: usize) {
+    gauge!("ovation_rtc_sessions", "role" => "publisher").set(publishers as f64);
+    gauge!("ovation_rtc_sessions", "role" => "viewer").set(viewers as f64);
 }
 
 /// RTP packets handed to viewers' queues, and their bytes.

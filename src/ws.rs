@@ -120,7 +120,7 @@ async fn write_loop(
     outbox: Arc<Outbox>,
     timings: Timings,
 ) -> SplitSink<WebSocket, Message> {
-    let closing = receiver.closing.clone();
+    let closing = receiver.closing().clone();
     let heartbeat = timings.heartbeat;
     let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
     let mut batch = VecDeque::new();

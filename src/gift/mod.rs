@@ -217,11 +217,11 @@ impl GiftEngine {
         amount: Minor,
         request: TransferRequest,
     ) -> Result<Committed, Rejection> {
-        let reservation = match self.reserve(&sender.id, amount).await? {
-            Ok(reservation) => reservation,
+        let reservation = match self.reserve(&sender.id, amount).await {
+            Some(reservation) => reservation,
             // A retry of a charge that went through must still answer its first result,
             // even when the wallet could not pay for it again.
-            Err(_) => {
+            None => {
                 let (_, key) = request
                     .idempotency
                     .as_ref()
@@ -250,9 +250,7 @@ impl GiftEngine {
             Err(LedgerError::InsufficientFunds) => {
                 // Another node spent these coins first: learn the real balance.
                 drop(reservation);
-                if let Ok(Some(committed)) = self.ledger.shared_balance(&sender.id).await {
-                    self.wallets.resync(&sender.id, committed);
-                }
+                self.resync(&sender.id).await;
                 return Err(ledger_rejection(LedgerError::InsufficientFunds));
             }
             Err(error) => return Err(ledger_rejection(error)),
@@ -265,30 +263,23 @@ impl GiftEngine {
         Ok(committed)
     }
 
-    /// Holds `amount` of the user's coins. When the wallet looks too low and the ledger
-    /// is shared with other nodes, its committed balance is read once first: a top-up
-    /// may have landed elsewhere.
-    async fn reserve(
-        &self,
-        user: &str,
-        amount: Minor,
-    ) -> Result<Result<crate::money::Reservation<'_>, crate::money::Insufficient>, Rejection> {
-        let first = self.wallets.reserve(user, amount);
-        if first.is_ok() {
-            return Ok(first);
+    /// Holds `amount` of the user's coins. When the wallet looks too low, a ledger
+    /// shared with other nodes is asked first: a top-up may have landed elsewhere.
+    async fn reserve(&self, user: &str, amount: Minor) -> Option<crate::money::Reservation<'_>> {
+        if let Ok(reservation) = self.wallets.reserve(user, amount) {
+            return Some(reservation);
         }
-        drop(first);
-        match self
-            .ledger
-            .shared_balance(user)
-            .await
-            .map_err(ledger_rejection)?
-        {
-            Some(committed) => {
-                self.wallets.resync(user, committed);
-                Ok(self.wallets.reserve(user, amount))
-            }
-            None => Ok(self.wallets.reserve(user, amount)),
+        self.resync(user).await;
+        self.wallets.reserve(user, amount).ok()
+    }
+
+    /// Takes a wallet's committed balance from a shared ledger (a no-op for a ledger
+    /// only this process writes).
+    async fn resync(&self, user: &str) {
+        match self.ledger.shared_balance(user).await {
+            Ok(Some(committed)) => self.wallets.resync(user, committed),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "reading a shared balance failed"),
         }
     }
 

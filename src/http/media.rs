@@ -11,7 +11,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{ApiError, AppState, Bearer, MaybeBearer};
+use super::{unreadable_body, ApiError, AppState, Bearer, MaybeBearer};
 use crate::auth::Role;
 use crate::config::IceServer;
 use crate::protocol::{is_valid_id, ErrorCode, Rejection};
@@ -134,21 +134,8 @@ fn sdp_offer(
             "send the SDP offer with Content-Type: application/sdp",
         ));
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::TooLarge,
-                "the SDP offer is too large",
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                rejection.body_text(),
-            )
-        }
-    })?;
+    let body =
+        body.map_err(|rejection| unreadable_body(rejection.status(), rejection.body_text()))?;
     let offer = String::from_utf8(body.to_vec())
         .map_err(|_| Rejection::bad_request("the SDP offer is not UTF-8"))?;
     if !offer.starts_with("v=0") {

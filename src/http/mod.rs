@@ -276,14 +276,17 @@ impl axum::extract::FromRequestParts<AppState> for MaybeBearer {
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(value)| value).map_err(|rejection| {
-        let (status, code) = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge)
-        } else {
-            (StatusCode::BAD_REQUEST, ErrorCode::BadRequest)
-        };
-        ApiError::new(status, code, rejection.body_text())
-    })
+    body.map(|Json(value)| value)
+        .map_err(|rejection| unreadable_body(rejection.status(), rejection.body_text()))
+}
+
+/// A body axum could not take: too large (413) or malformed (400).
+fn unreadable_body(status: StatusCode, why: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, why)
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why)
+    }
 }
 
 /// The one place protocol rejections become HTTP statuses.

@@ -38,7 +38,6 @@ struct Queue {
 /// The writer task's end of an outbox.
 pub struct OutboxReceiver {
     outbox: Arc<Outbox>,
-    pub closing: CancellationToken,
 }
 
 /// After a burst, the writer lets go of a batch buffer larger than this.
@@ -57,12 +56,11 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             capacity,
             ready: Notify::new(),
-            closing: closing.clone(),
+            closing,
             close_code: AtomicU16::new(0),
         });
         let receiver = OutboxReceiver {
             outbox: outbox.clone(),
-            closing,
         };
         (outbox, receiver)
     }
@@ -120,6 +118,10 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
+    pub fn closing(&self) -> &CancellationToken {
+        &self.outbox.closing
+    }
+
     /// Waits until frames are queued, then moves all of them into `batch` (which must
     /// be empty). Queued one by one under load, they go out together.
     pub async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) {

@@ -157,8 +157,10 @@ impl Relay {
         self.census.subscribe()
     }
 
+    /// Republishes the counts after a change (and the session gauges with them).
     fn recount(&self) {
         let counts = self.counts();
+        crate::metrics::rtc_sessions(counts.publishers, counts.viewers);
         self.census
             .send_if_modified(|known| std::mem::replace(known, counts) != counts);
     }
@@ -217,7 +219,6 @@ impl Relay {
             broadcasts.insert(room.to_owned(), broadcast.clone());
         }
         self.recount();
-        crate::metrics::rtc_sessions_changed("publisher", 1);
         let (relay, weak) = (Arc::downgrade(self), Arc::downgrade(&broadcast));
         pc.on_track(Box::new(move |track, _, _| {
             if let (Some(relay), Some(broadcast)) = (relay.upgrade(), weak.upgrade()) {
@@ -322,7 +323,6 @@ impl Relay {
             },
         );
         self.recount();
-        crate::metrics::rtc_sessions_changed("viewer", 1);
         tokio::spawn(write_to_viewer(tracks, packets));
         let (relay, weak, id) = (
             Arc::downgrade(self),
@@ -393,7 +393,6 @@ impl Relay {
             }
         };
         let Some(broadcast) = broadcast else { return };
-        crate::metrics::rtc_sessions_changed("publisher", -1);
         broadcast.ended.cancel();
         let viewers: Vec<String> = lock(&self.viewers)
             .iter()
@@ -411,7 +410,6 @@ impl Relay {
         let Some(viewer) = lock(&self.viewers).remove(session) else {
             return;
         };
-        crate::metrics::rtc_sessions_changed("viewer", -1);
         if let Some(broadcast) = viewer.broadcast.upgrade() {
             broadcast.remove_viewer(session);
         }
