@@ -21,7 +21,22 @@ pub struct Config {
     /// The shared PostgreSQL ledger of a cluster (`postgres://…`); `None` keeps the
     /// embedded SQLite ledger in `data_dir`.
     pub ledger: Option<String>,
+    /// The cluster bus; `None` keeps rooms in this process.
+    pub bus: Option<BusConfig>,
     pub file: FileConfig,
+}
+
+/// How a node joins a cluster's bus.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `redis://host:port/`.
+    pub url: String,
+    /// Namespaces the bus's keys and channels: nodes with the same name share rooms.
+    pub cluster: String,
+    /// This node's base URL as the other nodes' clients reach it (WHEP viewers of a
+    /// room whose video this node hosts are sent there). Default: `http://` and the
+    /// address it listens on.
+    pub node_url: Option<String>,
 }
 
 /// The part of the configuration that comes from `--config FILE`.
@@ -296,6 +311,7 @@ impl Config {
             token_secret: None,
             dev: true,
             ledger: None,
+            bus: None,
             file: FileConfig::default(),
         }
     }
@@ -316,6 +332,18 @@ impl Config {
         if let Some(secret) = &self.token_secret {
             if secret.len() < 16 {
                 bail!("--token-secret must be at least 16 bytes long");
+            }
+        }
+        if let Some(bus) = &self.bus {
+            if !crate::protocol::is_valid_id(&bus.cluster) {
+                bail!("--cluster must match [a-z0-9_-]{{1,64}}");
+            }
+            if bus.node_url.is_none() && self.listen.ip().is_unspecified() {
+                bail!(
+                    "a cluster node listening on {} needs --node-url: the URL other nodes \
+                     send its WHEP viewers to",
+                    self.listen
+                );
             }
         }
         self.file.validate()

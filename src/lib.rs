@@ -1,6 +1,7 @@
 //! Ovation: a live-streaming gifting server. See `docs/architecture.md` for the map.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod gift;
 pub mod http;
@@ -25,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Tokens;
+use crate::bus::RedisBus;
 use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
-use crate::hub::Hub;
+use crate::hub::{Cluster, Hub};
 use crate::ledger::{Ledger, PostgresLedger, SqliteLedger};
 use crate::relay::Relay;
 
@@ -54,13 +56,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(secret) => secret.as_bytes().to_vec(),
         None => auth::dev_secret(&config.data_dir)?,
     };
-    let hub = Arc::new(Hub::new(limits.clone()));
     let gifts = Arc::new(open_gift_engine(&config).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let hub = open_hub(&config, addr, shutdown.clone()).await?;
     let connections = TaskTracker::new();
     let live_rooms = hub.clone();
     let relay = Relay::new(
@@ -112,6 +114,34 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })
 }
 
+/// The hub, on the cluster's bus when there is one.
+async fn open_hub(
+    config: &Config,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<Hub>> {
+    let limits = &config.file.limits;
+    let Some(settings) = &config.bus else {
+        return Ok(Arc::new(Hub::new(limits.clone(), None)));
+    };
+    let bus = RedisBus::connect(
+        &settings.url,
+        &settings.cluster,
+        limits.history_len,
+        3 * limits.presence_interval_ms,
+    )
+    .await
+    .context("connecting to the Redis bus")?;
+    let url = settings
+        .node_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
+    let hub = Arc::new(Hub::new(limits.clone(), Some(cluster)));
+    tasks.run(hub.clone(), shutdown);
+    Ok(hub)
+}
+
 /// The ledger (the shared PostgreSQL one, or the embedded SQLite file in the data
 /// directory), and the engine over it.
 async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
@@ -147,8 +177,11 @@ async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: C
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
+                hub.cluster_tick().await;
                 hub.tick(Instant::now());
-                for (room, top) in gifts.changed_leaderboards() {
+                // A cluster's leaderboards are announced by `cluster_tick`.
+                let boards = gifts.changed_leaderboards();
+                for (room, top) in boards.into_iter().filter(|_| hub.cluster().is_none()) {
                     if let Some(room) = hub.room(&room) {
                         let frame = protocol::to_json(&protocol::EphemeralEvent::Leaderboard {
                             room: &room.name,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ovation::config::{Config, FileConfig};
+use ovation::config::{BusConfig, Config, FileConfig};
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +75,17 @@ struct ServeArgs {
     /// cluster. Without it the ledger is the embedded SQLite file in --data-dir.
     #[arg(long, env = "OVATION_LEDGER", hide_env_values = true)]
     ledger: Option<String>,
+    /// A Redis URL (redis://host:port/): the bus that makes this node one of a cluster
+    /// (rooms, presence and leaderboards shared). Use with --ledger.
+    #[arg(long, env = "OVATION_BUS", hide_env_values = true, requires = "ledger")]
+    bus: Option<String>,
+    /// The cluster's name on the bus: nodes with the same name share rooms.
+    #[arg(long, env = "OVATION_CLUSTER", default_value = "ovation")]
+    cluster: String,
+    /// This node's base URL for the other nodes' clients (WHEP viewers are redirected
+    /// to the node hosting a room's video). Default: http:// and --listen.
+    #[arg(long, env = "OVATION_NODE_URL")]
+    node_url: Option<String>,
     /// The public IP of a server behind 1:1 NAT, announced in WebRTC ICE candidates
     /// instead of the local address (overrides `rtc.public_ip` of the config file).
     #[arg(long, env = "OVATION_PUBLIC_IP")]
@@ -96,6 +107,11 @@ impl ServeArgs {
             dev: self.dev || self.token_secret.is_none(),
             token_secret: self.token_secret,
             ledger: self.ledger,
+            bus: self.bus.map(|url| BusConfig {
+                url,
+                cluster: self.cluster,
+                node_url: self.node_url,
+            }),
             file,
         })
     }

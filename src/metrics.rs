@@ -110,6 +110,11 @@ pub fn event_fanned_out(kind: &'static str, delivered: u64, took: Duration) {
 }
 
 /// Open WHIP publisher and WHEP viewer sessions.
+/// 1 while the node is subscribed to the cluster bus.
+pub fn bus_connected(connected: bool) {
+    gauge!("ovation_bus_connected").set(if connected { 1.0 } else { 0.0 });
+}
+
 pub fn rtc_sessions(publishers: usize, viewers: usize) {
     gauge!("ovation_rtc_sessions", "role" => "publisher").set(publishers as f64);
     gauge!("ovation_rtc_sessions", "role" => "viewer").set(viewers as f64);

@@ -86,6 +86,9 @@ pub mod close {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server restarts, or a cluster room lost continuity: reconnect (to any node)
+    /// and `join` with `since`.
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
@@ -350,15 +353,62 @@ pub enum RoomEventBody {
     },
 }
 
-/// A sequenced room event as sent on the wire.
-#[derive(Debug, Serialize)]
-pub struct RoomEvent<'a> {
-    pub room: &'a str,
-    pub seq: u64,
-    pub ts: u64,
-    pub id: &'a str,
+impl RoomEventBody {
+    /// Who paid how many coins, for events that record a payment.
+    pub fn payment(&self) -> Option<(&UserRef, u64)> {
+        match self {
+            RoomEventBody::Gift { from, coins, .. }
+            | RoomEventBody::Question { from, coins, .. }
+            | RoomEventBody::RedPacket { from, coins, .. } => Some((from, *coins)),
+            _ => None,
+        }
+    }
+}
+
+/// A room event serialized once, all but its `seq`, which whoever sequences it fills
+/// in: the room itself, or the cluster's bus (in a Lua script that only concatenates).
+/// On the wire: `{"room":…,"seq":N,"ts":…,"id":…,"type":…,…fields}`.
+#[derive(Debug, Clone)]
+pub struct UnsequencedEvent {
+    /// `{"room":"…","seq":`
+    pub head: String,
+    /// `,"ts":…,"id":…,"type":…}`
+    pub tail: String,
+}
+
+#[derive(Serialize)]
+struct EventTail<'a> {
+    ts: u64,
+    id: &'a str,
     #[serde(flatten)]
-    pub body: &'a RoomEventBody,
+    body: &'a RoomEventBody,
+}
+
+impl UnsequencedEvent {
+    pub fn new(room: &str, ts: u64, id: &str, body: &RoomEventBody) -> UnsequencedEvent {
+        let head = format!(r#"{{"room":{},"seq":"#, to_json(&room));
+        let mut tail = to_json(&EventTail { ts, id, body });
+        tail.replace_range(..1, ",");
+        UnsequencedEvent { head, tail }
+    }
+
+    pub fn with_seq(&self, seq: u64) -> String {
+        let mut frame = String::with_capacity(self.head.len() + 20 + self.tail.len());
+        frame.push_str(&self.head);
+        frame.push_str(itoa::Buffer::new().format(seq));
+        frame.push_str(&self.tail);
+        frame
+    }
+}
+
+/// What a node needs from a sequenced frame it did not write: who sent a gift or a
+/// question, so that the broadcaster can acknowledge it on any node.
+#[derive(Debug, Deserialize)]
+pub struct PaymentPeek {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub from: Option<UserRef>,
 }
 
 /// Ephemeral events: not sequenced, coalesced, not recoverable.
@@ -515,16 +565,12 @@ mod tests {
     #[test]
     fn room_event_is_flat() {
         let body = RoomEventBody::Stream { live: true };
-        let json = to_json(&RoomEvent {
-            room: "r",
-            seq: 3,
-            ts: 9,
-            id: "e1",
-            body: &body,
-        });
+        let event = UnsequencedEvent::new("r", 9, "e1", &body);
         assert_eq!(
-            json,
+            event.with_seq(3),
             r#"{"room":"r","seq":3,"ts":9,"id":"e1","type":"stream","live":true}"#
         );
+        let json: serde_json::Value = serde_json::from_str(&event.with_seq(u64::MAX)).unwrap();
+        assert_eq!(json["seq"], u64::MAX);
     }
 }

@@ -1,56 +1,24 @@
-//! Several nodes on one PostgreSQL ledger (`OVATION_TEST_PG`): money behaves as on one
-//! server, whichever node a request reaches. Each test uses a fresh schema.
+//! Several nodes on one PostgreSQL ledger (`OVATION_TEST_PG`) and, for the node
+//! processes, one Redis bus (`OVATION_TEST_REDIS`): rooms, money, presence and
+//! leaderboards behave as on one server, whichever node a client reaches, and a node
+//! killed or drained costs its clients nothing but a reconnect. Each test uses a
+//! fresh schema and cluster name.
 
 mod common;
+#[path = "common/rtc.rs"]
+mod rtc;
 
+use common::node::{Cluster, Node};
 use common::*;
-use serde_json::json;
-
-/// The test database scoped to a fresh schema, and the schema; `None` (and a note)
-/// when unset.
-async fn fresh_ledger_url() -> Option<(String, String)> {
-    let Ok(url) = std::env::var("OVATION_TEST_PG") else {
-        eprintln!("SKIPPED: set OVATION_TEST_PG=postgres://... to run the cluster tests");
-        return None;
-    };
-    let schema = format!("ovation_cluster_{:016x}", rand_u64());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some((
-        format!("{url}{separator}options=-csearch_path%3D{schema}"),
-        schema,
-    ))
-}
-
-async fn drop_schema(schema: &str) {
-    let url = std::env::var("OVATION_TEST_PG").unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
+use ovation::auth::Role;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gift_is_charged_once_whichever_node_gets_it_or_its_retry() {
-    let Some((ledger, schema)) = fresh_ledger_url().await else {
+    let Some(schema) = node::PgSchema::create("cluster").await else {
         return;
     };
+    let ledger = schema.url.clone();
     let (a, b) = (
         TestServer::node(&ledger).await,
         TestServer::node(&ledger).await,
@@ -83,5 +51,281 @@ async fn a_gift_is_charged_once_whichever_node_gets_it_or_its_retry() {
     a.books_balance().await;
     b.books_balance().await;
     drop((a, b));
-    drop_schema(&schema).await;
+    schema.drop().await;
+}
+
+/// A guest watching `room` on `node`.
+async fn watcher(node: &Node, room: &str) -> Client {
+    let mut client = node.guest().await;
+    client.join(room).await;
+    client
+}
+
+/// The next `count` sequenced events a client receives, as (seq, id, type).
+async fn sequenced(client: &mut Client, count: usize) -> Vec<(u64, String, String)> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let message = client.recv().await;
+        if let Some(seq) = message["seq"].as_u64() {
+            let id = message["id"].as_str().unwrap().to_owned();
+            events.push((seq, id, message["type"].as_str().unwrap().to_owned()));
+        }
+    }
+    events
+}
+
+/// Waits for a `presence` event announcing `viewers`.
+async fn presence_reaches(client: &mut Client, viewers: u64) {
+    while client.next_of("presence").await["viewers"] != viewers {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sent_on_three_nodes_reaches_every_viewer_in_one_seq_order() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let nodes = [cluster.node(), cluster.node(), cluster.node()];
+    let mut watchers = Vec::new();
+    for node in &nodes {
+        watchers.push(watcher(node, "stage").await);
+    }
+    let mut talkers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut talker = node.viewer(&format!("talker{i}")).await;
+        talker.join("stage").await;
+        talkers.push(talker);
+    }
+    // Every talker sends its burst at the same time, each through its own node.
+    let per_talker = 5;
+    let sending = talkers.into_iter().enumerate().map(|(i, mut talker)| {
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for n in 0..per_talker {
+                let text = format!("talker{i} says {n}");
+                let ok = talker
+                    .ok(json!({"type": "chat", "room": "stage", "text": text}))
+                    .await;
+                sent.push(ok["id"].as_str().unwrap().to_owned());
+            }
+            sent
+        })
+    });
+    let mut sent: Vec<String> = Vec::new();
+    for task in sending.collect::<Vec<_>>() {
+        sent.extend(task.await.unwrap());
+    }
+    let total = sent.len();
+    let mut seen = Vec::new();
+    for watcher in &mut watchers {
+        seen.push(sequenced(watcher, total).await);
+    }
+    // One order for everyone, numbered without gaps, holding every message once.
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0]);
+    }
+    let first = seen[0][0].0;
+    let seqs: Vec<u64> = seen[0].iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (first..first + total as u64).collect::<Vec<_>>());
+    let mut ids: Vec<String> = seen[0].iter().map(|e| e.1.clone()).collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent);
+    drop(nodes);
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gift_on_one_node_is_charged_once_thanked_on_another_and_counted_everywhere() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (a, b, c) = (cluster.node(), cluster.node(), cluster.node());
+    let mut fan = watcher(&a, "alice").await;
+    let mut alice = c.broadcaster("alice").await;
+    alice.join("alice").await;
+    assert_eq!(a.top_up("bob", 100).await, 100);
+
+    let gift = json!({"type": "gift", "room": "alice", "sticker": "rose", "count": 2, "key": "scale-out-1"});
+    let mut bob_on_a = a.viewer("bob").await;
+    let mut bob_on_b = b.viewer("bob").await;
+    bob_on_b.join("alice").await;
+    let first = bob_on_b.ok(gift.clone()).await;
+    assert_eq!(first["duplicate"], false);
+    let gift_id = first["gift_id"].as_str().unwrap().to_owned();
+    // The retry reaches node C: the same gift, charged once.
+    let mut bob_on_c = c.viewer("bob").await;
+    bob_on_c.join("alice").await;
+    let retry = bob_on_c.ok(gift).await;
+    assert_eq!(
+        (&retry["duplicate"], &retry["gift_id"]),
+        (&json!(true), &json!(gift_id))
+    );
+    assert_eq!(retry["balance"], first["balance"]);
+    // Bob's other connection, on A, hears the new balance too.
+    assert_eq!(bob_on_a.next_of("balance").await["coins"], first["balance"]);
+
+    // The broadcaster, on C, thanks a gift paid on B.
+    let text = "thank you bob";
+    alice
+        .ok(json!({"type": "ack", "room": "alice", "ref": gift_id, "text": text}))
+        .await;
+    // The fan on A saw the gift once, then the thanks.
+    let events = sequenced(&mut fan, 2).await;
+    assert_eq!(events[0].1, gift_id);
+    assert_eq!(
+        (events[0].2.as_str(), events[1].2.as_str()),
+        ("gift", "ack")
+    );
+
+    // Presence counts the four members on three nodes; the leaderboard, the gift.
+    let (mut counted, mut board) = (false, None);
+    while !counted || board.is_none() {
+        let message = fan.recv().await;
+        match message["type"].as_str() {
+            Some("presence") => counted = message["viewers"] == 4,
+            Some("leaderboard") => board = Some(message),
+            _ => {}
+        }
+    }
+    let board = board.unwrap();
+    assert_eq!(board["top"][0]["id"], "bob");
+    let coins = board["top"][0]["coins"].clone();
+    assert!(coins.as_u64().unwrap() > 0);
+    let served = get_json(&b.url("/api/rooms/alice/leaderboard"), "").await;
+    assert_eq!(served["top"][0]["coins"], coins);
+    // Every node sees the books balance, and bob's wallet as the ledger has it.
+    for node in [&a, &b, &c] {
+        node.books_balance().await;
+    }
+    assert_eq!(json!(a.wallet("bob").await), first["balance"]);
+    drop((a, b, c));
+    cluster.finish().await;
+}
+
+/// Sends a chat and returns its `ok`.
+async fn say(client: &mut Client, room: &str, text: &str) -> Value {
+    client
+        .ok(json!({"type": "chat", "room": room, "text": text}))
+        .await
+}
+
+/// Rejoins `room` from the position of the last event seen.
+fn join_since(room: &str, joined: &Value, last_seq: u64) -> Value {
+    json!({"type": "join", "room": room, "since": {"epoch": joined["epoch"], "seq": last_seq}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_leaves_the_others_serving_and_its_viewers_recover_elsewhere() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (a, b, mut c) = (cluster.node(), cluster.node(), cluster.node());
+    let mut talker = a.viewer("talker").await;
+    talker.join("news").await;
+    let mut reader = c.guest().await;
+    let joined = reader.join("news").await;
+    let seen = say(&mut talker, "news", "before").await;
+    assert_eq!(reader.next_of("chat").await["seq"], seen["seq"]);
+    presence_reaches(&mut talker, 2).await;
+
+    c.kill();
+    // A goes on: chat and gifts work, and C's viewer drops out of the count.
+    let missed = [
+        say(&mut talker, "news", "while you were away").await,
+        say(&mut talker, "news", "still here").await,
+    ];
+    assert_eq!(a.top_up("bob", 10).await, 10);
+    let mut bob = b.viewer("bob").await;
+    bob.join("news").await;
+    bob.ok(
+        json!({"type": "gift", "room": "news", "sticker": "rose", "count": 1, "key": "after-kill"}),
+    )
+    .await;
+    presence_reaches(&mut talker, 2).await; // talker and bob; C's reader has expired
+
+    // The reader reconnects to B and recovers exactly what it missed.
+    let mut reader = b.guest().await;
+    let rejoined = reader
+        .ok(join_since("news", &joined, seen["seq"].as_u64().unwrap()))
+        .await;
+    assert_eq!(rejoined["recovered"], true, "{rejoined}");
+    let events = rejoined["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{rejoined}");
+    assert_eq!(events[0]["id"], missed[0]["id"]);
+    assert_eq!(events[1]["id"], missed[1]["id"]);
+    assert_eq!(events[2]["type"], "gift");
+    a.books_balance().await;
+    drop((a, b, c));
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_closes_its_clients_so_they_recover_on_another() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (a, mut b) = (cluster.node(), cluster.node());
+    let mut reader = b.guest().await;
+    let joined = reader.join("drain").await;
+    let mut talker = a.viewer("talker").await;
+    talker.join("drain").await;
+    let seen = say(&mut talker, "drain", "one").await;
+    assert_eq!(reader.next_of("chat").await["id"], seen["id"]);
+
+    let exit = b.terminate();
+    assert_eq!(reader.closed().await, 1001);
+    assert!(exit.success(), "{exit:?}");
+    let missed = say(&mut talker, "drain", "two").await;
+    let mut reader = a.guest().await;
+    let rejoined = reader
+        .ok(join_since("drain", &joined, seen["seq"].as_u64().unwrap()))
+        .await;
+    assert_eq!(rejoined["recovered"], true);
+    assert_eq!(rejoined["events"][0]["id"], missed["id"]);
+    drop((a, b));
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_on_a_node_without_the_video_is_redirected_to_the_node_that_has_it() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (a, b) = (cluster.node(), cluster.node());
+    let mut fan = watcher(&b, "cam").await;
+    let token = a.token("cam", Role::Broadcaster);
+    let publisher = rtc::Publisher::start(&a, "cam", &token).await;
+    // The room hears that the video is live on every node.
+    assert_eq!(fan.next_of("stream").await["live"], true);
+
+    // Asked of B, WHEP answers 307 to the same endpoint on A...
+    let pc = rtc::video_peer(
+        webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection::Recvonly,
+    )
+    .await;
+    let offer = rtc::full_offer(&pc).await;
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(b.url("/whep/cam"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 307);
+    assert_eq!(response.headers()["location"], a.url("/whep/cam").as_str());
+    pc.close().await.unwrap();
+
+    // ...and a viewer that follows it plays the video.
+    let mut viewer = rtc::Viewer::start(&b, "cam", None, true).await;
+    viewer.frames(10).await;
+    assert_eq!(
+        rtc::delete(&a, &publisher.location, Some(&token)).await,
+        200
+    );
+    assert_eq!(fan.next_of("stream").await["live"], false);
+    drop((a, b));
+    cluster.finish().await;
 }

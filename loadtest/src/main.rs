@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use serde_json::json;
@@ -18,7 +19,7 @@ use serde_json::json;
 use scenarios::chat::{ChatLoad, ChatReport};
 use scenarios::gifts::GiftLoad;
 use stats::Stats;
-use target::Target;
+use target::Cluster;
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +35,10 @@ struct Cli {
 
 #[derive(Args)]
 struct Common {
-    /// The server's base URL; must resolve to loopback addresses only.
+    /// The server's base URL, or a comma-separated list of a cluster's nodes' base
+    /// URLs; each must resolve to loopback addresses only. Client i fetches its token,
+    /// makes its HTTP calls and opens its WebSocket on node i % (number of URLs);
+    /// server memory and CPU are summed over all nodes. `rtc` takes a single URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Seconds to measure for.
@@ -118,17 +122,17 @@ enum Scenario {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::parse(&cli.common.url)?;
+    let cluster = Cluster::parse(&cli.common.url)?;
     let open_files = target::raise_open_files();
     eprintln!("open-file limit {open_files}");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.common.workers.max(1))
         .enable_all()
         .build()?
-        .block_on(run(cli, target))
+        .block_on(run(cli, cluster))
 }
 
-async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
+async fn run(cli: Cli, cluster: Cluster) -> anyhow::Result<()> {
     let common = &cli.common;
     let duration = Duration::from_secs(common.duration);
     let chat = |args: &ChatArgs, rooms: usize, slow_share: f64| ChatLoad {
@@ -141,19 +145,19 @@ async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
         size: args.size,
         slow_share,
     };
-    let report = match &cli.scenario {
+    let mut report = match &cli.scenario {
         Scenario::Fanout(args) => {
-            json!({"scenario": "fanout", "result": chat_run(&target, &chat(args, 1, 0.0)).await?})
+            json!({"scenario": "fanout", "result": chat_run(&cluster, &chat(args, 1, 0.0)).await?})
         }
         Scenario::Rooms { chat: args, rooms } => {
-            json!({"scenario": "rooms", "result": chat_run(&target, &chat(args, *rooms, 0.0)).await?})
+            json!({"scenario": "rooms", "result": chat_run(&cluster, &chat(args, *rooms, 0.0)).await?})
         }
         Scenario::Slow {
             chat: args,
             slow_share,
         } => {
-            let baseline = chat_run(&target, &chat(args, 1, 0.0)).await?;
-            let slowed = chat_run(&target, &chat(args, 1, *slow_share)).await?;
+            let baseline = chat_run(&cluster, &chat(args, 1, 0.0)).await?;
+            let slowed = chat_run(&cluster, &chat(args, 1, *slow_share)).await?;
             let ratio = slowed.latency.p99_ms / baseline.latency.p99_ms.max(0.001);
             json!({"scenario": "slow", "baseline": baseline, "with_slow_clients": slowed, "p99_ratio": ratio})
         }
@@ -170,7 +174,7 @@ async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
                 ramp: common.ramp,
             };
             let stats = watched(Stats::default());
-            json!({"scenario": "gifts", "result": scenarios::gifts::run(&target, &load, stats).await?})
+            json!({"scenario": "gifts", "result": scenarios::gifts::run(&cluster, &load, stats).await?})
         }
         Scenario::Rtc {
             viewers,
@@ -178,6 +182,10 @@ async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
             fps,
             viewer_ramp,
         } => {
+            // One publisher and its viewers on one node: nothing to spread.
+            let target = cluster
+                .single()
+                .context("rtc drives one node; give one --url")?;
             let load = scenarios::rtc::RtcLoad {
                 viewers: *viewers,
                 bitrate_kbps: *bitrate_kbps,
@@ -186,14 +194,16 @@ async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
                 duration,
             };
             let stats = watched(Stats::default());
-            json!({"scenario": "rtc", "result": scenarios::rtc::run(&target, &load, stats).await?})
+            json!({"scenario": "rtc", "result": scenarios::rtc::run(target, &load, stats).await?})
         }
         Scenario::Idle { clients, rooms } => {
             let stats = watched(Stats::default());
             let settle = Duration::from_secs(2);
-            json!({"scenario": "idle", "result": scenarios::idle::run(&target, *clients, *rooms, common.ramp, settle, stats).await?})
+            json!({"scenario": "idle", "result": scenarios::idle::run(&cluster, *clients, *rooms, common.ramp, settle, stats).await?})
         }
     };
+    // Every report is a JSON object, so this adds a field.
+    report["nodes"] = json!(cluster.len());
     print_table(&report);
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -202,8 +212,8 @@ async fn run(cli: Cli, target: Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn chat_run(target: &Target, load: &ChatLoad) -> anyhow::Result<ChatReport> {
-    scenarios::chat::run(target, load, watched(Stats::default())).await
+async fn chat_run(cluster: &Cluster, load: &ChatLoad) -> anyhow::Result<ChatReport> {
+    scenarios::chat::run(cluster, load, watched(Stats::default())).await
 }
 
 /// Starts the once-a-second progress line on stderr for these stats.

@@ -1,10 +1,11 @@
-//! The server under test: loopback only, tokens, WebSocket connections and the few
-//! HTTP calls the scenarios need.
+//! The servers under test: loopback only, tokens, WebSocket connections and the few
+//! HTTP calls the scenarios need, for one node (`Target`) or several (`Cluster`).
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures_util::future::try_join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -21,9 +22,63 @@ pub struct Target {
     client: reqwest::Client,
 }
 
+/// Every node `--url` names, in order; never empty.
+pub struct Cluster {
+    nodes: Vec<Target>,
+}
+
+impl Cluster {
+    /// Parses a comma-separated list of base URLs; refuses the whole list if any entry
+    /// is empty or not loopback.
+    pub fn parse(urls: &str) -> anyhow::Result<Cluster> {
+        // One client for all nodes: its pool keeps idle connections per host anyway.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let nodes = urls
+            .split(',')
+            .map(|url| match url.trim() {
+                "" => bail!("--url {urls:?} has an empty entry"),
+                url => Target::parse(url, client.clone()),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Cluster { nodes })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node client `client` uses, for its token, its HTTP calls and its
+    /// WebSocket: round-robin, so clients spread evenly over the nodes.
+    pub fn node(&self, client: usize) -> &Target {
+        &self.nodes[client % self.nodes.len()]
+    }
+
+    /// The only node, or `None` when there are several.
+    pub fn single(&self) -> Option<&Target> {
+        match self.nodes.as_slice() {
+            [node] => Some(node),
+            _ => None,
+        }
+    }
+
+    /// A gauge or counter from `/metrics`, summed over all nodes.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let values = try_join_all(self.nodes.iter().map(|node| node.metric(name))).await?;
+        Ok(values.into_iter().sum())
+    }
+
+    /// The resident memory of all nodes together.
+    pub async fn server_rss(&self) -> anyhow::Result<u64> {
+        Ok(self.metric("process_resident_memory_bytes").await? as u64)
+    }
+}
+
 impl Target {
     /// Accepts only URLs whose every address is loopback: load goes nowhere else.
-    pub fn parse(url: &str) -> anyhow::Result<Target> {
+    fn parse(url: &str, client: reqwest::Client) -> anyhow::Result<Target> {
         let parsed = url::Url::parse(url).with_context(|| format!("bad --url {url:?}"))?;
         if parsed.scheme() != "http" {
             bail!("--url must be http://HOST:PORT (the WebSocket URL is derived from it)");
@@ -41,10 +96,7 @@ impl Target {
         Ok(Target {
             http: format!("http://{base}"),
             ws: format!("ws://{base}/ws"),
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            client,
         })
     }
 
@@ -103,11 +155,6 @@ impl Target {
         Ok(socket)
     }
 
-    /// The server's resident memory, from its /metrics.
-    pub async fn server_rss(&self) -> anyhow::Result<u64> {
-        Ok(self.metric("process_resident_memory_bytes").await? as u64)
-    }
-
     pub async fn top_up(&self, token: &str, coins: u64, key: &str) -> anyhow::Result<()> {
         self.client
             .post(format!("{}/api/me/topup", self.http))
@@ -162,4 +209,77 @@ pub async fn join(socket: &mut Socket, room: &str) -> anyhow::Result<u64> {
 /// Raises this process's open-file limit as far as allowed, for thousands of sockets.
 pub fn raise_open_files() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bases(cluster: &Cluster) -> Vec<&str> {
+        cluster.nodes.iter().map(|n| n.http.as_str()).collect()
+    }
+
+    #[test]
+    fn a_single_url_is_one_node() {
+        let cluster = Cluster::parse("http://127.0.0.1:8080").expect("loopback");
+        assert_eq!(bases(&cluster), ["http://127.0.0.1:8080"]);
+        assert_eq!(cluster.nodes[0].ws, "ws://127.0.0.1:8080/ws");
+        assert!(cluster.single().is_some());
+    }
+
+    #[test]
+    fn a_list_is_one_node_per_entry_in_order() {
+        let cluster =
+            Cluster::parse("http://127.0.0.1:8081, http://127.0.0.2:8082/,http://127.0.0.1")
+                .expect("all loopback");
+        assert_eq!(
+            bases(&cluster),
+            [
+                "http://127.0.0.1:8081",
+                "http://127.0.0.2:8082",
+                "http://127.0.0.1:80"
+            ]
+        );
+        assert!(cluster.single().is_none());
+    }
+
+    #[test]
+    fn one_bad_entry_refuses_the_list() {
+        for (urls, reason) in [
+            (
+                "http://127.0.0.1:8081,http://10.0.0.1:8082",
+                "only targets loopback",
+            ),
+            (
+                "http://127.0.0.1:8081,,http://127.0.0.1:8082",
+                "empty entry",
+            ),
+            ("http://127.0.0.1:8081,", "empty entry"),
+            (" ", "empty entry"),
+            (
+                "http://127.0.0.1:8081,ws://127.0.0.1:8082",
+                "must be http://",
+            ),
+        ] {
+            let refused = Cluster::parse(urls).err().map(|e| e.to_string());
+            assert!(
+                refused.as_deref().is_some_and(|e| e.contains(reason)),
+                "{urls:?}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn clients_go_round_robin() {
+        let cluster =
+            Cluster::parse("http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083")
+                .expect("all loopback");
+        let ports: Vec<_> = (0..7)
+            .map(|i| cluster.node(i).http.rsplit(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            ports,
+            ["8081", "8082", "8083", "8081", "8082", "8083", "8081"]
+        );
+    }
 }

@@ -25,6 +25,7 @@ use crate::money::{Catalog, Minor, SplitPolicy, Wallets, MINOR_PER_COIN};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
+pub use leaderboard::TOP as LEADERBOARD_TOP;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
 use refs::Acknowledgeable;
@@ -271,6 +272,13 @@ impl GiftEngine {
         }
         self.resync(user).await;
         self.wallets.reserve(user, amount).ok()
+    }
+
+    /// The balance as the ledger has it: on a shared ledger, read again, since other
+    /// nodes may have charged or credited the wallet.
+    pub async fn committed_balance(&self, user: &str) -> u64 {
+        self.resync(user).await;
+        self.balance(user)
     }
 
     /// Takes a wallet's committed balance from a shared ledger (a no-op for a ledger

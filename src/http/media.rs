@@ -59,6 +59,9 @@ async fn whep(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let offer = sdp_offer(&room, &headers, body)?;
+    if let Some(host) = video_elsewhere(&state, &room).await {
+        return Ok(redirect_to(&host, &room));
+    }
     let user = user.map(|u| u.id);
     let negotiated = state
         .relay
@@ -66,6 +69,38 @@ async fn whep(
         .await
         .map_err(Rejection::from)?;
     Ok(created(&state, "whep", &room, negotiated))
+}
+
+/// In a cluster, the base URL of the node hosting the room's video when it is not
+/// this one. A bus failure answers as if there were none (404 from the relay): the
+/// viewer retries.
+async fn video_elsewhere(state: &AppState, room: &str) -> Option<String> {
+    let cluster = state.hub.cluster()?;
+    if state.relay.is_live(room) {
+        return None;
+    }
+    match cluster.bus().video_host(room).await {
+        Ok(host) => host.filter(|host| host != cluster.url()),
+        Err(error) => {
+            tracing::warn!(%error, room, "looking up the room's video host failed");
+            None
+        }
+    }
+}
+
+/// `307 Temporary Redirect` to the same WHEP endpoint on the hosting node: clients
+/// repeat the POST with the same offer there (WHIP/WHEP allow redirects for load
+/// balancing).
+fn redirect_to(host: &str, room: &str) -> Response {
+    let location = format!("{}/whep/{room}", host.trim_end_matches('/'));
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn end_whip(

@@ -319,12 +319,16 @@ async fn catalog(State(state): State<AppState>) -> Json<serde_json::Value> {
 async fn leaderboard(
     State(state): State<AppState>,
     axum::extract::Path(room): axum::extract::Path<String>,
-) -> Json<serde_json::Value> {
-    Json(json!({ "top": state.gifts.leaderboard(&room) }))
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let top = match state.hub.cluster() {
+        Some(cluster) => cluster.leaderboard(&room).await.map_err(Rejection::from)?,
+        None => state.gifts.leaderboard(&room),
+    };
+    Ok(Json(json!({ "top": top })))
 }
 
 async fn wallet(State(state): State<AppState>, Bearer(user): Bearer) -> Json<serde_json::Value> {
-    Json(json!({ "coins": state.gifts.balance(&user.id) }))
+    Json(json!({ "coins": state.gifts.committed_balance(&user.id).await }))
 }
 
 #[derive(Deserialize)]

@@ -35,6 +35,11 @@ impl History {
         self.last_seq
     }
 
+    /// The events held, newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Utf8Bytes> {
+        self.events.iter().rev()
+    }
+
     /// The sequence number the next event gets.
     pub fn next_seq(&self) -> u64 {
         self.last_seq + 1
@@ -48,6 +53,30 @@ impl History {
         self.events.push_back(event);
         self.last_seq += 1;
         debug_assert!(self.events.len() <= self.capacity);
+    }
+
+    /// Replaces the window with a snapshot of the cluster's history: `events` are the
+    /// newest ones, the last of them numbered `last_seq`.
+    pub fn reset(&mut self, last_seq: u64, events: impl IntoIterator<Item = Utf8Bytes>) {
+        self.events = events.into_iter().collect();
+        let excess = self.events.len().saturating_sub(self.capacity);
+        self.events.drain(..excess);
+        self.last_seq = last_seq;
+        assert!(
+            self.events.len() as u64 <= last_seq,
+            "a snapshot cannot hold more events than its seq"
+        );
+    }
+
+    /// How a snapshot of `len` events ending at `last_seq` continues this window: the
+    /// number of its events to skip (those already here), or `None` when it cannot
+    /// (it misses events right after ours, or it is older than what we hold).
+    pub fn continuation(&self, last_seq: u64, len: usize) -> Option<usize> {
+        let oldest = last_seq + 1 - len as u64;
+        if last_seq < self.last_seq || oldest > self.last_seq + 1 {
+            return None;
+        }
+        Some((self.last_seq + 1 - oldest) as usize)
     }
 
     fn oldest_seq(&self) -> u64 {
@@ -129,6 +158,27 @@ mod tests {
     fn position_from_the_future_is_not_recovered() {
         let h = history(10, 5);
         assert!(!h.replay(Some(6), 3).recovered);
+    }
+
+    #[test]
+    fn reset_takes_the_snapshot_window() {
+        let mut h = history(10, 3);
+        h.reset(40, (31..=40).map(|s| Utf8Bytes::from(s.to_string())));
+        assert_eq!(h.last_seq(), 40);
+        assert_eq!(seqs(&h.replay(Some(35), 3)), vec![36, 37, 38, 39, 40]);
+        assert!(!h.replay(Some(29), 3).recovered);
+    }
+
+    #[test]
+    fn continuation_skips_what_is_held_and_refuses_holes() {
+        let h = history(10, 25);
+        // A snapshot of 26..=30 continues 25 directly; one of 20..=30 after 6 events.
+        assert_eq!(h.continuation(30, 5), Some(0));
+        assert_eq!(h.continuation(30, 11), Some(6));
+        assert_eq!(h.continuation(25, 3), Some(3));
+        // 28..=30 misses 26 and 27; a snapshot ending before us is from the past.
+        assert_eq!(h.continuation(30, 3), None);
+        assert_eq!(h.continuation(24, 10), None);
     }
 
     #[test]

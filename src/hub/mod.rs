@@ -3,9 +3,11 @@
 //!
 //! Map: `history` (recovery window) and `rate` (limiters) are pure state machines;
 //! `room` holds one room behind one lock; `outbox` is a connection's outbound queue;
-//! `session` turns one connection's client messages into hub operations and replies.
+//! `session` turns one connection's client messages into hub operations and replies;
+//! `cluster` keeps rooms in step with the other nodes through the bus.
 
 mod admission;
+mod cluster;
 mod history;
 mod outbox;
 mod rate;
@@ -21,11 +23,13 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 pub use admission::{Admission, Refusal, Ticket};
+pub use cluster::{Cluster, ClusterTasks};
 pub use outbox::{ConnId, Outbox, OutboxReceiver, Pushed};
 pub use room::{Published, Room};
 pub use session::{Flow, Session};
 
 use crate::config::Limits;
+use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UnsequencedEvent, UserRef};
 use rate::TokenBucket;
 
 pub struct Hub {
@@ -39,6 +43,8 @@ pub struct Hub {
     /// Every open connection of each signed-in user, for private events.
     users: DashMap<String, Vec<Arc<Outbox>>>,
     chat_buckets: DashMap<String, TokenBucket>,
+    /// Set on a node of a cluster: rooms mirror the bus instead of sequencing.
+    cluster: Option<Cluster>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,7 +55,9 @@ pub struct RoomSummary {
 }
 
 impl Hub {
-    pub fn new(limits: Limits) -> Hub {
+    /// A hub whose rooms sequence their own events, or, with a cluster, mirror the
+    /// bus (start the cluster's tasks with `ClusterTasks::run`).
+    pub fn new(limits: Limits, cluster: Option<Cluster>) -> Hub {
         Hub {
             limits,
             admission: Arc::default(),
@@ -59,7 +67,12 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             users: DashMap::new(),
             chat_buckets: DashMap::new(),
+            cluster,
         }
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// Registers a new connection and returns its outbox and the writer's end of it.
@@ -90,45 +103,97 @@ impl Hub {
         self.rooms.get(name).map(|r| r.clone())
     }
 
+    fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.iter().map(|r| r.clone()).collect()
+    }
+
     /// The room, created if needed. The caller's `with` runs while the registry entry
     /// is held, so the room cannot be freed between lookup and use.
     fn with_room<T>(&self, name: &str, with: impl FnOnce(&Arc<Room>) -> T) -> T {
         let entry = self.rooms.entry(name.to_owned()).or_insert_with(|| {
-            let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
             crate::metrics::rooms_changed(1);
-            Arc::new(Room::new(
-                name.to_owned(),
-                format!("{:x}-{incarnation:x}", self.process_epoch),
-                self.limits.history_len,
-                Instant::now(),
-            ))
+            let (history_len, now) = (self.limits.history_len, Instant::now());
+            Arc::new(match self.cluster {
+                Some(_) => Room::mirror(name.to_owned(), history_len, now),
+                None => {
+                    let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
+                    let epoch = format!("{:x}-{incarnation:x}", self.process_epoch);
+                    Room::new(name.to_owned(), epoch, history_len, now)
+                }
+            })
         });
         with(&entry)
     }
 
-    /// Like `with_room` for a client's `join`: a new room is refused once the server
-    /// holds `max_rooms`, so no client can grow the registry without bound.
-    fn join_room<T>(
+    /// The room a client's `join` enters, with its history (copied from the bus in a
+    /// cluster). A new room is refused once the server holds `max_rooms`, so no client
+    /// can grow the registry without bound. `with` runs while the room is registered.
+    async fn join_room<T>(
         &self,
         name: &str,
         with: impl FnOnce(&Arc<Room>) -> T,
-    ) -> Result<T, crate::protocol::Rejection> {
+    ) -> Result<T, Rejection> {
         if !self.rooms.contains_key(name) && self.rooms.len() >= self.limits.max_rooms {
-            return Err(crate::protocol::Rejection::new(
-                crate::protocol::ErrorCode::Unavailable,
+            return Err(Rejection::new(
+                ErrorCode::Unavailable,
                 "the server holds as many rooms as it can; try again later",
             ));
         }
-        Ok(self.with_room(name, with))
+        if let Some(cluster) = &self.cluster {
+            let room = self.with_room(name, Arc::clone);
+            cluster.seed(&room).await.map_err(Rejection::from)?;
+        }
+        let mut with = Some(with);
+        self.with_room(name, |room| match with.take() {
+            // Freed and created again while it was seeded (it sat empty for the
+            // whole linger time): rare enough to refuse and let the client retry.
+            Some(_) if !room.is_seeded() => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                "the room is being loaded; try again",
+            )),
+            Some(with) => Ok(with(room)),
+            None => unreachable!("with_room calls its closure once"),
+        })
     }
 
-    /// Publishes a server-originated event (for example `stream`) to a room, creating it.
-    pub fn publish(&self, room: &str, body: &crate::protocol::RoomEventBody) -> Published {
-        self.with_room(room, |room| room.publish(body))
+    /// Sequences an event in a room and delivers it to every member, on every node.
+    pub async fn publish(
+        &self,
+        room: &str,
+        id: String,
+        body: &RoomEventBody,
+    ) -> Result<Published, Rejection> {
+        match &self.cluster {
+            None => Ok(self.with_room(room, |room| room.publish_as(id, body))),
+            Some(cluster) => {
+                let event = UnsequencedEvent::new(room, crate::ids::unix_ms(), &id, body);
+                let seq = cluster
+                    .publish(room, &event, body)
+                    .await
+                    .map_err(Rejection::from)?;
+                Ok(Published { id, seq })
+            }
+        }
     }
 
-    /// Sends a private frame to every connection of one user.
+    /// A payment went through in a room: counted on the cluster's leaderboard (the
+    /// gift engine keeps a single node's).
+    pub fn record_payment(&self, room: &str, sender: &UserRef, coins: u64) {
+        if let Some(cluster) = &self.cluster {
+            cluster.record_payment(room, sender, coins);
+        }
+    }
+
+    /// Sends a private frame to every connection of one user, on every node.
     pub fn send_to_user(&self, user_id: &str, frame: Utf8Bytes) {
+        match &self.cluster {
+            Some(cluster) => cluster.send_to_user(user_id, frame.as_str()),
+            None => self.deliver_to_user(user_id, frame),
+        }
+    }
+
+    /// Sends a private frame to the user's connections on this node.
+    fn deliver_to_user(&self, user_id: &str, frame: Utf8Bytes) {
         if let Some(conns) = self.users.get(user_id) {
             for outbox in conns.iter() {
                 outbox.push(frame.clone());
@@ -145,14 +210,18 @@ impl Hub {
             .try_take(now)
     }
 
-    /// The room's video went live or stopped: members hear a `stream` event when that
-    /// changes what they knew, and a live room is not freed.
+    /// The room's video went live or stopped on this node: members (of every node)
+    /// hear a `stream` event when that changes what they knew, and a live room is not
+    /// freed.
     pub fn set_live(&self, room: &str, live: bool) {
-        self.with_room(room, |room| {
-            if room.live() != live {
-                room.publish(&crate::protocol::RoomEventBody::Stream { live });
-            }
-        });
+        match &self.cluster {
+            Some(cluster) => cluster.video_changed(room, live),
+            None => self.with_room(room, |room| {
+                if room.live() != live {
+                    room.publish(&RoomEventBody::Stream { live });
+                }
+            }),
+        }
     }
 
     pub fn rooms(&self) -> Vec<RoomSummary> {
@@ -170,11 +239,20 @@ impl Hub {
         rooms
     }
 
+    /// A cluster node's periodic work, before `tick`: presence across nodes,
+    /// leaderboards, video claims.
+    pub async fn cluster_tick(&self) {
+        if let Some(cluster) = &self.cluster {
+            if let Err(error) = cluster.tick(&self.all_rooms()).await {
+                tracing::warn!(%error, "the cluster's periodic work failed");
+            }
+        }
+    }
+
     /// Periodic work: coalesced presence, freeing rooms empty for longer than the
     /// linger time, and forgetting rate-limit state that has fully recovered.
     pub fn tick(&self, now: Instant) {
-        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.clone()).collect();
-        for room in &rooms {
+        for room in &self.all_rooms() {
             room.announce_presence();
         }
         let linger = Limits::ms(self.limits.room_linger_ms);

@@ -3,6 +3,10 @@
 //! Ordering rule: every frame of a room is pushed to its members' outboxes while the
 //! room's lock is held, so all members see the room's events in `seq` order, and a
 //! `join` reply is queued before any event that follows its snapshot.
+//!
+//! A room sequences its own events (`publish_as`), or, in a cluster, mirrors the bus:
+//! the bus sequences, and `seed` and `apply` copy its history and events here in
+//! order, so joins and recovery are answered locally.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,20 +17,28 @@ use serde::Serialize;
 
 use super::history::{History, Replay};
 use super::outbox::{ConnId, Outbox, Pushed};
+use crate::bus::{RoomMessage, Snapshot};
 use crate::ids;
-use crate::protocol::{to_json, EphemeralEvent, RoomEvent, RoomEventBody};
+use crate::protocol::{
+    close, to_json, EphemeralEvent, PaymentPeek, RoomEventBody, UnsequencedEvent, UserRef,
+};
 
 pub struct Room {
     pub name: String,
-    /// Identifies this incarnation of the room: a `since` from another epoch (another
-    /// process, or before the room was freed) cannot be recovered from this history.
-    pub epoch: String,
     state: Mutex<RoomState>,
 }
 
 struct RoomState {
+    /// Identifies this incarnation of the room's history: a `since` from another epoch
+    /// (another process, before the room was freed, or a history the bus lost) cannot
+    /// be recovered from it.
+    epoch: String,
+    /// False for a cluster room until its history is copied from the bus.
+    seeded: bool,
     history: History,
     members: HashMap<ConnId, Arc<Outbox>>,
+    /// Viewers on other nodes, as of the last cluster presence count.
+    elsewhere: usize,
     live: bool,
     /// Viewer count last announced by `presence`.
     announced_viewers: Option<usize>,
@@ -52,14 +64,56 @@ pub struct Published {
     pub seq: u64,
 }
 
+/// What `apply` did with an event from the bus.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Delivered,
+    /// Already here (it came with the snapshot), or the room is not seeded yet and its
+    /// snapshot will hold it.
+    Skipped,
+    /// Events are missing before it, or its history restarted: catch up with `seed`.
+    Gap,
+}
+
+/// What `seed` did with a snapshot from the bus.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seeded {
+    /// The room took its first history.
+    First,
+    /// The snapshot continued the room's history; the events it was missing were
+    /// delivered.
+    CaughtUp(usize),
+    /// The history could not be continued: members were closed with 1012 so that
+    /// they rejoin and learn they could not be recovered.
+    Restarted { closed: usize },
+}
+
 impl Room {
+    /// A room that sequences its own events.
     pub fn new(name: String, epoch: String, history_len: usize, now: Instant) -> Room {
+        Room::with_state(name, epoch, true, history_len, now)
+    }
+
+    /// A room of a cluster: its events come from the bus, after `seed`.
+    pub fn mirror(name: String, history_len: usize, now: Instant) -> Room {
+        Room::with_state(name, String::new(), false, history_len, now)
+    }
+
+    fn with_state(
+        name: String,
+        epoch: String,
+        seeded: bool,
+        history_len: usize,
+        now: Instant,
+    ) -> Room {
         Room {
             name,
-            epoch,
             state: Mutex::new(RoomState {
+                epoch,
+                seeded,
                 history: History::new(history_len),
                 members: HashMap::new(),
+                elsewhere: 0,
                 live: false,
                 announced_viewers: None,
                 empty_since: Some(now),
@@ -79,13 +133,17 @@ impl Room {
     pub fn join(
         &self,
         outbox: &Arc<Outbox>,
-        since: Option<u64>,
+        since: Option<(&str, u64)>,
         replay_len: usize,
         reply: impl FnOnce(JoinSnapshot<'_>) -> String,
     ) -> Pushed {
         let mut state = self.state();
+        debug_assert!(state.seeded, "joins wait for a cluster room's history");
         state.members.insert(outbox.id, outbox.clone());
         state.empty_since = None;
+        let since = since
+            .filter(|(epoch, _)| *epoch == state.epoch)
+            .map(|(_, seq)| seq);
         let Replay { recovered, events } = state.history.replay(since, replay_len);
         let events = events
             .iter()
@@ -93,9 +151,9 @@ impl Room {
             .collect();
         let frame = reply(JoinSnapshot {
             room: &self.name,
-            epoch: &self.epoch,
+            epoch: &state.epoch,
             seq: state.history.last_seq(),
-            viewers: state.members.len(),
+            viewers: state.members.len() + state.elsewhere,
             live: state.live,
             recovered,
             events,
@@ -117,8 +175,24 @@ impl Room {
         self.state().members.contains_key(&conn)
     }
 
+    /// Viewers here and, in a cluster, on the other nodes.
     pub fn viewers(&self) -> usize {
+        let state = self.state();
+        state.members.len() + state.elsewhere
+    }
+
+    /// Viewers connected to this node.
+    pub fn local_viewers(&self) -> usize {
         self.state().members.len()
+    }
+
+    /// The cluster counted `total` viewers when this node had `local` of them.
+    pub fn set_cluster_viewers(&self, total: usize, local: usize) {
+        self.state().elsewhere = total.saturating_sub(local);
+    }
+
+    pub fn is_seeded(&self) -> bool {
+        self.state().seeded
     }
 
     pub fn live(&self) -> bool {
@@ -133,23 +207,97 @@ impl Room {
     /// Like `publish`, with an id chosen earlier (a gift's id is fixed at its charge).
     pub fn publish_as(&self, id: String, body: &RoomEventBody) -> Published {
         let started = Instant::now();
+        let event = UnsequencedEvent::new(&self.name, ids::unix_ms(), &id, body);
         let mut state = self.state();
         if let RoomEventBody::Stream { live } = body {
             state.live = *live;
         }
         let seq = state.history.next_seq();
-        let frame = Utf8Bytes::from(to_json(&RoomEvent {
-            room: &self.name,
-            seq,
-            ts: ids::unix_ms(),
-            id: &id,
-            body,
-        }));
+        let frame = Utf8Bytes::from(event.with_seq(seq));
         state.history.push(frame.clone());
         let delivered = fan_out(&state.members, &frame);
         drop(state);
         crate::metrics::event_fanned_out(body_type(body), delivered, started.elapsed());
         Published { id, seq }
+    }
+
+    /// Delivers an event the bus sequenced, if it is the next one.
+    pub fn apply(&self, message: &RoomMessage) -> Applied {
+        let started = Instant::now();
+        let mut state = self.state();
+        if !state.seeded {
+            return Applied::Skipped;
+        }
+        if message.epoch != state.epoch || message.seq > state.history.next_seq() {
+            return Applied::Gap;
+        }
+        if message.seq < state.history.next_seq() {
+            return Applied::Skipped;
+        }
+        if let Some(live) = message.live {
+            state.live = live;
+        }
+        let frame = Utf8Bytes::from(message.frame.as_str());
+        state.history.push(frame.clone());
+        let delivered = fan_out(&state.members, &frame);
+        drop(state);
+        crate::metrics::event_fanned_out("bus", delivered, started.elapsed());
+        Applied::Delivered
+    }
+
+    /// Takes the bus's view of the room: the first history of a new mirror, the events
+    /// it missed (after a gap or a lost bus connection), or, when the history cannot be
+    /// continued, a fresh start that closes the members so they rejoin.
+    pub fn seed(&self, snapshot: Snapshot) -> Seeded {
+        let mut state = self.state();
+        let continuation = (state.seeded && snapshot.epoch == state.epoch)
+            .then(|| {
+                state
+                    .history
+                    .continuation(snapshot.seq, snapshot.events.len())
+            })
+            .flatten();
+        let outcome = match continuation {
+            Some(skip) => {
+                let missed = &snapshot.events[skip..];
+                for frame in missed {
+                    let frame = Utf8Bytes::from(frame.as_str());
+                    state.history.push(frame.clone());
+                    fan_out(&state.members, &frame);
+                }
+                debug_assert_eq!(state.history.last_seq(), snapshot.seq);
+                Seeded::CaughtUp(missed.len())
+            }
+            None => {
+                let outcome = if state.seeded {
+                    let closed = state.members.len();
+                    for outbox in state.members.values() {
+                        outbox.close(close::SERVICE_RESTART);
+                    }
+                    Seeded::Restarted { closed }
+                } else {
+                    Seeded::First
+                };
+                let events = snapshot.events.into_iter().map(Utf8Bytes::from);
+                state.history.reset(snapshot.seq, events);
+                state.epoch = snapshot.epoch;
+                state.seeded = true;
+                outcome
+            }
+        };
+        state.live = snapshot.live;
+        outcome
+    }
+
+    /// Who sent the gift or question `id`, if it is still in the room's history: how a
+    /// node learns of payments made on other nodes.
+    pub fn payment_sender(&self, id: &str) -> Option<UserRef> {
+        let frames: Vec<Utf8Bytes> = self.state().history.newest_first().cloned().collect();
+        frames.iter().find_map(|frame| {
+            let peek: PaymentPeek = serde_json::from_str(frame.as_str()).ok()?;
+            let payment = matches!(peek.kind.as_str(), "gift" | "question");
+            (payment && peek.id == id).then_some(peek.from).flatten()
+        })
     }
 
     /// Sends a frame that is not sequenced (presence, leaderboard) to every member.
@@ -163,7 +311,7 @@ impl Room {
     pub fn announce_presence(&self) {
         let started = Instant::now();
         let mut state = self.state();
-        let viewers = state.members.len();
+        let viewers = state.members.len() + state.elsewhere;
         if state.announced_viewers == Some(viewers) || viewers == 0 {
             return;
         }

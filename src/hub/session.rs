@@ -10,6 +10,7 @@ use super::{Hub, Outbox, Room};
 use crate::auth::User;
 use crate::config::Limits;
 use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder, RedPacketOrder};
+use crate::ids::event_id;
 use crate::protocol::{
     checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChatRequest,
     Envelope, EphemeralEvent, ErrorCode, GiftRequest, GrabRequest, JoinRequest, MessageType,
@@ -116,12 +117,12 @@ impl Session {
     ) -> Answer {
         match kind {
             MessageType::Ping => Ok(Some(ok_reply(rid, Empty {}))),
-            MessageType::Join => self.join(rid, envelope.fields()?, now),
+            MessageType::Join => self.join(rid, envelope.fields()?, now).await,
             MessageType::Leave => self.leave(rid, envelope.fields()?, now),
-            MessageType::Chat => self.chat(rid, envelope.fields()?, now),
+            MessageType::Chat => self.chat(rid, envelope.fields()?, now).await,
             MessageType::Gift => self.gift(rid, envelope.fields()?).await,
             MessageType::Question => self.question(rid, envelope.fields()?).await,
-            MessageType::Ack => self.ack(rid, envelope.fields()?),
+            MessageType::Ack => self.ack(rid, envelope.fields()?).await,
             MessageType::RedPacket => self.red_packet(rid, envelope.fields()?).await,
             MessageType::Grab => self.grab(rid, envelope.fields()?).await,
         }
@@ -143,7 +144,7 @@ impl Session {
         })
     }
 
-    fn join(&mut self, rid: &Option<Rid>, request: JoinRequest, now: Instant) -> Answer {
+    async fn join(&mut self, rid: &Option<Rid>, request: JoinRequest, now: Instant) -> Answer {
         checked_room_id(&request.room)?;
         let already = self.joined.iter().any(|r| r.name == request.room);
         let limits = &self.hub.limits;
@@ -168,17 +169,16 @@ impl Session {
         }
         let replay_len = self.hub.limits.join_replay;
         let outbox = self.outbox.clone();
-        let room = self.hub.join_room(&request.room, |room| {
-            let since = request
-                .since
-                .as_ref()
-                .filter(|since| since.epoch == room.epoch)
-                .map(|since| since.seq);
-            room.join(&outbox, since, replay_len, |snapshot| {
-                ok_reply(rid, snapshot)
-            });
-            room.clone()
-        })?;
+        let since = request.since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
+        let room = self
+            .hub
+            .join_room(&request.room, |room| {
+                room.join(&outbox, since, replay_len, |snapshot| {
+                    ok_reply(rid, snapshot)
+                });
+                room.clone()
+            })
+            .await?;
         crate::metrics::message_out("ok", 1);
         if !already {
             self.joined.push(room);
@@ -193,7 +193,7 @@ impl Session {
         Ok(Some(ok_reply(rid, Empty {})))
     }
 
-    fn chat(&mut self, rid: &Option<Rid>, request: ChatRequest, now: Instant) -> Answer {
+    async fn chat(&mut self, rid: &Option<Rid>, request: ChatRequest, now: Instant) -> Answer {
         let user = self.signed_in()?;
         let room = self.joined_room(&request.room)?;
         let text = checked_text(&request.text, CHAT_MAX_CHARS, "text")?;
@@ -208,10 +208,11 @@ impl Session {
                 ),
             ));
         }
-        let published = room.publish(&RoomEventBody::Chat {
+        let body = RoomEventBody::Chat {
             from: user.as_ref(),
             text,
-        });
+        };
+        let published = self.hub.publish(&room.name, event_id(), &body).await?;
         Ok(Some(ok_reply(rid, published)))
     }
 
@@ -238,7 +239,9 @@ impl Session {
             key: &request.key,
         };
         let charge = self.gifts.gift(&user, order).await?;
-        Ok(Some(self.charged(rid, &room, &user, charge, "gift_id")))
+        Ok(Some(
+            self.charged(rid, &room, &user, charge, "gift_id").await,
+        ))
     }
 
     async fn question(&mut self, rid: &Option<Rid>, request: QuestionRequest) -> Answer {
@@ -251,7 +254,9 @@ impl Session {
             key: &request.key,
         };
         let charge = self.gifts.question(&user, order).await?;
-        Ok(Some(self.charged(rid, &room, &user, charge, "question_id")))
+        Ok(Some(
+            self.charged(rid, &room, &user, charge, "question_id").await,
+        ))
     }
 
     async fn red_packet(&mut self, rid: &Option<Rid>, request: RedPacketRequest) -> Answer {
@@ -265,14 +270,16 @@ impl Session {
             key: &request.key,
         };
         let charge = self.gifts.red_packet(&user, order).await?;
-        Ok(Some(self.charged(rid, &room, &user, charge, "packet_id")))
+        Ok(Some(
+            self.charged(rid, &room, &user, charge, "packet_id").await,
+        ))
     }
 
     async fn grab(&mut self, rid: &Option<Rid>, request: GrabRequest) -> Answer {
         let user = self.signed_in()?.clone();
         let room = self.joined_room(&request.room)?.clone();
         let grabbed = self.gifts.grab(&user, &room.name, &request.packet).await?;
-        room.publish(&grabbed.event);
+        self.announce(&room, event_id(), &grabbed.event).await;
         self.send_balance(&user, grabbed.balance);
         Ok(Some(ok_reply(
             rid,
@@ -285,9 +292,21 @@ impl Session {
         self.hub.send_to_user(&user.id, balance.into());
     }
 
+    /// Publishes the event of a committed payment. The money has moved whatever
+    /// happens here, so a failure to publish is logged, not answered as an error.
+    async fn announce(&self, room: &Room, id: String, body: &RoomEventBody) {
+        if let Err(rejection) = self.hub.publish(&room.name, id, body).await {
+            tracing::error!(
+                room = room.name,
+                message = rejection.message,
+                "a committed payment was not announced"
+            );
+        }
+    }
+
     /// After a durable charge: fan out its event (first time only), tell the payer's
     /// connections their balance, and build the reply.
-    fn charged(
+    async fn charged(
         &self,
         rid: &Option<Rid>,
         room: &Room,
@@ -296,7 +315,10 @@ impl Session {
         id_field: &str,
     ) -> String {
         if let Some(event) = &charge.event {
-            room.publish_as(charge.id.clone(), event);
+            if let Some((sender, coins)) = event.payment() {
+                self.hub.record_payment(&room.name, sender, coins);
+            }
+            self.announce(room, charge.id.clone(), event).await;
             self.send_balance(user, charge.balance);
         }
         let mut result =
@@ -305,7 +327,7 @@ impl Session {
         ok_reply(rid, result)
     }
 
-    fn ack(&mut self, rid: &Option<Rid>, request: AckRequest) -> Answer {
+    async fn ack(&mut self, rid: &Option<Rid>, request: AckRequest) -> Answer {
         let user = self.signed_in()?;
         let room = self.joined_room(&request.room)?;
         if !user.owns_room(&room.name) {
@@ -318,17 +340,20 @@ impl Session {
         let to = self
             .gifts
             .acknowledgeable(&room.name, &request.reference)
+            // Paid on another node of the cluster: its event is in the room's history.
+            .or_else(|| room.payment_sender(&request.reference))
             .ok_or_else(|| {
                 Rejection::new(
                     ErrorCode::NotFound,
                     format!("no gift or question {:?} in this room", request.reference),
                 )
             })?;
-        let published = room.publish(&RoomEventBody::Ack {
+        let body = RoomEventBody::Ack {
             reference: request.reference,
             to,
             text,
-        });
+        };
+        let published = self.hub.publish(&room.name, event_id(), &body).await?;
         Ok(Some(ok_reply(rid, published)))
     }
 

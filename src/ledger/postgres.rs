@@ -26,7 +26,11 @@ use crate::money::Minor;
 const MAX_BATCH: usize = 1024;
 const BATCH_ATTEMPTS: usize = 5;
 
+/// Migrations, in one transaction under an advisory lock: nodes starting together
+/// would otherwise race on `CREATE … IF NOT EXISTS` (it is not atomic in PostgreSQL).
 const SCHEMA: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(7415161718);
 CREATE TABLE IF NOT EXISTS transfers (
     id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -53,6 +57,7 @@ CREATE TABLE IF NOT EXISTS accounts (
 );
 CREATE INDEX IF NOT EXISTS transfers_by_room ON transfers (room, kind);
 CREATE INDEX IF NOT EXISTS legs_by_account ON legs (account);
+COMMIT;
 ";
 
 pub struct PostgresLedger {

@@ -260,6 +260,11 @@ impl Relay {
         Ok(())
     }
 
+    /// Whether `room`'s video is published to this node.
+    pub fn is_live(&self, room: &str) -> bool {
+        lock(&self.broadcasts).contains_key(room)
+    }
+
     /// WHEP: a viewer (signed in or not) starts playing `room`.
     pub async fn play(
         self: &Arc<Self>,

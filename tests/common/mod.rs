@@ -17,13 +17,29 @@ pub const SECRET: &str = "test-secret-0123456789abcdef";
 /// Upper bound for anything the tests wait for; only hit when a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+pub mod node;
+
 pub struct TestServer {
     pub server: ovation::Server,
-    pub addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
     pub dev: bool,
     pub file: FileConfig,
+    api: Api,
+}
+
+/// A server's HTTP and WebSocket API as its users reach it, with tokens minted from
+/// the shared test secret (so it works for in-process servers and node processes).
+pub struct Api {
+    pub addr: SocketAddr,
     tokens: Tokens,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl TestServer {
@@ -70,15 +86,24 @@ impl TestServer {
             token_secret: Some(SECRET.into()),
             dev,
             ledger,
+            bus: None,
             file: file.clone(),
         };
         let server = ovation::start(config).await.unwrap();
         TestServer {
-            addr: server.addr(),
+            api: Api::new(server.addr()),
             server,
             data_dir,
             dev,
             file,
+        }
+    }
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api {
+            addr,
             tokens: Tokens::new(SECRET.as_bytes(), 0),
         }
     }

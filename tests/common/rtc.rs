@@ -1,6 +1,7 @@
 //! Real webrtc-rs peers for the relay tests: a publisher sending synthetic VP8 frames
 //! (and Opus-sized audio) over WHIP, and viewers receiving over WHEP. ICE is limited to
 //! 127.0.0.1, so no media leaves the machine.
+#![allow(dead_code)] // each test binary uses its own part of this kit
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +30,7 @@ use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
 
-use crate::common::{TestServer, PATIENCE};
+use crate::common::{Api, PATIENCE};
 
 pub fn api() -> API {
     let mut media = MediaEngine::default();
@@ -78,7 +79,7 @@ pub async fn video_peer(direction: RTCRtpTransceiverDirection) -> RTCPeerConnect
 
 /// POSTs an offer; returns the status, the `Location`, and the body.
 pub async fn post_sdp(
-    server: &TestServer,
+    server: &Api,
     path: &str,
     token: Option<&str>,
     offer: String,
@@ -99,7 +100,7 @@ pub async fn post_sdp(
     (status, location, response.text().await.unwrap())
 }
 
-pub async fn delete(server: &TestServer, location: &str, token: Option<&str>) -> u16 {
+pub async fn delete(server: &Api, location: &str, token: Option<&str>) -> u16 {
     let mut request = reqwest::Client::new().delete(server.url(location));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -168,7 +169,7 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes to `room` and starts sending 30 frames/s: a keyframe first, then only
     /// when the relay asks for one, plus 50 audio packets/s.
-    pub async fn start(server: &TestServer, room: &str, token: &str) -> Publisher {
+    pub async fn start(server: &Api, room: &str, token: &str) -> Publisher {
         let pc = Arc::new(
             api()
                 .new_peer_connection(RTCConfiguration::default())
@@ -301,12 +302,7 @@ pub struct Viewer {
 impl Viewer {
     /// Plays `room`. A `reading` viewer reads its RTP and RTCP; one that is not reads
     /// nothing at all (a stalled client).
-    pub async fn start(
-        server: &TestServer,
-        room: &str,
-        token: Option<&str>,
-        reading: bool,
-    ) -> Viewer {
+    pub async fn start(server: &Api, room: &str, token: Option<&str>, reading: bool) -> Viewer {
         let pc = Arc::new(
             api()
                 .new_peer_connection(RTCConfiguration::default())

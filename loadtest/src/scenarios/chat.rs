@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{connect_all, tokens, unix_micros, Joined};
 use crate::scan::{sent_micros, seq};
 use crate::stats::{Latency, SeqCheck, Stats};
-use crate::target::{Socket, Target};
+use crate::target::{Cluster, Socket};
 
 #[derive(Debug, Clone)]
 pub struct ChatLoad {
@@ -57,14 +57,14 @@ enum Part {
 }
 
 pub async fn run(
-    target: &Target,
+    cluster: &Cluster,
     load: &ChatLoad,
     stats: Arc<Stats>,
 ) -> anyhow::Result<ChatReport> {
     let rooms = load.rooms.max(1);
-    let tokens = tokens(target, load.clients).await?;
+    let tokens = tokens(cluster, load.clients).await?;
     let room_of = |i: usize| format!("lt-room-{}", i % rooms);
-    let clients = connect_all(target, &tokens, room_of, load.ramp, &stats).await?;
+    let clients = connect_all(cluster, &tokens, room_of, load.ramp, &stats).await?;
 
     let senders = (load.senders_per_room * rooms).min(load.clients);
     let stalled = ((load.clients - senders) as f64 * load.slow_share).round() as usize;

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{connect_all, tokens, Joined};
 use crate::scan::string_field;
 use crate::stats::{Latency, Stats};
-use crate::target::Target;
+use crate::target::Cluster;
 
 #[derive(Debug, Clone)]
 pub struct GiftLoad {
@@ -38,19 +38,20 @@ pub struct GiftReport {
 }
 
 pub async fn run(
-    target: &Target,
+    cluster: &Cluster,
     load: &GiftLoad,
     stats: Arc<Stats>,
 ) -> anyhow::Result<GiftReport> {
     let rooms = load.rooms.max(1);
-    let tokens = tokens(target, load.clients).await?;
-    let (sticker, price) = target.cheapest_sticker().await?;
+    let tokens = tokens(cluster, load.clients).await?;
+    // Every node serves the same catalog.
+    let (sticker, price) = cluster.node(0).cheapest_sticker().await?;
     // Enough coins that nobody runs dry during the run.
     let coins = price * 1_000_000;
     let run_id = super::unix_micros();
     stream::iter(tokens.iter().enumerate())
         .map(|(i, token)| {
-            let target = target.clone();
+            let target = cluster.node(i).clone();
             async move {
                 target
                     .top_up(token, coins, &format!("lt-topup-{run_id}-{i}"))
@@ -63,7 +64,7 @@ pub async fn run(
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     let clients = connect_all(
-        target,
+        cluster,
         &tokens,
         |i| format!("lt-gifts-{}", i % rooms),
         load.ramp,

@@ -1,5 +1,5 @@
-//! Idle connections: what the server's resident memory grows by per joined, idle
-//! connection.
+//! Idle connections: what the servers' resident memory (all nodes together) grows by
+//! per joined, idle connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{connect_all, tokens};
 use crate::stats::Stats;
-use crate::target::Target;
+use crate::target::Cluster;
 
 #[derive(Debug, Serialize)]
 pub struct IdleReport {
@@ -20,7 +20,7 @@ pub struct IdleReport {
 }
 
 pub async fn run(
-    target: &Target,
+    cluster: &Cluster,
     clients: usize,
     rooms: usize,
     ramp: u32,
@@ -28,10 +28,10 @@ pub async fn run(
     stats: Arc<Stats>,
 ) -> anyhow::Result<IdleReport> {
     let rooms = rooms.max(1);
-    let tokens = tokens(target, clients).await?;
-    let before = target.server_rss().await?;
+    let tokens = tokens(cluster, clients).await?;
+    let before = cluster.server_rss().await?;
     let connected = connect_all(
-        target,
+        cluster,
         &tokens,
         |i| format!("lt-idle-{}", i % rooms),
         ramp,
@@ -39,7 +39,7 @@ pub async fn run(
     )
     .await?;
     tokio::time::sleep(settle).await;
-    let after = target.server_rss().await?;
+    let after = cluster.server_rss().await?;
     drop(connected);
     Ok(IdleReport {
         clients,

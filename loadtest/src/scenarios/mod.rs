@@ -12,13 +12,14 @@ use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
 
 use crate::stats::Stats;
-use crate::target::{join, Socket, Target};
+use crate::target::{join, Cluster, Socket};
 
-/// Tokens for users `lt-0` … `lt-{n-1}`, fetched a few dozen at a time.
-pub async fn tokens(target: &Target, count: usize) -> anyhow::Result<Vec<String>> {
+/// Tokens for users `lt-0` … `lt-{n-1}`, fetched a few dozen at a time, each from
+/// the node its client will use.
+pub async fn tokens(cluster: &Cluster, count: usize) -> anyhow::Result<Vec<String>> {
     stream::iter(0..count)
         .map(|i| {
-            let target = target.clone();
+            let target = cluster.node(i).clone();
             async move { target.token(&format!("lt-{i}")).await }
         })
         .buffered(64)
@@ -36,10 +37,10 @@ pub struct Joined {
     pub seq: u64,
 }
 
-/// Connects and joins `tokens.len()` clients, client `i` to `room_of(i)`, at most
-/// `ramp` new connections a second.
+/// Connects and joins `tokens.len()` clients, client `i` to `room_of(i)` on its
+/// node, at most `ramp` new connections a second.
 pub async fn connect_all(
-    target: &Target,
+    cluster: &Cluster,
     tokens: &[String],
     room_of: impl Fn(usize) -> String,
     ramp: u32,
@@ -50,7 +51,7 @@ pub async fn connect_all(
     let mut pending = stream::iter(tokens.iter().enumerate())
         .map(|(index, token)| {
             let room = room_of(index);
-            let target = target.clone();
+            let target = cluster.node(index).clone();
             let due = started + Duration::from_secs_f64(index as f64 / f64::from(ramp.max(1)));
             async move {
                 tokio::time::sleep_until(due.into()).await;

@@ -1,0 +1,122 @@
+//! The cluster bus: what several nodes share so that a room behaves as if there were
+//! one server. It sequences every room event cluster-wide (one `seq` and history per
+//! room), delivers each event to every node in `seq` order, and keeps the counts that
+//! span nodes: presence, leaderboards, and which node hosts a room's video.
+//!
+//! Without `--bus` there is no bus: each room sequences its own events in process.
+//! `redis.rs` is the one implementation; the trait is the contract another (NATS)
+//! would meet. The hub's `cluster` module drives it.
+
+mod redis;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+pub use self::redis::RedisBus;
+use crate::protocol::{LeaderEntry, UnsequencedEvent, UserRef};
+
+/// What the bus delivers to every node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusMessage {
+    Room(RoomMessage),
+    /// A private event for every connection of one user, wherever it is.
+    User {
+        user: String,
+        frame: String,
+    },
+}
+
+/// A room event as the bus delivers it to every node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomMessage {
+    pub room: String,
+    /// The room's history epoch when the event was sequenced.
+    pub epoch: String,
+    pub seq: u64,
+    /// `Some` for `stream` events: the room's video went live or stopped.
+    pub live: Option<bool>,
+    pub frame: String,
+}
+
+/// A room's shared state at one instant: its epoch, last `seq`, whether its video is
+/// live, and its newest events (the last one numbered `seq`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub epoch: String,
+    pub seq: u64,
+    pub live: bool,
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("the bus is unreachable or failed: {0}")]
+    Unreachable(#[from] ::redis::RedisError),
+    #[error("the bus answered something unexpected: {0}")]
+    Malformed(String),
+    #[error("this node is shutting down")]
+    Stopped,
+}
+
+/// What a client hears when the bus fails its request (logged here, once).
+impl From<BusError> for crate::protocol::Rejection {
+    fn from(error: BusError) -> Self {
+        tracing::warn!(%error, "the cluster bus failed a request");
+        crate::protocol::Rejection::new(
+            crate::protocol::ErrorCode::Unavailable,
+            "the cluster is unreachable from this node; try again",
+        )
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sequences the event in its room's history and delivers it to every node;
+    /// returns its `seq`. `live` records a `stream` event's new state.
+    async fn publish(
+        &self,
+        room: &str,
+        event: &UnsequencedEvent,
+        live: Option<bool>,
+    ) -> Result<u64, BusError>;
+
+    /// The room's state and history, creating its epoch if the room is new.
+    async fn snapshot(&self, room: &str) -> Result<Snapshot, BusError>;
+
+    /// Every room's events, each room's in `seq` order, and every user's private
+    /// events, from now until the connection drops (the stream ends then; the caller
+    /// resubscribes and catches up).
+    async fn subscribe(&self) -> Result<BoxStream<'static, BusMessage>, BusError>;
+
+    /// Delivers a private event to the user's connections on every node (not kept:
+    /// private events are not recoverable).
+    async fn send_to_user(&self, user: &str, frame: &str) -> Result<(), BusError>;
+
+    /// Records this node's viewer count of each room (it expires unless refreshed)
+    /// and returns the cluster's totals, in the same order.
+    async fn presence(
+        &self,
+        node: &str,
+        counts: &[(String, usize)],
+    ) -> Result<Vec<usize>, BusError>;
+
+    /// Adds coins to a sender's total on the room's leaderboard.
+    async fn add_to_leaderboard(
+        &self,
+        room: &str,
+        sender: &UserRef,
+        coins: u64,
+    ) -> Result<(), BusError>;
+
+    /// The top senders of each room, most coins first.
+    async fn leaderboards(&self, rooms: &[String]) -> Result<Vec<Vec<LeaderEntry>>, BusError>;
+
+    /// Claims (or keeps claiming) the rooms whose video this node hosts, for a while.
+    async fn host_video(&self, rooms: &[String], node_url: &str) -> Result<(), BusError>;
+
+    /// Gives up hosting a room's video.
+    async fn stop_hosting_video(&self, room: &str, node_url: &str) -> Result<(), BusError>;
+
+    /// The base URL of the node hosting the room's video, if any.
+    async fn video_host(&self, room: &str) -> Result<Option<String>, BusError>;
+}

@@ -1,0 +1,428 @@
+//! The bus on Redis, the way Centrifugo uses it: a Lua script sequences each event
+//! (INCR the room's seq, append to its capped history list, PUBLISH), so the seq, the
+//! history and the delivery order are decided in one place, atomically. Every node
+//! PSUBSCRIBEs to all rooms' channels and keeps the rooms it serves.
+//!
+//! Keys, under the cluster's name `C`: `C:room:R:{epoch,seq,history}` (expire a day
+//! after the room's last event), `C:room:R:viewers` (node -> count:expiry),
+//! `C:room:R:{top,names}` (leaderboard), `C:room:R:video` (the video host's URL, kept
+//! alive by that node). Channels: `C:events:R`, payload `EPOCH SEQ LIVE FRAME`, and
+//! `C:users:U`, payload the private event's frame.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use super::{Bus, BusError, BusMessage, RoomMessage, Snapshot};
+use crate::protocol::{LeaderEntry, UnsequencedEvent, UserRef};
+
+/// A room's history outlives its last event by this long.
+const HISTORY_TTL_S: u64 = 24 * 3600;
+/// A video host that stops refreshing its claim loses it after this long.
+const VIDEO_HOST_TTL_S: u64 = 10;
+/// Commands that take longer fail, so no client waits on a dead Redis.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const PUBLISH: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local seq = redis.call('INCR', KEYS[2])
+local frame = ARGV[2] .. seq .. ARGV[3]
+redis.call('RPUSH', KEYS[3], frame)
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. ARGV[7] .. ' ' .. frame)
+return seq
+"#;
+
+const SNAPSHOT: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+local seq = redis.call('GET', KEYS[2]) or '0'
+return {epoch, seq, redis.call('EXISTS', KEYS[4]), redis.call('LRANGE', KEYS[3], 0, -1)}
+"#;
+
+const PRESENCE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local totals = {}
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, ARGV[1], ARGV[i + 2] .. ':' .. (now + tonumber(ARGV[2])))
+  local total = 0
+  local all = redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    local count, expires = string.match(all[j + 1], '^(%d+):(%d+)$')
+    if count and tonumber(expires) > now then
+      total = total + tonumber(count)
+    else
+      redis.call('HDEL', key, all[j])
+    end
+  end
+  redis.call('PEXPIRE', key, ARGV[2])
+  totals[i] = total
+end
+return totals
+"#;
+
+const LEADERBOARDS: &str = r#"
+local boards = {}
+for i = 1, #KEYS, 2 do
+  local top = redis.call('ZREVRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+  local board = {}
+  for j = 1, #top, 2 do
+    board[#board + 1] = top[j]
+    board[#board + 1] = redis.call('HGET', KEYS[i + 1], top[j]) or top[j]
+    board[#board + 1] = top[j + 1]
+  end
+  boards[#boards + 1] = board
+end
+return boards
+"#;
+
+const HOST_VIDEO: &str = r#"
+for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
+return 0
+"#;
+
+const STOP_HOSTING_VIDEO: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+pub struct RedisBus {
+    client: Client,
+    commands: ConnectionManager,
+    cluster: String,
+    history_len: usize,
+    presence_ttl_ms: u64,
+    publish: Script,
+    snapshot: Script,
+    presence: Script,
+    leaderboards: Script,
+    host_video: Script,
+    stop_hosting_video: Script,
+}
+
+impl RedisBus {
+    /// Connects (failing now if Redis is unreachable, so a misconfigured node does not
+    /// start). `cluster` namespaces keys and channels: nodes with the same name share
+    /// rooms.
+    pub async fn connect(
+        url: &str,
+        cluster: &str,
+        history_len: usize,
+        presence_ttl_ms: u64,
+    ) -> Result<RedisBus, BusError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+        let commands = client.get_connection_manager_with_config(config).await?;
+        Ok(RedisBus {
+            client,
+            commands,
+            cluster: cluster.to_owned(),
+            history_len,
+            presence_ttl_ms,
+            publish: Script::new(PUBLISH),
+            snapshot: Script::new(SNAPSHOT),
+            presence: Script::new(PRESENCE),
+            leaderboards: Script::new(LEADERBOARDS),
+            host_video: Script::new(HOST_VIDEO),
+            stop_hosting_video: Script::new(STOP_HOSTING_VIDEO),
+        })
+    }
+
+    fn key(&self, room: &str, what: &str) -> String {
+        format!("{}:room:{room}:{what}", self.cluster)
+    }
+
+    fn channel_prefix(&self) -> String {
+        format!("{}:events:", self.cluster)
+    }
+
+    fn user_channel_prefix(&self) -> String {
+        format!("{}:users:", self.cluster)
+    }
+}
+
+/// A fresh epoch for a room whose history the bus does not have (new, expired, or
+/// Redis lost it): positions from before can never match it.
+fn fresh_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(
+        &self,
+        room: &str,
+        event: &UnsequencedEvent,
+        live: Option<bool>,
+    ) -> Result<u64, BusError> {
+        let live = match live {
+            None => "-",
+            Some(true) => "1",
+            Some(false) => "0",
+        };
+        let seq: u64 = self
+            .publish
+            .key(self.key(room, "epoch"))
+            .key(self.key(room, "seq"))
+            .key(self.key(room, "history"))
+            .arg(format!("{}{room}", self.channel_prefix()))
+            .arg(&event.head)
+            .arg(&event.tail)
+            .arg(self.history_len)
+            .arg(fresh_epoch())
+            .arg(HISTORY_TTL_S)
+            .arg(live)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(seq)
+    }
+
+    async fn snapshot(&self, room: &str) -> Result<Snapshot, BusError> {
+        let (epoch, seq, live, events): (String, String, u8, Vec<String>) = self
+            .snapshot
+            .key(self.key(room, "epoch"))
+            .key(self.key(room, "seq"))
+            .key(self.key(room, "history"))
+            .key(self.key(room, "video"))
+            .arg(fresh_epoch())
+            .arg(HISTORY_TTL_S)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| BusError::Malformed(format!("room {room}: seq {seq:?}")))?;
+        if events.len() as u64 > seq {
+            return Err(BusError::Malformed(format!(
+                "room {room}: {} events up to seq {seq}",
+                events.len()
+            )));
+        }
+        Ok(Snapshot {
+            epoch,
+            seq,
+            live: live == 1,
+            events,
+        })
+    }
+
+    async fn subscribe(&self) -> Result<BoxStream<'static, BusMessage>, BusError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        let (rooms, users) = (self.channel_prefix(), self.user_channel_prefix());
+        pubsub.psubscribe(format!("{rooms}*")).await?;
+        pubsub.psubscribe(format!("{users}*")).await?;
+        let messages = pubsub.into_on_message().filter_map(move |message| {
+            let (channel, payload) = (message.get_channel_name(), message.get_payload_bytes());
+            let parsed = match channel.strip_prefix(&users) {
+                Some(user) => std::str::from_utf8(payload)
+                    .ok()
+                    .map(|frame| BusMessage::User {
+                        user: user.to_owned(),
+                        frame: frame.to_owned(),
+                    }),
+                None => parse_message(&rooms, channel, payload).map(BusMessage::Room),
+            };
+            if parsed.is_none() {
+                tracing::warn!(channel, "ignoring a malformed bus message");
+            }
+            std::future::ready(parsed)
+        });
+        Ok(messages.boxed())
+    }
+
+    async fn send_to_user(&self, user: &str, frame: &str) -> Result<(), BusError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{}{user}", self.user_channel_prefix()))
+            .arg(frame)
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn presence(
+        &self,
+        node: &str,
+        counts: &[(String, usize)],
+    ) -> Result<Vec<usize>, BusError> {
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.presence.prepare_invoke();
+        invocation.arg(node).arg(self.presence_ttl_ms);
+        for (room, count) in counts {
+            invocation.key(self.key(room, "viewers")).arg(*count);
+        }
+        let totals: Vec<usize> = invocation.invoke_async(&mut self.commands.clone()).await?;
+        if totals.len() != counts.len() {
+            return Err(BusError::Malformed("presence totals".into()));
+        }
+        Ok(totals)
+    }
+
+    async fn add_to_leaderboard(
+        &self,
+        room: &str,
+        sender: &UserRef,
+        coins: u64,
+    ) -> Result<(), BusError> {
+        let (top, names) = (self.key(room, "top"), self.key(room, "names"));
+        redis::pipe()
+            .zincr(&top, &sender.id, coins)
+            .ignore()
+            .hset(&names, &sender.id, &sender.name)
+            .ignore()
+            .expire(&top, HISTORY_TTL_S as i64)
+            .ignore()
+            .expire(&names, HISTORY_TTL_S as i64)
+            .ignore()
+            .exec_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn leaderboards(&self, rooms: &[String]) -> Result<Vec<Vec<LeaderEntry>>, BusError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.leaderboards.prepare_invoke();
+        invocation.arg(crate::gift::LEADERBOARD_TOP);
+        for room in rooms {
+            invocation
+                .key(self.key(room, "top"))
+                .key(self.key(room, "names"));
+        }
+        let boards: Vec<Vec<String>> = invocation.invoke_async(&mut self.commands.clone()).await?;
+        boards.into_iter().map(|flat| parse_board(&flat)).collect()
+    }
+
+    async fn host_video(&self, rooms: &[String], node_url: &str) -> Result<(), BusError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.host_video.prepare_invoke();
+        invocation.arg(node_url).arg(VIDEO_HOST_TTL_S);
+        for room in rooms {
+            invocation.key(self.key(room, "video"));
+        }
+        let _: i64 = invocation.invoke_async(&mut self.commands.clone()).await?;
+        Ok(())
+    }
+
+    async fn stop_hosting_video(&self, room: &str, node_url: &str) -> Result<(), BusError> {
+        let _: i64 = self
+            .stop_hosting_video
+            .key(self.key(room, "video"))
+            .arg(node_url)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn video_host(&self, room: &str) -> Result<Option<String>, BusError> {
+        let host: Option<String> = redis::cmd("GET")
+            .arg(self.key(room, "video"))
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(host)
+    }
+}
+
+/// `C:events:ROOM` + `EPOCH SEQ LIVE FRAME` into a message; `None` if malformed.
+fn parse_message(prefix: &str, channel: &str, payload: &[u8]) -> Option<RoomMessage> {
+    let room = channel.strip_prefix(prefix)?;
+    let payload = std::str::from_utf8(payload).ok()?;
+    let mut parts = payload.splitn(4, ' ');
+    let epoch = parts.next()?;
+    let seq = parts.next()?.parse().ok()?;
+    let live = match parts.next()? {
+        "-" => None,
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => return None,
+    };
+    Some(RoomMessage {
+        room: room.to_owned(),
+        epoch: epoch.to_owned(),
+        seq,
+        live,
+        frame: parts.next()?.to_owned(),
+    })
+}
+
+/// `[id, name, coins, id, name, coins, …]` into entries, most coins first and ties in
+/// id order, as the in-process leaderboard orders them.
+fn parse_board(flat: &[String]) -> Result<Vec<LeaderEntry>, BusError> {
+    let mut board = flat
+        .chunks(3)
+        .map(|entry| match entry {
+            [id, name, coins] => Ok(LeaderEntry {
+                id: id.clone(),
+                name: name.clone(),
+                coins: coins
+                    .parse()
+                    .map_err(|_| BusError::Malformed(format!("leaderboard coins {coins:?}")))?,
+            }),
+            _ => Err(BusError::Malformed("leaderboard entry".into())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    board.sort_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
+    Ok(board)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_bus_message_and_keeps_spaces_in_the_frame() {
+        let message = parse_message(
+            "c:events:",
+            "c:events:room-1",
+            br#"ab12 7 1 {"room":"room-1","seq":7,"text":"a b c"}"#,
+        )
+        .unwrap();
+        assert_eq!(message.room, "room-1");
+        assert_eq!(message.epoch, "ab12");
+        assert_eq!(message.seq, 7);
+        assert_eq!(message.live, Some(true));
+        assert_eq!(message.frame, r#"{"room":"room-1","seq":7,"text":"a b c"}"#);
+    }
+
+    #[test]
+    fn refuses_malformed_bus_messages() {
+        assert!(parse_message("c:events:", "other:events:r", b"e 1 - {}").is_none());
+        assert!(parse_message("c:events:", "c:events:r", b"e x - {}").is_none());
+        assert!(parse_message("c:events:", "c:events:r", b"e 1 ? {}").is_none());
+        assert!(parse_message("c:events:", "c:events:r", b"e 1 -").is_none());
+    }
+
+    #[test]
+    fn boards_are_ordered_by_coins_then_id() {
+        let flat: Vec<String> = ["b", "Bo", "5", "a", "Al", "5", "c", "Cy", "9"]
+            .map(String::from)
+            .to_vec();
+        let ids: Vec<String> = parse_board(&flat)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+    }
+}

@@ -1,0 +1,353 @@
+//! The hub's side of a cluster: keeping each local room a faithful mirror of the bus
+//! (the follower task), publishing through the bus, and the counts that span nodes
+//! (presence, leaderboards, which node hosts a room's video).
+//!
+//! Ordering argument: the follower is the only writer of mirrors after their first
+//! use, and it handles bus messages and seed requests one at a time. A room's snapshot
+//! is taken while the follower is not reading messages, so every message it reads
+//! afterwards is either in the snapshot (skipped by seq) or the next event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::room::{Applied, Room, Seeded};
+use super::Hub;
+use crate::bus::{Bus, BusError, BusMessage};
+use crate::protocol::{LeaderEntry, RoomEventBody, UnsequencedEvent, UserRef};
+
+/// How long the follower waits before resubscribing after losing the bus.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(250);
+
+pub struct Cluster {
+    bus: Arc<dyn Bus>,
+    /// This node in presence counts: random per process, so a restarted node's old
+    /// counts simply expire.
+    node: String,
+    /// This node's base URL, where WHEP viewers of the rooms whose video it hosts go.
+    url: String,
+    seeds: mpsc::Sender<SeedRequest>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Rooms whose video this node hosts, claimed again on every tick.
+    hosted: Mutex<HashSet<String>>,
+    announced_tops: Mutex<HashMap<String, Vec<LeaderEntry>>>,
+}
+
+/// What this node tells the cluster, in the order it happened.
+enum Outgoing {
+    /// The room's video started or stopped here.
+    Video { room: String, live: bool },
+    /// A private event for a user's connections on every node.
+    ToUser { user: String, frame: String },
+}
+
+struct SeedRequest {
+    room: Arc<Room>,
+    done: oneshot::Sender<Result<(), BusError>>,
+}
+
+/// The tasks a cluster hub needs, started by `run` once the hub exists.
+pub struct ClusterTasks {
+    seeds: mpsc::Receiver<SeedRequest>,
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+impl Cluster {
+    pub fn new(bus: Arc<dyn Bus>, url: String) -> (Cluster, ClusterTasks) {
+        let (seeds, seed_requests) = mpsc::channel(1024);
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let cluster = Cluster {
+            bus,
+            node: format!("{:016x}", rand::random::<u64>()),
+            url,
+            seeds,
+            outgoing,
+            hosted: Mutex::default(),
+            announced_tops: Mutex::default(),
+        };
+        let tasks = ClusterTasks {
+            seeds: seed_requests,
+            outgoing: outgoing_rx,
+        };
+        (cluster, tasks)
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Copies the room's history from the bus (through the follower, see the module
+    /// comment), unless it has it already.
+    pub async fn seed(&self, room: &Arc<Room>) -> Result<(), BusError> {
+        let (done, seeded) = oneshot::channel();
+        let request = SeedRequest {
+            room: room.clone(),
+            done,
+        };
+        self.seeds
+            .send(request)
+            .await
+            .map_err(|_| BusError::Stopped)?;
+        seeded.await.map_err(|_| BusError::Stopped)?
+    }
+
+    pub async fn publish(
+        &self,
+        room: &str,
+        event: &UnsequencedEvent,
+        body: &RoomEventBody,
+    ) -> Result<u64, BusError> {
+        let live = match body {
+            RoomEventBody::Stream { live } => Some(*live),
+            _ => None,
+        };
+        self.bus.publish(room, event, live).await
+    }
+
+    /// The room's video started or stopped on this node: announced in order.
+    pub fn video_changed(&self, room: &str, live: bool) {
+        let mut hosted = lock(&self.hosted);
+        if live {
+            hosted.insert(room.to_owned());
+        } else {
+            hosted.remove(room);
+        }
+        self.tell(Outgoing::Video {
+            room: room.to_owned(),
+            live,
+        });
+    }
+
+    /// Sends a private event to the user's connections on every node (this one
+    /// included: it comes back through the bus).
+    pub fn send_to_user(&self, user: &str, frame: &str) {
+        self.tell(Outgoing::ToUser {
+            user: user.to_owned(),
+            frame: frame.to_owned(),
+        });
+    }
+
+    fn tell(&self, what: Outgoing) {
+        // Fails only when the node is stopping.
+        let _ = self.outgoing.send(what);
+    }
+
+    /// Adds a payment to the room's cluster leaderboard; a failure only costs the
+    /// leaderboard those coins, never the ledger.
+    pub fn record_payment(&self, room: &str, sender: &UserRef, coins: u64) {
+        let (bus, room, sender) = (self.bus.clone(), room.to_owned(), sender.clone());
+        tokio::spawn(async move {
+            if let Err(error) = bus.add_to_leaderboard(&room, &sender, coins).await {
+                tracing::warn!(%error, room, "a payment is missing from the leaderboard");
+            }
+        });
+    }
+
+    pub async fn leaderboard(&self, room: &str) -> Result<Vec<LeaderEntry>, BusError> {
+        let mut boards = self.bus.leaderboards(&[room.to_owned()]).await?;
+        Ok(boards.pop().unwrap_or_default())
+    }
+
+    /// The periodic work of a cluster node: count presence across nodes, announce
+    /// changed leaderboards, keep claiming the videos hosted here.
+    pub async fn tick(&self, rooms: &[Arc<Room>]) -> Result<(), BusError> {
+        let counts: Vec<(String, usize)> = rooms
+            .iter()
+            .map(|room| (room.name.clone(), room.local_viewers()))
+            .collect();
+        let totals = self.bus.presence(&self.node, &counts).await?;
+        for ((room, (_, local)), total) in rooms.iter().zip(&counts).zip(totals) {
+            room.set_cluster_viewers(total, *local);
+        }
+        let watched: Vec<&Arc<Room>> = rooms.iter().filter(|r| r.local_viewers() > 0).collect();
+        let names: Vec<String> = watched.iter().map(|r| r.name.clone()).collect();
+        let boards = self.bus.leaderboards(&names).await?;
+        self.announce_leaderboards(watched, &names, boards);
+        let hosted: Vec<String> = lock(&self.hosted).iter().cloned().collect();
+        self.bus.host_video(&hosted, &self.url).await
+    }
+
+    /// Announces the boards that changed since last time, in each room here.
+    fn announce_leaderboards(
+        &self,
+        rooms: Vec<&Arc<Room>>,
+        names: &[String],
+        boards: Vec<Vec<LeaderEntry>>,
+    ) {
+        let mut announced = lock(&self.announced_tops);
+        announced.retain(|room, _| names.contains(room));
+        for (room, top) in rooms.into_iter().zip(boards) {
+            if top.is_empty() || announced.get(&room.name) == Some(&top) {
+                continue;
+            }
+            let frame = crate::protocol::to_json(&crate::protocol::EphemeralEvent::Leaderboard {
+                room: &room.name,
+                top: &top,
+            });
+            room.broadcast_ephemeral("leaderboard", frame.into());
+            announced.insert(room.name.clone(), top);
+        }
+    }
+}
+
+impl ClusterTasks {
+    /// Runs the follower and the video announcer until shutdown.
+    pub fn run(self, hub: Arc<Hub>, shutdown: CancellationToken) {
+        let cluster = hub.cluster.as_ref().expect("a cluster hub");
+        let bus = cluster.bus.clone();
+        let url = cluster.url.clone();
+        tokio::spawn(tell_cluster(
+            hub.clone(),
+            bus.clone(),
+            url,
+            self.outgoing,
+            shutdown.clone(),
+        ));
+        tokio::spawn(follow(hub, bus, self.seeds, shutdown));
+    }
+}
+
+/// Keeps the local mirrors in step with the bus: applies its messages, seeds new
+/// rooms, and after losing the bus resubscribes and catches every room up.
+async fn follow(
+    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
+    mut seeds: mpsc::Receiver<SeedRequest>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut messages = match bus.subscribe().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "subscribing to the bus failed; retrying");
+                crate::metrics::bus_connected(false);
+                let wait = tokio::time::sleep(RESUBSCRIBE_AFTER);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = &mut wait => break,
+                        Some(request) = seeds.recv() => answer_seed(&*bus, request).await,
+                    }
+                }
+                continue;
+            }
+        };
+        crate::metrics::bus_connected(true);
+        // Whatever was published while we were not subscribed is in the bus's history.
+        for room in hub.all_rooms() {
+            if room.is_seeded() {
+                catch_up(&*bus, &room).await;
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(request) = seeds.recv() => answer_seed(&*bus, request).await,
+                message = messages.next() => match message {
+                    None => break,
+                    Some(BusMessage::User { user, frame }) => hub.deliver_to_user(&user, frame.into()),
+                    Some(BusMessage::Room(message)) => {
+                        let Some(room) = hub.room(&message.room) else { continue };
+                        if room.apply(&message) == Applied::Gap {
+                            catch_up(&*bus, &room).await;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!("lost the bus subscription; resubscribing");
+        crate::metrics::bus_connected(false);
+    }
+}
+
+async fn answer_seed(bus: &dyn Bus, request: SeedRequest) {
+    let result = if request.room.is_seeded() {
+        Ok(())
+    } else {
+        bus.snapshot(&request.room.name).await.map(|snapshot| {
+            request.room.seed(snapshot);
+        })
+    };
+    // The joiner may have gone; nothing to tell then.
+    let _ = request.done.send(result);
+}
+
+/// Fills a mirror's gap from the bus's history (or restarts it, closing its members,
+/// when the history cannot be continued). A failure leaves the gap for the next
+/// event or resubscription to find.
+async fn catch_up(bus: &dyn Bus, room: &Room) {
+    match bus.snapshot(&room.name).await {
+        Ok(snapshot) => match room.seed(snapshot) {
+            Seeded::Restarted { closed } => {
+                tracing::warn!(
+                    room = room.name,
+                    closed,
+                    "room history restarted on the bus"
+                );
+            }
+            Seeded::CaughtUp(missed) if missed > 0 => {
+                tracing::info!(room = room.name, missed, "caught up with the bus");
+            }
+            _ => {}
+        },
+        Err(error) => tracing::warn!(%error, room = room.name, "catching up with the bus failed"),
+    }
+}
+
+/// Tells the cluster what happened on this node, in order: video starts and stops
+/// (claiming or releasing the room's video, so that WHEP viewers on other nodes are
+/// sent here, and publishing the `stream` event), and users' private events.
+async fn tell_cluster(
+    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
+    url: String,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let what = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(what) = outgoing.recv() => what,
+        };
+        match what {
+            Outgoing::Video { room, live } => {
+                let claimed = if live {
+                    bus.host_video(std::slice::from_ref(&room), &url).await
+                } else {
+                    bus.stop_hosting_video(&room, &url).await
+                };
+                if let Err(error) = claimed {
+                    tracing::warn!(%error, room, "claiming the room's video on the bus failed");
+                }
+                let body = RoomEventBody::Stream { live };
+                if let Err(rejection) = hub.publish(&room, crate::ids::event_id(), &body).await {
+                    tracing::warn!(
+                        room,
+                        message = rejection.message,
+                        "announcing the video failed"
+                    );
+                }
+            }
+            Outgoing::ToUser { user, frame } => {
+                if let Err(error) = bus.send_to_user(&user, &frame).await {
+                    tracing::warn!(%error, user, "a private event was not delivered");
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

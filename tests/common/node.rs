@@ -1,0 +1,177 @@
+//! Server processes for the scale-out tests: real `ovation` binaries on loopback
+//! ports, sharing one PostgreSQL database (a fresh schema per test) and one Redis
+//! (a fresh cluster name per test).
+
+use std::io::{BufRead, BufReader};
+use std::ops::Deref;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use super::{Api, SECRET};
+
+/// A schema of the test database (`OVATION_TEST_PG`), and the URL that uses it.
+pub struct PgSchema {
+    pub url: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// A fresh schema; `None` (saying the test is skipped) when `OVATION_TEST_PG` is
+    /// unset.
+    pub async fn create(prefix: &str) -> Option<PgSchema> {
+        let Ok(url) = std::env::var("OVATION_TEST_PG") else {
+            eprintln!("SKIPPED: set OVATION_TEST_PG=postgres://... to run this test");
+            return None;
+        };
+        let name = format!("ovation_{prefix}_{:016x}", unique());
+        admin(&format!("CREATE SCHEMA {name}")).await;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Some(PgSchema {
+            url: format!("{url}{separator}options=-csearch_path%3D{name}"),
+            name,
+        })
+    }
+
+    pub async fn drop(self) {
+        admin(&format!("DROP SCHEMA {} CASCADE", self.name)).await;
+    }
+}
+
+async fn admin(sql: &str) {
+    let url = std::env::var("OVATION_TEST_PG").unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+}
+
+fn unique() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// What the nodes of one test share: a ledger schema and a cluster name on Redis.
+pub struct Cluster {
+    pub ledger: PgSchema,
+    pub bus: String,
+    pub name: String,
+}
+
+impl Cluster {
+    /// `None` (saying the test is skipped) unless both `OVATION_TEST_PG` and
+    /// `OVATION_TEST_REDIS` are set.
+    pub async fn create() -> Option<Cluster> {
+        let Ok(bus) = std::env::var("OVATION_TEST_REDIS") else {
+            eprintln!("SKIPPED: set OVATION_TEST_REDIS=redis://... to run this test");
+            return None;
+        };
+        Some(Cluster {
+            ledger: PgSchema::create("cluster").await?,
+            bus,
+            name: format!("test-{:016x}", unique()),
+        })
+    }
+
+    /// Starts a node of this cluster.
+    pub fn node(&self) -> Node {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut node = Node::spawn(&[
+            "--data-dir",
+            data_dir.path().to_str().unwrap(),
+            "--ledger",
+            &self.ledger.url,
+            "--bus",
+            &self.bus,
+            "--cluster",
+            &self.name,
+        ]);
+        node.data_dir = Some(data_dir);
+        node
+    }
+
+    /// Drops the schema and the cluster's keys.
+    pub async fn finish(self) {
+        self.ledger.drop().await;
+        let client = redis::Client::open(self.bus.as_str()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.name))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// An `ovation` process on a loopback port; killed when dropped.
+pub struct Node {
+    child: Child,
+    api: Api,
+    data_dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts the binary in dev mode on an ephemeral port with `args` added; its log
+    /// lines go to the test's output.
+    pub fn spawn(args: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ovation"))
+            .args(["--listen", "127.0.0.1:0", "--dev", "--token-secret", SECRET])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("the node printed its address").unwrap();
+        let addr = first.rsplit("http://").next().unwrap().parse().unwrap();
+        // Keep reading, so that a node that logs a lot never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[node {addr}] {line}");
+            }
+        });
+        Node {
+            child,
+            api: Api::new(addr),
+            data_dir: None,
+        }
+    }
+
+    /// `kill -9`: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, as an orchestrator drains a node; waits for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Deref for Node {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
