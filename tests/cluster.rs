@@ -329,3 +329,32 @@ async fn whep_on_a_node_without_the_video_is_redirected_to_the_node_that_has_it(
     drop((a, b));
     cluster.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_the_bus_reconnects_and_its_viewers_miss_nothing() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (a, b) = (cluster.node(), cluster.node());
+    let mut reader = watcher(&b, "blip").await;
+    let mut talker = a.viewer("talker").await;
+    talker.join("blip").await;
+    let before = say(&mut talker, "blip", "before").await;
+    assert_eq!(reader.next_of("chat").await["id"], before["id"]);
+
+    cluster.cut_bus(&b).await;
+    // Sent while B resubscribes: what its subscription missed, it takes from the
+    // history, so its viewer sees every event once, in order, on the same connection.
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        sent.push(say(&mut talker, "blip", &format!("during {n}")).await["id"].clone());
+    }
+    let events = sequenced(&mut reader, sent.len()).await;
+    let ids: Vec<Value> = events.iter().map(|e| json!(e.1)).collect();
+    assert_eq!(ids, sent);
+    let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
+    let first = before["seq"].as_u64().unwrap() + 1;
+    assert_eq!(seqs, (first..first + 4).collect::<Vec<_>>());
+    drop((a, b));
+    cluster.finish().await;
+}

@@ -54,6 +54,8 @@ pub enum BusError {
     Unreachable(#[from] ::redis::RedisError),
     #[error("the bus answered something unexpected: {0}")]
     Malformed(String),
+    #[error("the bus connection closed")]
+    Disconnected,
     #[error("this node is shutting down")]
     Stopped,
 }

@@ -216,7 +216,8 @@ impl ClusterTasks {
 }
 
 /// Keeps the local mirrors in step with the bus: applies its messages, seeds new
-/// rooms, and after losing the bus resubscribes and catches every room up.
+/// rooms, and after losing the bus (or failing to catch a room up) resubscribes and
+/// catches every room up.
 async fn follow(
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
@@ -224,48 +225,53 @@ async fn follow(
     shutdown: CancellationToken,
 ) {
     loop {
-        let mut messages = match bus.subscribe().await {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, "subscribing to the bus failed; retrying");
-                crate::metrics::bus_connected(false);
-                let wait = tokio::time::sleep(RESUBSCRIBE_AFTER);
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = &mut wait => break,
-                        Some(request) = seeds.recv() => answer_seed(&*bus, request).await,
-                    }
-                }
-                continue;
-            }
-        };
-        crate::metrics::bus_connected(true);
-        // Whatever was published while we were not subscribed is in the bus's history.
-        for room in hub.all_rooms() {
-            if room.is_seeded() {
-                catch_up(&*bus, &room).await;
-            }
+        match follow_subscription(&hub, &*bus, &mut seeds, &shutdown).await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(%error, "lost the bus; resubscribing"),
         }
+        crate::metrics::bus_connected(false);
+        let wait = tokio::time::sleep(RESUBSCRIBE_AFTER);
+        tokio::pin!(wait);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = &mut wait => break,
                 Some(request) = seeds.recv() => answer_seed(&*bus, request).await,
-                message = messages.next() => match message {
-                    None => break,
-                    Some(BusMessage::User { user, frame }) => hub.deliver_to_user(&user, frame.into()),
-                    Some(BusMessage::Room(message)) => {
-                        let Some(room) = hub.room(&message.room) else { continue };
-                        if room.apply(&message) == Applied::Gap {
-                            catch_up(&*bus, &room).await;
-                        }
+            }
+        }
+    }
+}
+
+/// One subscription's life: until shutdown (`Ok`) or until the bus fails it.
+async fn follow_subscription(
+    hub: &Hub,
+    bus: &dyn Bus,
+    seeds: &mut mpsc::Receiver<SeedRequest>,
+    shutdown: &CancellationToken,
+) -> Result<(), BusError> {
+    let mut messages = bus.subscribe().await?;
+    // Whatever was published while we were not subscribed is in the bus's history.
+    for room in hub.all_rooms() {
+        if room.is_seeded() {
+            catch_up(bus, &room).await?;
+        }
+    }
+    crate::metrics::bus_connected(true);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            Some(request) = seeds.recv() => answer_seed(bus, request).await,
+            message = messages.next() => match message {
+                None => return Err(BusError::Disconnected),
+                Some(BusMessage::User { user, frame }) => hub.deliver_to_user(&user, frame.into()),
+                Some(BusMessage::Room(message)) => {
+                    let Some(room) = hub.room(&message.room) else { continue };
+                    if room.apply(&message) == Applied::Gap {
+                        catch_up(bus, &room).await?;
                     }
                 }
             }
         }
-        tracing::warn!("lost the bus subscription; resubscribing");
-        crate::metrics::bus_connected(false);
     }
 }
 
@@ -281,26 +287,23 @@ async fn answer_seed(bus: &dyn Bus, request: SeedRequest) {
     let _ = request.done.send(result);
 }
 
-/// Fills a mirror's gap from the bus's history (or restarts it, closing its members,
-/// when the history cannot be continued). A failure leaves the gap for the next
-/// event or resubscription to find.
-async fn catch_up(bus: &dyn Bus, room: &Room) {
-    match bus.snapshot(&room.name).await {
-        Ok(snapshot) => match room.seed(snapshot) {
-            Seeded::Restarted { closed } => {
-                tracing::warn!(
-                    room = room.name,
-                    closed,
-                    "room history restarted on the bus"
-                );
-            }
-            Seeded::CaughtUp(missed) if missed > 0 => {
-                tracing::info!(room = room.name, missed, "caught up with the bus");
-            }
-            _ => {}
-        },
-        Err(error) => tracing::warn!(%error, room = room.name, "catching up with the bus failed"),
+/// Fills a mirror's gap from the bus's history, or restarts it (closing its
+/// members) when the history cannot be continued.
+async fn catch_up(bus: &dyn Bus, room: &Room) -> Result<(), BusError> {
+    match room.seed(bus.snapshot(&room.name).await?) {
+        Seeded::Restarted { closed } => {
+            tracing::warn!(
+                room = room.name,
+                closed,
+                "room history restarted on the bus"
+            );
+        }
+        Seeded::CaughtUp(missed) if missed > 0 => {
+            tracing::info!(room = room.name, missed, "caught up with the bus");
+        }
+        _ => {}
     }
+    Ok(())
 }
 
 /// Tells the cluster what happened on this node, in order: video starts and stops

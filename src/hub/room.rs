@@ -356,3 +356,111 @@ fn body_type(body: &RoomEventBody) -> &'static str {
         RoomEventBody::Stream { .. } => "stream",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::hub::OutboxReceiver;
+
+    fn frame(seq: u64) -> String {
+        format!(r#"{{"room":"r","seq":{seq},"id":"e{seq}","type":"chat"}}"#)
+    }
+
+    fn message(epoch: &str, seq: u64) -> RoomMessage {
+        RoomMessage {
+            room: "r".into(),
+            epoch: epoch.into(),
+            seq,
+            live: None,
+            frame: frame(seq),
+        }
+    }
+
+    fn snapshot(epoch: &str, seqs: std::ops::RangeInclusive<u64>) -> Snapshot {
+        Snapshot {
+            epoch: epoch.into(),
+            seq: *seqs.end(),
+            live: false,
+            events: seqs.map(frame).collect(),
+        }
+    }
+
+    /// A seeded mirror holding events 1..=3 of epoch "a", with one member.
+    fn seeded_mirror() -> (Room, Arc<Outbox>, OutboxReceiver) {
+        let room = Room::mirror("r".into(), 10, Instant::now());
+        assert_eq!(room.seed(snapshot("a", 1..=3)), Seeded::First);
+        let (outbox, receiver) = Outbox::new(1, None, 100);
+        room.join(&outbox, None, 0, |_| "joined".into());
+        (room, outbox, receiver)
+    }
+
+    /// The seqs of the events queued for the member since the last call.
+    fn received(receiver: &OutboxReceiver) -> Vec<u64> {
+        let mut batch = VecDeque::new();
+        receiver.take_queued(&mut batch);
+        batch
+            .iter()
+            .filter_map(|f| serde_json::from_str::<serde_json::Value>(f.as_str()).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect()
+    }
+
+    #[test]
+    fn a_mirror_ignores_the_bus_until_seeded() {
+        let room = Room::mirror("r".into(), 10, Instant::now());
+        assert_eq!(room.apply(&message("a", 1)), Applied::Skipped);
+        assert!(!room.is_seeded());
+    }
+
+    #[test]
+    fn a_mirror_delivers_the_next_event_and_skips_what_it_has() {
+        let (room, _outbox, receiver) = seeded_mirror();
+        received(&receiver);
+        assert_eq!(room.apply(&message("a", 3)), Applied::Skipped);
+        assert_eq!(room.apply(&message("a", 4)), Applied::Delivered);
+        assert_eq!(received(&receiver), vec![4]);
+    }
+
+    #[test]
+    fn a_gap_is_filled_from_a_snapshot_in_order() {
+        let (room, _outbox, receiver) = seeded_mirror();
+        received(&receiver);
+        assert_eq!(room.apply(&message("a", 6)), Applied::Gap);
+        assert_eq!(room.seed(snapshot("a", 1..=6)), Seeded::CaughtUp(3));
+        assert_eq!(received(&receiver), vec![4, 5, 6]);
+        assert_eq!(room.apply(&message("a", 6)), Applied::Skipped);
+    }
+
+    #[test]
+    fn a_lost_history_restarts_the_room_and_closes_its_members() {
+        let (room, outbox, _receiver) = seeded_mirror();
+        assert_eq!(room.apply(&message("b", 1)), Applied::Gap);
+        assert_eq!(
+            room.seed(snapshot("b", 1..=1)),
+            Seeded::Restarted { closed: 1 }
+        );
+        assert_eq!(outbox.close_code(), Some(close::SERVICE_RESTART));
+        // A position in the old epoch is not recovered in the new one.
+        let (again, receiver) = Outbox::new(2, None, 100);
+        let mut recovered = None;
+        room.join(&again, Some(("a", 3)), 50, |snapshot| {
+            recovered = Some(snapshot.recovered);
+            String::new()
+        });
+        assert_eq!(recovered, Some(false));
+        drop(receiver);
+    }
+
+    #[test]
+    fn a_snapshot_that_misses_events_after_ours_restarts_the_room() {
+        let (room, outbox, _receiver) = seeded_mirror();
+        // The bus trimmed 4 and 5 before this node could catch up.
+        assert_eq!(
+            room.seed(snapshot("a", 6..=9)),
+            Seeded::Restarted { closed: 1 }
+        );
+        assert_eq!(outbox.close_code(), Some(close::SERVICE_RESTART));
+    }
+}

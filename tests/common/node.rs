@@ -89,6 +89,35 @@ impl Cluster {
         node
     }
 
+    /// Cuts every connection `node` has to Redis, as a network blip would (found with
+    /// `ss`, killed with `CLIENT KILL ADDR`).
+    pub async fn cut_bus(&self, node: &Node) {
+        let port = self.bus.trim_end_matches('/').rsplit(':').next().unwrap();
+        let listing = Command::new("ss")
+            .args(["-tnpH", "state", "established"])
+            .arg(format!("( dport = :{port} )"))
+            .output()
+            .unwrap();
+        let owner = format!("pid={},", node.pid());
+        let client = redis::Client::open(self.bus.as_str()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cut = 0;
+        for line in String::from_utf8_lossy(&listing.stdout).lines() {
+            if let (true, Some(local)) = (line.contains(&owner), line.split_whitespace().nth(2)) {
+                let killed: i64 = redis::cmd("CLIENT")
+                    .arg(&["KILL", "ADDR", local, "SKIPME", "yes"])
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                cut += killed;
+            }
+        }
+        assert!(
+            cut >= 2,
+            "found {cut} bus connections of the node: {listing:?}"
+        );
+    }
+
     /// Drops the schema and the cluster's keys.
     pub async fn finish(self) {
         self.ledger.drop().await;
@@ -142,6 +171,10 @@ impl Node {
             api: Api::new(addr),
             data_dir: None,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9`: no goodbye to anyone.
