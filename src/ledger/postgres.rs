@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use super::{
     Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
@@ -65,6 +65,37 @@ pub struct PostgresLedger {
     reader: Client,
 }
 
+/// The writer's statements, prepared once: a batch then costs one round trip per
+/// statement instead of two.
+struct Statements {
+    insert_transfer: Statement,
+    insert_legs: Statement,
+    update_account: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            insert_transfer: client
+                .prepare(
+                    "INSERT INTO transfers (kind, room, created_ms, idem_user, idem_key, fingerprint, meta)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (idem_user, idem_key) DO NOTHING RETURNING id",
+                )
+                .await?,
+            insert_legs: client
+                .prepare(
+                    "INSERT INTO legs (transfer_id, n, account, amount)
+                     SELECT $1, * FROM unnest($2::INT[], $3::TEXT[], $4::BIGINT[])",
+                )
+                .await?,
+            update_account: client
+                .prepare("UPDATE accounts SET balance = balance + $2 WHERE name = $1")
+                .await?,
+        })
+    }
+}
+
 struct Job {
     request: TransferRequest,
     answer: oneshot::Sender<Result<Committed, LedgerError>>,
@@ -92,14 +123,19 @@ impl PostgresLedger {
     pub async fn open(url: &str) -> Result<PostgresLedger, LedgerError> {
         let writer = connect(url).await?;
         writer.batch_execute(SCHEMA).await?;
+        let statements = Statements::prepare(&writer).await?;
         let reader = connect(url).await?;
         let (submit, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(writer, jobs));
+        tokio::spawn(write_batches(writer, statements, jobs));
         Ok(PostgresLedger { submit, reader })
     }
 }
 
-async fn write_batches(mut client: Client, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn write_batches(
+    mut client: Client,
+    statements: Statements,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -110,11 +146,11 @@ async fn write_batches(mut client: Client, mut jobs: mpsc::UnboundedReceiver<Job
         }
         crate::metrics::ledger_batch(batch.len());
         let requests: Vec<&TransferRequest> = batch.iter().map(|job| &job.request).collect();
-        let mut outcome = commit_batch(&mut client, &requests).await;
+        let mut outcome = commit_batch(&mut client, &statements, &requests).await;
         for _ in 1..BATCH_ATTEMPTS {
             match &outcome {
                 Err(error) if is_transient(error) => {
-                    outcome = commit_batch(&mut client, &requests).await;
+                    outcome = commit_batch(&mut client, &statements, &requests).await;
                 }
                 _ => break,
             }
@@ -146,16 +182,17 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
 /// One transaction for the batch; each request under its own savepoint.
 async fn commit_batch(
     client: &mut Client,
+    statements: &Statements,
     requests: &[&TransferRequest],
 ) -> Result<Vec<Result<Committed, LedgerError>>, tokio_postgres::Error> {
     let transaction = client.transaction().await?;
     let mut credits: BTreeMap<String, Minor> = BTreeMap::new();
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
-        answers.push(apply(&transaction, request, &mut credits).await?);
+        answers.push(apply(&transaction, statements, request, &mut credits).await?);
     }
     for (account, delta) in credits {
-        add_to_account(&transaction, &account, delta).await?;
+        add_to_account(&transaction, statements, &account, delta).await?;
     }
     transaction.commit().await?;
     Ok(answers)
@@ -182,16 +219,14 @@ async fn find_committed(
 
 async fn add_to_account(
     transaction: &Transaction<'_>,
+    statements: &Statements,
     account: &str,
     delta: Minor,
 ) -> Result<(), tokio_postgres::Error> {
     // Update first: `INSERT … ON CONFLICT DO UPDATE` would check the proposed row
     // (a debit, negative) against the CHECK constraint before finding the account.
     let updated = transaction
-        .execute(
-            "UPDATE accounts SET balance = balance + $2 WHERE name = $1",
-            &[&account, &delta],
-        )
+        .execute(&statements.update_account, &[&account, &delta])
         .await?;
     if updated == 0 {
         transaction
@@ -209,43 +244,40 @@ async fn add_to_account(
 /// only this request; any other database error fails the batch.
 async fn apply(
     transaction: &Transaction<'_>,
+    statements: &Statements,
     request: &TransferRequest,
     credits: &mut BTreeMap<String, Minor>,
 ) -> Result<Result<Committed, LedgerError>, tokio_postgres::Error> {
     if !request.is_balanced() {
         return Ok(Err(LedgerError::Unbalanced));
     }
-    if let Some((user, key)) = &request.idempotency {
-        if let Some(first) = find_committed(transaction, user, key).await? {
-            return Ok(same_request(first, request));
-        }
-    }
     let mut deltas: HashMap<String, Minor> = HashMap::new();
     for (account, amount) in &request.legs {
         *deltas.entry(account.key()).or_insert(0) += amount;
     }
-    transaction.execute("SAVEPOINT request", &[]).await?;
+    // Round trips are what a batch costs: the savepoint is a simple query (no
+    // prepare), the legs go in one statement, and a retried key is found by the
+    // insert's conflict rather than by a lookup first.
+    transaction.batch_execute("SAVEPOINT request").await?;
     let (idem_user, idem_key) = request
         .idempotency
         .as_ref()
         .map_or((None, None), |(user, key)| {
             (Some(user.as_str()), Some(key.as_str()))
         });
+    let (created_ms, meta) = (crate::ids::unix_ms() as i64, request.meta.to_string());
+    let kind = request.kind.as_str();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &kind,
+        &request.room,
+        &created_ms,
+        &idem_user,
+        &idem_key,
+        &request.fingerprint,
+        &meta,
+    ];
     let inserted = transaction
-        .query_opt(
-            "INSERT INTO transfers (kind, room, created_ms, idem_user, idem_key, fingerprint, meta)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (idem_user, idem_key) DO NOTHING RETURNING id",
-            &[
-                &request.kind.as_str(),
-                &request.room,
-                &(crate::ids::unix_ms() as i64),
-                &idem_user,
-                &idem_key,
-                &request.fingerprint,
-                &request.meta.to_string(),
-            ],
-        )
+        .query_opt(&statements.insert_transfer, &params)
         .await?;
     let Some(row) = inserted else {
         // Another node committed this key since we looked: answer as a retry.
@@ -260,21 +292,22 @@ async fn apply(
         return Ok(first.map_or(Err(LedgerError::Conflict), |f| same_request(f, request)));
     };
     let transfer_id: i64 = row.get(0);
-    for (n, (account, amount)) in request.legs.iter().enumerate() {
-        transaction
-            .execute(
-                "INSERT INTO legs (transfer_id, n, account, amount) VALUES ($1, $2, $3, $4)",
-                &[&transfer_id, &(n as i32), &account.key(), amount],
-            )
-            .await?;
-    }
+    let numbers: Vec<i32> = (0..request.legs.len() as i32).collect();
+    let accounts: Vec<String> = request.legs.iter().map(|(a, _)| a.key()).collect();
+    let amounts: Vec<Minor> = request.legs.iter().map(|(_, amount)| *amount).collect();
+    transaction
+        .execute(
+            &statements.insert_legs,
+            &[&transfer_id, &numbers, &accounts, &amounts],
+        )
+        .await?;
     // Held money is checked now, row by row; what is only credited waits for the end
     // of the batch, and counts only if this request goes through.
     let (held, credited): (Vec<_>, Vec<_>) = deltas
         .into_iter()
         .partition(|(account, _)| Account::must_stay_non_negative(account));
     for (account, delta) in &held {
-        if let Err(error) = add_to_account(transaction, account, *delta).await {
+        if let Err(error) = add_to_account(transaction, statements, account, *delta).await {
             if error.code() == Some(&SqlState::CHECK_VIOLATION) {
                 transaction
                     .batch_execute("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
@@ -285,7 +318,7 @@ async fn apply(
         }
     }
     transaction
-        .execute("RELEASE SAVEPOINT request", &[])
+        .batch_execute("RELEASE SAVEPOINT request")
         .await?;
     for (account, delta) in credited {
         *credits.entry(account).or_insert(0) += delta;
