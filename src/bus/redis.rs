@@ -27,33 +27,41 @@ const VIDEO_HOST_TTL_S: u64 = 10;
 /// Commands that take longer fail, so no client waits on a dead Redis.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-const PUBLISH: &str = r#"
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[5]
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-local seq = redis.call('INCR', KEYS[2])
+/// Opens a script on a room's KEYS[1..3] (epoch, seq, history): the epoch, created
+/// from `$fresh` (an ARGV) with an empty history if the room has none.
+macro_rules! room_epoch {
+    ($fresh:literal) => {
+        concat!(
+            "local epoch = redis.call('GET', KEYS[1])\n",
+            "if not epoch then\n",
+            "  epoch = ",
+            $fresh,
+            "\n  redis.call('SET', KEYS[1], epoch)\n",
+            "  redis.call('DEL', KEYS[2], KEYS[3])\n",
+            "end\n"
+        )
+    };
+}
+
+const PUBLISH: &str = concat!(
+    room_epoch!("ARGV[5]"),
+    r#"local seq = redis.call('INCR', KEYS[2])
 local frame = ARGV[2] .. seq .. ARGV[3]
 redis.call('RPUSH', KEYS[3], frame)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. ARGV[7] .. ' ' .. frame)
 return seq
-"#;
+"#
+);
 
-const SNAPSHOT: &str = r#"
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+const SNAPSHOT: &str = concat!(
+    room_epoch!("ARGV[1]"),
+    r#"for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 local seq = redis.call('GET', KEYS[2]) or '0'
 return {epoch, seq, redis.call('EXISTS', KEYS[4]), redis.call('LRANGE', KEYS[3], 0, -1)}
-"#;
+"#
+);
 
 const PRESENCE: &str = r#"
 local t = redis.call('TIME')

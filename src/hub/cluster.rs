@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::room::{Applied, Room, Seeded};
+use super::room::{Applied, Published, Room, Seeded};
 use super::Hub;
 use crate::bus::{Bus, BusError, BusMessage};
 use crate::protocol::{LeaderEntry, RoomEventBody, UnsequencedEvent, UserRef};
@@ -99,17 +99,20 @@ impl Cluster {
         seeded.await.map_err(|_| BusError::Stopped)?
     }
 
+    /// Sequences the event on the bus, which delivers it to every node.
     pub async fn publish(
         &self,
         room: &str,
-        event: &UnsequencedEvent,
+        id: String,
         body: &RoomEventBody,
-    ) -> Result<u64, BusError> {
+    ) -> Result<Published, BusError> {
         let live = match body {
             RoomEventBody::Stream { live } => Some(*live),
             _ => None,
         };
-        self.bus.publish(room, event, live).await
+        let event = UnsequencedEvent::new(room, crate::ids::unix_ms(), &id, body);
+        let seq = self.bus.publish(room, &event, live).await?;
+        Ok(Published { id, seq })
     }
 
     /// The room's video started or stopped on this node: announced in order.
@@ -332,12 +335,9 @@ async fn tell_cluster(
                     tracing::warn!(%error, room, "claiming the room's video on the bus failed");
                 }
                 let body = RoomEventBody::Stream { live };
-                if let Err(rejection) = hub.publish(&room, crate::ids::event_id(), &body).await {
-                    tracing::warn!(
-                        room,
-                        message = rejection.message,
-                        "announcing the video failed"
-                    );
+                let cluster = hub.cluster().expect("a cluster hub");
+                if let Err(error) = cluster.publish(&room, crate::ids::event_id(), &body).await {
+                    tracing::warn!(%error, room, "announcing the video failed");
                 }
             }
             Outgoing::ToUser { user, frame } => {

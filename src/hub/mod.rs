@@ -29,7 +29,7 @@ pub use room::{Published, Room};
 pub use session::{Flow, Session};
 
 use crate::config::Limits;
-use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UnsequencedEvent, UserRef};
+use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UserRef};
 use rate::TokenBucket;
 
 pub struct Hub {
@@ -159,20 +159,13 @@ impl Hub {
     /// Sequences an event in a room and delivers it to every member, on every node.
     pub async fn publish(
         &self,
-        room: &str,
+        room: &Room,
         id: String,
         body: &RoomEventBody,
     ) -> Result<Published, Rejection> {
         match &self.cluster {
-            None => Ok(self.with_room(room, |room| room.publish_as(id, body))),
-            Some(cluster) => {
-                let event = UnsequencedEvent::new(room, crate::ids::unix_ms(), &id, body);
-                let seq = cluster
-                    .publish(room, &event, body)
-                    .await
-                    .map_err(Rejection::from)?;
-                Ok(Published { id, seq })
-            }
+            None => Ok(room.publish_as(id, body)),
+            Some(cluster) => Ok(cluster.publish(&room.name, id, body).await?),
         }
     }
 

@@ -212,7 +212,7 @@ impl Session {
             from: user.as_ref(),
             text,
         };
-        let published = self.hub.publish(&room.name, event_id(), &body).await?;
+        let published = self.hub.publish(room, event_id(), &body).await?;
         Ok(Some(ok_reply(rid, published)))
     }
 
@@ -295,7 +295,7 @@ impl Session {
     /// Publishes the event of a committed payment. The money has moved whatever
     /// happens here, so a failure to publish is logged, not answered as an error.
     async fn announce(&self, room: &Room, id: String, body: &RoomEventBody) {
-        if let Err(rejection) = self.hub.publish(&room.name, id, body).await {
+        if let Err(rejection) = self.hub.publish(room, id, body).await {
             tracing::error!(
                 room = room.name,
                 message = rejection.message,
@@ -353,7 +353,7 @@ impl Session {
             to,
             text,
         };
-        let published = self.hub.publish(&room.name, event_id(), &body).await?;
+        let published = self.hub.publish(room, event_id(), &body).await?;
         Ok(Some(ok_reply(rid, published)))
     }
 
