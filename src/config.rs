@@ -135,6 +135,9 @@ pub struct GiftSettings {
     pub combo_window_ms: u64,
     /// How long a red packet can be grabbed; then what is left goes back to its sender.
     pub red_packet_ttl_ms: u64,
+    /// On a shared ledger, how often a node looks for open red packets it has not
+    /// seen (made on another node, perhaps one that died before refunding them).
+    pub red_packet_sweep_ms: u64,
 }
 
 impl Default for GiftSettings {
@@ -142,6 +145,7 @@ impl Default for GiftSettings {
         GiftSettings {
             combo_window_ms: 3_000,
             red_packet_ttl_ms: 24 * 60 * 60 * 1000,
+            red_packet_sweep_ms: 10_000,
         }
     }
 }

@@ -358,3 +358,116 @@ async fn a_node_that_loses_the_bus_reconnects_and_its_viewers_miss_nothing() {
     drop((a, b));
     cluster.finish().await;
 }
+
+/// `id` joins `room` on `node` and grabs `packet`: `Ok(coins)` or `Err(code)`.
+async fn grab_on(node: &Node, id: &str, room: &str, packet: &str) -> Result<u64, String> {
+    let mut client = node.viewer(id).await;
+    client.join(room).await;
+    let reply = client
+        .request(json!({"type": "grab", "room": room, "packet": packet}))
+        .await;
+    match reply["type"].as_str() {
+        Some("ok") => Ok(reply["coins"].as_u64().unwrap()),
+        _ => Err(reply["code"].as_str().unwrap().to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_packet_is_grabbed_through_every_node_and_no_share_is_handed_out_twice() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let nodes = [cluster.node(), cluster.node(), cluster.node()];
+    let mut fan = watcher(&nodes[2], "party").await;
+    assert_eq!(nodes[0].top_up("bob", 100).await, 100);
+    let mut bob = nodes[0].viewer("bob").await;
+    bob.join("party").await;
+    let made = bob
+        .ok(json!({"type": "red_packet", "room": "party", "coins": 100, "shares": 10, "split": "random", "key": "cluster-packet"}))
+        .await;
+    let packet = made["packet_id"].as_str().unwrap().to_owned();
+
+    // Thirty grabbers at once, ten through each node.
+    let grabs = (0..30).map(|n| {
+        let (node, packet) = (&nodes[n % 3], packet.clone());
+        async move {
+            (
+                n,
+                grab_on(node, &format!("grabber-{n}"), "party", &packet).await,
+            )
+        }
+    });
+    let outcomes = futures_util::future::join_all(grabs).await;
+    let won: Vec<(usize, u64)> = outcomes
+        .iter()
+        .filter_map(|(n, outcome)| outcome.as_ref().ok().map(|coins| (*n, *coins)))
+        .collect();
+    assert_eq!(won.len(), 10, "{outcomes:?}");
+    assert_eq!(won.iter().map(|(_, coins)| coins).sum::<u64>(), 100);
+    for (_, outcome) in &outcomes {
+        if let Err(code) = outcome {
+            assert_eq!(code, "exhausted");
+        }
+    }
+    // A winner trying again through another node is refused; wallets hold the shares.
+    let (winner, coins) = won[0];
+    let elsewhere = &nodes[(winner + 1) % 3];
+    let id = format!("grabber-{winner}");
+    assert_eq!(
+        grab_on(elsewhere, &id, "party", &packet).await,
+        Err("conflict".into())
+    );
+    assert_eq!(elsewhere.wallet(&id).await, coins);
+
+    // The fan on the third node saw each grab once, counting the shares down exactly.
+    let mut left: Vec<u64> = Vec::new();
+    while left.len() < 10 {
+        left.push(fan.next_of("grab").await["left"].as_u64().unwrap());
+    }
+    left.sort_unstable();
+    assert_eq!(left, (0..10).collect::<Vec<u64>>());
+    for node in &nodes {
+        node.books_balance().await;
+    }
+    drop(nodes);
+    cluster.finish().await;
+}
+
+/// Reads `balance` events until one says `coins`.
+async fn balance_reaches(client: &mut Client, coins: u64) {
+    while client.next_of("balance").await["coins"] != coins {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_packet_whose_node_died_is_refunded_by_another() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let config = "[gifts]\nred_packet_ttl_ms = 1500\nred_packet_sweep_ms = 200\n\
+                  [limits]\npresence_interval_ms = 100\n";
+    let (mut a, b) = (
+        cluster.node_with_config(config),
+        cluster.node_with_config(config),
+    );
+    assert_eq!(a.top_up("bob", 100).await, 100);
+    let mut bob_on_b = b.viewer("bob").await;
+    let mut bob_on_a = a.viewer("bob").await;
+    bob_on_a.join("party").await;
+    let made = bob_on_a
+        .ok(json!({"type": "red_packet", "room": "party", "coins": 60, "shares": 3, "split": "even", "key": "orphan-packet"}))
+        .await;
+    let packet = made["packet_id"].as_str().unwrap().to_owned();
+    assert_eq!(grab_on(&a, "carol", "party", &packet).await, Ok(20));
+    // Bob's connection on B hears the packet's charge (after the top-up's balance).
+    balance_reaches(&mut bob_on_b, 40).await;
+
+    // The node that made the packet dies before its TTL; B finds the packet in the
+    // ledger and refunds the 40 unclaimed coins.
+    a.kill();
+    assert_eq!(bob_on_b.next_of("balance").await["coins"], 80);
+    assert_eq!(b.wallet("bob").await, 80);
+    assert_eq!(b.wallet("carol").await, 20);
+    b.books_balance().await;
+    drop((a, b));
+    cluster.finish().await;
+}

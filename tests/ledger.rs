@@ -10,11 +10,15 @@ use ovation::auth::{Role, User};
 use ovation::config::GiftSettings;
 use ovation::gift::{GiftEngine, GiftOrder, QuestionOrder};
 use ovation::ledger::{
-    Account, Ledger, LedgerError, PostgresLedger, SqliteLedger, TransferKind, TransferRequest,
+    Account, Drawn, Ledger, LedgerError, PostgresLedger, SqliteLedger, TransferKind,
+    TransferRequest,
 };
 use ovation::money::{Catalog, SplitPolicy};
 use proptest::prelude::*;
 use serde_json::json;
+
+mod common;
+use common::node::PgSchema;
 
 const USERS: [&str; 3] = ["amy", "ben", "cat"];
 const ROOMS: [&str; 2] = ["star", "moon"];
@@ -89,7 +93,7 @@ struct Model {
 struct Books {
     ledger: Arc<dyn Ledger>,
     _dir: Option<tempfile::TempDir>,
-    schema: Option<(String, String)>,
+    schema: Option<PgSchema>,
 }
 
 impl Books {
@@ -101,47 +105,36 @@ impl Books {
             _dir: Some(dir),
             schema: None,
         }];
-        match std::env::var("OVATION_TEST_PG") {
-            Ok(url) => books.push(Books::postgres(&url).await),
-            Err(_) => {
-                eprintln!("SKIPPED the PostgreSQL ledger: set OVATION_TEST_PG=postgres://...")
-            }
-        }
+        books.extend(Books::postgres().await);
         books
     }
 
-    async fn postgres(url: &str) -> Books {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let schema = format!(
-            "ovation_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        admin(url, &format!("CREATE SCHEMA {schema}")).await;
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
-        Books {
-            ledger: Arc::new(PostgresLedger::open(&scoped).await.unwrap()),
+    /// A fresh PostgreSQL ledger; `None` (saying so) when `OVATION_TEST_PG` is unset.
+    async fn postgres() -> Option<Books> {
+        let schema = PgSchema::create("test").await?;
+        Some(Books {
+            ledger: Arc::new(PostgresLedger::open(&schema.url).await.unwrap()),
             _dir: None,
-            schema: Some((url.to_owned(), schema)),
+            schema: Some(schema),
+        })
+    }
+
+    /// The ledgers of every node sharing these books: a second writer process on
+    /// PostgreSQL, only this one for the embedded SQLite file.
+    async fn nodes(&self) -> Vec<Arc<dyn Ledger>> {
+        let mut nodes = vec![self.ledger.clone()];
+        if let Some(schema) = &self.schema {
+            nodes.push(Arc::new(PostgresLedger::open(&schema.url).await.unwrap()));
         }
+        nodes
     }
 
     /// Drops a PostgreSQL schema once its test passed.
     async fn finish(self) {
-        if let Some((url, schema)) = self.schema {
-            admin(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        if let Some(schema) = self.schema {
+            schema.drop().await;
         }
     }
-}
-
-async fn admin(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client.batch_execute(sql).await.unwrap();
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -398,19 +391,10 @@ async fn concurrent_commits_all_land(ledger: Arc<dyn Ledger>) {
 /// Two nodes' ledgers on one PostgreSQL database: the database keeps them honest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_never_overspend_and_share_idempotency() {
-    let Ok(url) = std::env::var("OVATION_TEST_PG") else {
-        eprintln!("SKIPPED: set OVATION_TEST_PG=postgres://... to run the two-node ledger test");
+    let Some(books) = Books::postgres().await else {
         return;
     };
-    let books = Books::postgres(&url).await;
-    let (_, schema) = books.schema.clone().unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let other_node: Arc<dyn Ledger> = Arc::new(
-        PostgresLedger::open(&format!("{url}{separator}options=-csearch_path%3D{schema}"))
-            .await
-            .unwrap(),
-    );
-    let nodes = [books.ledger.clone(), other_node];
+    let nodes = books.nodes().await;
     let top_up = TransferRequest::new(
         TransferKind::Topup,
         vec![
@@ -455,4 +439,48 @@ async fn two_nodes_on_one_postgres_never_overspend_and_share_idempotency() {
         vec![("amy".to_owned(), 0)]
     );
     books.finish().await;
+}
+
+/// Draws on one pot from every node at once: each sees the balance the one before
+/// left, so the pot is shared out exactly and never overdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_draws_on_one_account_share_it_out_exactly() {
+    for books in Books::all().await {
+        let nodes = books.nodes().await;
+        let pot = Account::Escrow("pot".into());
+        let fund = transfer(vec![(Account::TopupSource, -10), (pot.clone(), 10)]);
+        nodes[0].commit(fund).await.unwrap();
+        let draws: Vec<_> = (0..20)
+            .map(|i| {
+                let (node, pot) = (nodes[i % nodes.len()].clone(), pot.clone());
+                let taker = Account::Wallet(format!("taker{i}"));
+                let request =
+                    TransferRequest::drawing(TransferKind::Grab, pot.clone(), move |held| {
+                        if held == 0 {
+                            return Err("the pot is empty".into());
+                        }
+                        let take = held.min(3);
+                        Ok(Drawn {
+                            legs: vec![(pot.clone(), -take), (taker.clone(), take)],
+                            meta: json!({"held": held}),
+                        })
+                    })
+                    .idempotent(&format!("taker{i}"), "draw", "draw".into());
+                tokio::spawn(async move { node.commit(request).await })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for draw in draws {
+            match draw.await.unwrap() {
+                Ok(committed) => seen.push(committed.meta["held"].as_i64().unwrap()),
+                Err(LedgerError::Declined(reason)) => assert_eq!(reason, "the pot is empty"),
+                Err(other) => panic!("{other}"),
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 4, 7, 10]);
+        let report = nodes[0].check().await.unwrap();
+        assert!(report.ok, "{report:?}");
+        books.finish().await;
+    }
 }

@@ -96,7 +96,7 @@ impl GiftEngine {
         settings: GiftSettings,
     ) -> Result<GiftEngine, LedgerError> {
         let wallets = Wallets::load(ledger.balances().await?);
-        let packets = OpenPackets::restore(ledger.open_escrows().await?);
+        let packets = OpenPackets::new(ledger.open_red_packets().await?);
         Ok(GiftEngine {
             ledger,
             wallets,

@@ -1,22 +1,24 @@
 //! Red packets in the gift engine: the money side of `red_packet.rs`.
 //!
 //! Creation moves the sender's coins into the packet's own escrow account in one
-//! durable transfer whose meta stores the shares, decided once; each grab is one
-//! transfer from escrow to the grabber; what is left at expiry goes back to the sender
-//! in one more. A share is handed out in memory first (so 1,000 simultaneous grabbers
-//! of 100 shares get exactly 100 shares without waiting on each other's fsync), then
-//! committed, and given back if the commit fails. At start, open packets are rebuilt
-//! from their escrow's transfers, so a crash never changes anyone's amount.
+//! durable transfer whose meta stores the shares, decided once. Each grab is one
+//! transfer from escrow to the grabber, and what is left at expiry goes back to the
+//! sender in one more. Both are ledger draws: the ledger decides the amount from the
+//! escrow's balance at commit time, under its lock. So the ledger is the packet's only
+//! state, and the nodes of a cluster (or a restarted node) can hand out shares of the
+//! same packet without ever handing one out twice. Each node keeps only the packets'
+//! creation facts, to answer `not_found` and `expired` and to know when to refund.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::red_packet::{split, GrabRefusal, Packet, Share, SplitKind, MAX_SHARES};
-use super::{check_key, coins, conflict, ledger_rejection, minor, stamped, Charge, GiftEngine};
+use super::red_packet::{next_share, split, NoShare, SplitKind, MAX_SHARES};
+use super::{check_key, coins, ledger_rejection, minor, stamped, Charge, GiftEngine};
 use crate::auth::User;
-use crate::ledger::{Account, OpenEscrow, TransferKind, TransferRequest};
+use crate::ledger::{Account, Drawn, LedgerError, TransferKind, TransferRequest};
 use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UserRef};
 
 /// A validated `red_packet` request.
@@ -42,143 +44,105 @@ pub struct Refunded {
     pub balance: u64,
 }
 
-struct OpenPacket {
+/// What a packet's creation fixed, read from its creation transfer's meta.
+struct PacketFacts {
+    id: String,
     room: String,
     sender: UserRef,
     expires_ms: u64,
-    packet: Packet,
-    /// Shares handed out whose transfer has not committed yet; expiry waits for them.
-    in_flight: u32,
+    shares: Arc<[u64]>,
 }
 
-impl OpenPacket {
-    /// Rebuilds a packet from its creation transfer's meta (the one place it is read).
-    fn from_meta(meta: &Value, grabbed: Vec<(String, usize)>) -> Option<OpenPacket> {
-        let amounts: Vec<u64> = serde_json::from_value(meta.get("amounts")?.clone()).ok()?;
-        Some(OpenPacket {
+impl PacketFacts {
+    fn from_meta(meta: &Value) -> Option<PacketFacts> {
+        Some(PacketFacts {
+            id: meta.get("id")?.as_str()?.to_owned(),
             room: meta.get("room")?.as_str()?.to_owned(),
             sender: serde_json::from_value(meta.get("from")?.clone()).ok()?,
             expires_ms: meta.get("expires_ms")?.as_u64()?,
-            packet: Packet::new(amounts, grabbed),
-            in_flight: 0,
+            shares: serde_json::from_value::<Vec<u64>>(meta.get("amounts")?.clone())
+                .ok()?
+                .into(),
         })
-    }
-
-    /// Reopens a packet from its escrow account, checking that memory and ledger agree.
-    fn restore(escrow: &OpenEscrow) -> Result<OpenPacket, String> {
-        let mut transfers = escrow.transfers.iter();
-        let Some((TransferKind::RedPacket, created)) = transfers.next() else {
-            return Err("its first transfer is not a red packet".into());
-        };
-        let grabbed = transfers
-            .filter(|(kind, _)| *kind == TransferKind::Grab)
-            .map(|(_, meta)| {
-                let by = meta["by"]["id"].as_str()?.to_owned();
-                Some((by, usize::try_from(meta["index"].as_u64()?).ok()?))
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or("a grab has no grabber or share index")?;
-        let open =
-            OpenPacket::from_meta(created, grabbed).ok_or("its creation meta is incomplete")?;
-        let left = minor(open.packet.remainder()).map_err(|r| r.message)?;
-        if left != escrow.balance {
-            return Err(format!(
-                "escrow holds {} but the unclaimed shares make {left}",
-                escrow.balance
-            ));
-        }
-        Ok(open)
     }
 }
 
-/// Open packets by id.
-#[derive(Default)]
-pub(super) struct OpenPackets(Mutex<HashMap<String, OpenPacket>>);
+/// The packets this node knows to be open, by id, and when it last swept for others.
+pub(super) struct OpenPackets {
+    known: Mutex<HashMap<String, Arc<PacketFacts>>>,
+    swept: Mutex<Instant>,
+}
 
 impl OpenPackets {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, OpenPacket>> {
-        self.0
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<PacketFacts>>> {
+        self.known
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reopens every packet whose escrow still holds coins.
-    pub(super) fn restore(escrows: Vec<OpenEscrow>) -> OpenPackets {
-        let packets = escrows
-            .into_iter()
-            .filter_map(|escrow| match OpenPacket::restore(&escrow) {
-                Ok(open) => Some((escrow.id, open)),
-                Err(problem) => {
-                    // Its coins stay in escrow for an operator; nothing is paid out of it.
-                    tracing::error!(packet = %escrow.id, %problem, "red packet not reopened");
-                    None
+    /// The packets whose escrows hold money, from their creation metas.
+    pub(super) fn new(metas: Vec<Value>) -> OpenPackets {
+        let packets = OpenPackets {
+            known: Mutex::default(),
+            swept: Mutex::new(Instant::now()),
+        };
+        packets.learn(metas);
+        packets
+    }
+
+    fn learn(&self, metas: Vec<Value>) {
+        for meta in metas {
+            match PacketFacts::from_meta(&meta) {
+                Some(facts) => {
+                    self.remember(facts);
                 }
-            })
-            .collect();
-        OpenPackets(Mutex::new(packets))
-    }
-
-    /// Hands `user` the next share of a packet of `room`, and how many are left.
-    fn take(
-        &self,
-        id: &str,
-        room: &str,
-        user: &str,
-        now_ms: u64,
-    ) -> Result<(Share, u32), Rejection> {
-        let mut packets = self.lock();
-        let open = packets
-            .get_mut(id)
-            .filter(|open| open.room == room)
-            .ok_or_else(|| {
-                Rejection::new(
-                    ErrorCode::NotFound,
-                    format!("no open red packet {id:?} in this room"),
-                )
-            })?;
-        if now_ms >= open.expires_ms {
-            return Err(Rejection::new(
-                ErrorCode::Exhausted,
-                "this red packet has expired",
-            ));
-        }
-        let share = open.packet.take(user).map_err(|refusal| match refusal {
-            GrabRefusal::AlreadyGrabbed => {
-                Rejection::new(ErrorCode::Conflict, "you already grabbed this red packet")
+                // Its coins stay in escrow for an operator; nothing is paid out of it.
+                None => tracing::error!(%meta, "red packet with incomplete creation meta"),
             }
-            GrabRefusal::Exhausted => Rejection::new(
-                ErrorCode::Exhausted,
-                "every share of this red packet is taken",
-            ),
-        })?;
-        open.in_flight += 1;
-        Ok((share, open.packet.left()))
-    }
-
-    /// Ends a grab's commit; a grab that did not commit gives its share back.
-    fn settle(&self, id: &str, user: &str, committed: bool) {
-        let mut packets = self.lock();
-        let open = packets
-            .get_mut(id)
-            .expect("a packet with grabs in flight stays open");
-        open.in_flight -= 1;
-        if !committed {
-            open.packet.release(user);
         }
     }
 
-    /// Removes the packets whose time is up and that have no grab in flight.
-    fn close_expired(&self, now_ms: u64) -> Vec<(String, OpenPacket)> {
-        let mut packets = self.lock();
-        let due: Vec<String> = packets
-            .iter()
-            .filter(|(_, open)| now_ms >= open.expires_ms && open.in_flight == 0)
-            .map(|(id, _)| id.clone())
-            .collect();
-        due.into_iter()
-            .filter_map(|id| packets.remove_entry(&id))
+    fn remember(&self, facts: PacketFacts) -> Arc<PacketFacts> {
+        let mut known = self.lock();
+        known
+            .entry(facts.id.clone())
+            .or_insert(Arc::new(facts))
+            .clone()
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<PacketFacts>> {
+        self.lock().get(id).cloned()
+    }
+
+    fn due(&self, now_ms: u64) -> Vec<Arc<PacketFacts>> {
+        let known = self.lock();
+        known
+            .values()
+            .filter(|facts| now_ms >= facts.expires_ms)
+            .cloned()
             .collect()
     }
+
+    fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Whether a sweep is due now (and if so, the next one starts counting).
+    fn sweep_due(&self, every: Duration) -> bool {
+        let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+        let due = swept.elapsed() >= every;
+        if due {
+            *swept = Instant::now();
+        }
+        due
+    }
+}
+
+fn not_found(id: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::NotFound,
+        format!("no open red packet {id:?} in this room"),
+    )
 }
 
 impl GiftEngine {
@@ -229,9 +193,7 @@ impl GiftEngine {
         let event = if committed.duplicate {
             None
         } else {
-            let open = OpenPacket::from_meta(&committed.meta, Vec::new())
-                .expect("the meta was built above");
-            self.packets.lock().insert(id.clone(), open);
+            self.packets.learn(vec![committed.meta]);
             Some(RoomEventBody::RedPacket {
                 from: sender.as_ref(),
                 coins: order.coins,
@@ -247,85 +209,135 @@ impl GiftEngine {
         })
     }
 
+    /// The facts of packet `id` of `room`: known here, or created on another node.
+    async fn packet(&self, room: &str, id: &str) -> Result<Arc<PacketFacts>, Rejection> {
+        if let Some(facts) = self.packets.get(id) {
+            return if facts.room == room {
+                Ok(facts)
+            } else {
+                Err(not_found(id))
+            };
+        }
+        let meta = self
+            .ledger
+            .red_packet(room, id)
+            .await
+            .map_err(ledger_rejection)?
+            .ok_or_else(|| not_found(id))?;
+        let facts = PacketFacts::from_meta(&meta).ok_or_else(|| not_found(id))?;
+        // Past its TTL, it is refunded or about to be: as good as gone.
+        if crate::ids::unix_ms() >= facts.expires_ms {
+            return Err(not_found(id));
+        }
+        Ok(self.packets.remember(facts))
+    }
+
     /// Gives `user` the next share of packet `id` in `room`, durably.
     pub async fn grab(&self, user: &User, room: &str, id: &str) -> Result<Grabbed, Rejection> {
-        let (share, left) = self
-            .packets
-            .take(id, room, &user.id, crate::ids::unix_ms())?;
-        let amount = minor(share.coins)?;
+        let facts = self.packet(room, id).await?;
+        if crate::ids::unix_ms() >= facts.expires_ms {
+            return Err(Rejection::new(
+                ErrorCode::Exhausted,
+                "this red packet has expired",
+            ));
+        }
         let escrow = Account::Escrow(id.to_owned());
+        let wallet = Account::Wallet(user.id.clone());
+        let (packet, by, shares) = (id.to_owned(), user.as_ref(), facts.shares.clone());
+        let draw_account = escrow.clone();
+        let request = TransferRequest::drawing(TransferKind::Grab, escrow.clone(), move |held| {
+            let share = next_share(&shares, coins(held)).map_err(|refusal| match refusal {
+                NoShare::Exhausted => "every share of this red packet is taken".to_owned(),
+                NoShare::Inconsistent => {
+                    tracing::error!(%packet, held, "escrow holds no share boundary");
+                    "this red packet cannot be grabbed".to_owned()
+                }
+            })?;
+            let amount = share.coins as i64 * crate::money::MINOR_PER_COIN;
+            Ok(Drawn {
+                legs: vec![(draw_account.clone(), -amount), (wallet.clone(), amount)],
+                meta: json!({
+                    "packet": packet, "index": share.index, "coins": share.coins,
+                    "left": share.left, "by": by,
+                }),
+            })
+        })
+        .in_room(room)
         // Keyed by the packet, under a name no user id can take (ids have no ':'), so
         // the ledger itself refuses a second grab by the same user.
-        let request = TransferRequest::new(
-            TransferKind::Grab,
-            vec![
-                (escrow.clone(), -amount),
-                (Account::Wallet(user.id.clone()), amount),
-            ],
-        )
-        .in_room(room)
-        .idempotent(&escrow.key(), &format!("grab:{}", user.id), "grab".into())
-        .with_meta(json!({
-            "packet": id, "index": share.index, "coins": share.coins,
-            "by": {"id": user.id, "name": user.name},
-        }));
-        let outcome = self.ledger.commit(request).await;
-        let committed = matches!(&outcome, Ok(c) if !c.duplicate);
-        self.packets.settle(id, &user.id, committed);
-        match outcome {
-            Ok(c) if c.duplicate => Err(conflict()),
-            Err(error) => Err(ledger_rejection(error)),
-            Ok(_) => {
-                self.wallets.credit(&user.id, amount);
+        .idempotent(&escrow.key(), &format!("grab:{}", user.id), "grab".into());
+        match self.ledger.commit(request).await {
+            Ok(committed) if committed.duplicate => Err(Rejection::new(
+                ErrorCode::Conflict,
+                "you already grabbed this red packet",
+            )),
+            Ok(committed) => {
+                let share = |field: &str| committed.meta[field].as_u64().unwrap_or_default();
+                let (coins, left) = (share("coins"), share("left") as u32);
+                self.wallets.credit(&user.id, minor(coins)?);
                 Ok(Grabbed {
-                    coins: share.coins,
-                    balance: self.balance(&user.id),
+                    coins,
+                    balance: self.committed_balance(&user.id).await,
                     event: RoomEventBody::Grab {
                         packet: id.to_owned(),
                         by: user.as_ref(),
-                        coins: share.coins,
+                        coins,
                         left,
                     },
                 })
             }
+            Err(LedgerError::Declined(reason)) => Err(Rejection::new(ErrorCode::Exhausted, reason)),
+            Err(error) => Err(ledger_rejection(error)),
         }
     }
 
-    /// Returns what is left of every expired packet to its sender. A refund that
-    /// fails to commit reopens its packet, to be tried again next time.
+    /// Returns what is left of every expired packet to its sender. Every node that
+    /// knows a packet tries; the ledger refunds it once. A refund that fails to commit
+    /// is tried again next time.
     pub async fn refund_expired(&self, now_ms: u64) -> Vec<Refunded> {
-        let mut refunded = Vec::new();
-        for (id, open) in self.packets.close_expired(now_ms) {
-            let remainder = open.packet.remainder();
-            if remainder == 0 {
-                continue;
+        let sweep_every = Duration::from_millis(self.settings.red_packet_sweep_ms);
+        if self.ledger.is_shared() && self.packets.sweep_due(sweep_every) {
+            match self.ledger.open_red_packets().await {
+                Ok(metas) => self.packets.learn(metas),
+                Err(error) => tracing::warn!(%error, "looking for open red packets failed"),
             }
-            let amount = minor(remainder).expect("a packet's remainder fit when it was created");
-            let escrow = Account::Escrow(id.clone());
-            let request = TransferRequest::new(
-                TransferKind::Refund,
-                vec![
-                    (escrow.clone(), -amount),
-                    (Account::Wallet(open.sender.id.clone()), amount),
-                ],
-            )
-            .in_room(&open.room)
-            .idempotent(&escrow.key(), "refund", "refund".into())
-            .with_meta(json!({"packet": id, "coins": remainder, "to": open.sender}));
+        }
+        let mut refunded = Vec::new();
+        for facts in self.packets.due(now_ms) {
+            let escrow = Account::Escrow(facts.id.clone());
+            let wallet = Account::Wallet(facts.sender.id.clone());
+            let (packet, to, draw_account) =
+                (facts.id.clone(), facts.sender.clone(), escrow.clone());
+            let request =
+                TransferRequest::drawing(TransferKind::Refund, escrow.clone(), move |held| {
+                    if held <= 0 {
+                        return Err("nothing is left in this red packet".into());
+                    }
+                    Ok(Drawn {
+                        legs: vec![(draw_account.clone(), -held), (wallet.clone(), held)],
+                        meta: json!({"packet": packet, "coins": coins(held), "to": to}),
+                    })
+                })
+                .in_room(&facts.room)
+                .idempotent(&escrow.key(), "refund", "refund".into());
             match self.ledger.commit(request).await {
                 Ok(committed) => {
                     if !committed.duplicate {
-                        self.wallets.credit(&open.sender.id, amount);
+                        let coins = committed.meta["coins"].as_u64().unwrap_or_default();
+                        let amount = minor(coins).expect("a refund fits: its packet did");
+                        self.wallets.credit(&facts.sender.id, amount);
+                        refunded.push(Refunded {
+                            balance: self.committed_balance(&facts.sender.id).await,
+                            sender: facts.sender.id.clone(),
+                            coins,
+                        });
                     }
-                    refunded.push(Refunded {
-                        balance: coins(self.wallets.available(&open.sender.id)),
-                        sender: open.sender.id,
-                        coins: remainder,
-                    });
+                    self.packets.forget(&facts.id);
                 }
+                // Grabbed to the last share, or refunded by another node.
+                Err(LedgerError::Declined(_)) => self.packets.forget(&facts.id),
                 Err(error) => {
-                    tracing::warn!(packet = %id, %error, "red packet refund failed; retrying later");
-                    self.packets.lock().insert(id, open);
+                    tracing::warn!(packet = %facts.id, %error, "red packet refund failed; retrying later");
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! Red packets as a pure state machine: how the coins are split (decided once, at
-//! creation, and stored), and who has grabbed which share.
+//! Red packets as pure functions: how the coins are split (decided once, at creation,
+//! and stored), and which share a grab takes given what the escrow still holds.
 //!
 //! The random split cuts the coins at `shares - 1` distinct points chosen uniformly
 //! among the `coins - 1` gaps between coins (a uniformly random composition). So:
@@ -7,8 +7,6 @@
 //! exchangeable, so whatever position a grabber arrives in, the expected share is
 //! `coins / shares` and the odds are the same for everyone; the largest possible
 //! share is `coins - shares + 1`.
-
-use std::collections::HashMap;
 
 use rand::seq::index::sample;
 use rand::Rng;
@@ -50,77 +48,41 @@ pub fn split(coins: u64, shares: u32, kind: SplitKind, rng: &mut impl Rng) -> Ve
     amounts
 }
 
-/// A packet being grabbed: its stored shares and who holds which.
-#[derive(Debug, Clone)]
-pub struct Packet {
-    /// Share amounts by index, as decided at creation.
-    shares: Vec<u64>,
-    /// Indices not handed out, the next one last.
-    unclaimed: Vec<usize>,
-    grabbed_by: HashMap<String, usize>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum GrabRefusal {
-    AlreadyGrabbed,
-    Exhausted,
-}
-
-/// One share handed to a grabber.
+/// One share handed to a grabber, and how many shares are left after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
     pub index: usize,
     pub coins: u64,
+    pub left: u32,
 }
 
-impl Packet {
-    /// A packet with its stored shares, of which `grabbed` (user, share index) are taken.
-    pub fn new(shares: Vec<u64>, grabbed: impl IntoIterator<Item = (String, usize)>) -> Packet {
-        let grabbed_by: HashMap<String, usize> = grabbed.into_iter().collect();
-        let mut taken = vec![false; shares.len()];
-        for &index in grabbed_by.values() {
-            assert!(
-                !std::mem::replace(&mut taken[index], true),
-                "one grabber per share"
-            );
-        }
-        let unclaimed = (0..shares.len()).rev().filter(|&i| !taken[i]).collect();
-        Packet {
-            shares,
-            unclaimed,
-            grabbed_by,
-        }
-    }
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoShare {
+    /// The escrow is empty: every share is taken (or the rest was refunded).
+    Exhausted,
+    /// The escrow holds an amount no number of grabs leaves: the books need an operator.
+    Inconsistent,
+}
 
-    pub fn left(&self) -> u32 {
-        self.unclaimed.len() as u32
+/// The share the next grab takes when the escrow holds `left_coins`. Shares are taken
+/// in their stored order, and each is at least one coin, so what is left says how
+/// many were taken: the ledger's balance is the packet's whole state.
+pub fn next_share(shares: &[u64], left_coins: u64) -> Result<Share, NoShare> {
+    if left_coins == 0 {
+        return Err(NoShare::Exhausted);
     }
-
-    /// Coins not yet handed out: what an expiry refunds.
-    pub fn remainder(&self) -> u64 {
-        self.unclaimed.iter().map(|&i| self.shares[i]).sum()
-    }
-
-    /// Hands `user` the next share. The caller commits its transfer, and calls
-    /// `release` if that fails.
-    pub fn take(&mut self, user: &str) -> Result<Share, GrabRefusal> {
-        if self.grabbed_by.contains_key(user) {
-            return Err(GrabRefusal::AlreadyGrabbed);
-        }
-        let index = self.unclaimed.pop().ok_or(GrabRefusal::Exhausted)?;
-        self.grabbed_by.insert(user.to_owned(), index);
-        Ok(Share {
-            index,
-            coins: self.shares[index],
-        })
-    }
-
-    /// Gives back a share whose transfer did not commit; it is the next handed out.
-    pub fn release(&mut self, user: &str) {
-        if let Some(index) = self.grabbed_by.remove(user) {
-            self.unclaimed.push(index);
+    let mut unclaimed = 0;
+    for (index, &coins) in shares.iter().enumerate().rev() {
+        unclaimed += coins;
+        if unclaimed == left_coins {
+            return Ok(Share {
+                index,
+                coins,
+                left: (shares.len() - index - 1) as u32,
+            });
         }
     }
+    Err(NoShare::Inconsistent)
 }
 
 #[cfg(test)]
@@ -175,62 +137,41 @@ mod tests {
         }
     }
 
-    fn coins(share: Result<Share, GrabRefusal>) -> Result<u64, GrabRefusal> {
-        share.map(|s| s.coins)
+    #[test]
+    fn grabs_take_the_stored_shares_in_order_until_the_escrow_is_empty() {
+        let shares = [5, 1, 4];
+        let mut left = 10;
+        let mut taken = Vec::new();
+        while let Ok(share) = next_share(&shares, left) {
+            left -= share.coins;
+            taken.push((share.index, share.coins, share.left));
+        }
+        assert_eq!(taken, [(0, 5, 2), (1, 1, 1), (2, 4, 0)]);
+        assert_eq!(next_share(&shares, 0), Err(NoShare::Exhausted));
     }
 
     #[test]
-    fn each_user_grabs_once_until_exhausted() {
-        let mut packet = Packet::new(vec![3, 2], []);
-        assert_eq!(coins(packet.take("amy")), Ok(3));
-        assert_eq!(coins(packet.take("amy")), Err(GrabRefusal::AlreadyGrabbed));
-        assert_eq!(packet.remainder(), 2);
-        assert_eq!(coins(packet.take("bob")), Ok(2));
-        assert_eq!(coins(packet.take("cat")), Err(GrabRefusal::Exhausted));
-        assert_eq!((packet.left(), packet.remainder()), (0, 0));
-    }
-
-    #[test]
-    fn a_released_share_goes_to_the_next_grabber() {
-        let mut packet = Packet::new(vec![3, 2, 1], []);
-        assert_eq!(coins(packet.take("amy")), Ok(3));
-        assert_eq!(coins(packet.take("bob")), Ok(2));
-        packet.release("amy");
-        assert_eq!((packet.left(), packet.remainder()), (2, 4));
-        assert_eq!(coins(packet.take("cat")), Ok(3));
-        assert_eq!(coins(packet.take("amy")), Ok(1));
-    }
-
-    #[test]
-    fn a_reloaded_packet_continues_with_the_stored_amounts() {
-        let mut packet = Packet::new(
-            vec![5, 1, 4],
-            [("amy".to_owned(), 0), ("bob".to_owned(), 2)],
-        );
-        assert_eq!((packet.left(), packet.remainder()), (1, 1));
-        assert_eq!(coins(packet.take("amy")), Err(GrabRefusal::AlreadyGrabbed));
-        assert_eq!(coins(packet.take("cat")), Ok(1));
+    fn a_balance_no_grabs_can_leave_is_inconsistent() {
+        assert_eq!(next_share(&[5, 1, 4], 3), Err(NoShare::Inconsistent));
+        assert_eq!(next_share(&[5, 1, 4], 11), Err(NoShare::Inconsistent));
     }
 
     proptest! {
         #[test]
-        fn shares_handed_out_plus_remainder_always_make_the_packet(
-            amounts in proptest::collection::vec(1u64..100, 1..50),
-            ops in proptest::collection::vec((0usize..60, any::<bool>()), 0..200),
+        fn every_balance_a_packet_passes_through_names_one_share(
+            coins in 1u64..10_000, shares in 1u32..=100, seed: u64,
         ) {
-            let total: u64 = amounts.iter().sum();
-            let mut packet = Packet::new(amounts, []);
-            let mut held: HashMap<String, u64> = HashMap::new();
-            for (user, release) in ops {
-                let user = format!("u{user}");
-                if release {
-                    packet.release(&user);
-                    held.remove(&user);
-                } else if let Ok(share) = packet.take(&user) {
-                    prop_assert!(held.insert(user, share.coins).is_none());
-                }
-                prop_assert_eq!(held.values().sum::<u64>() + packet.remainder(), total);
+            prop_assume!(u64::from(shares) <= coins);
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+            let amounts = split(coins, shares, SplitKind::Random, &mut rng);
+            let mut left = coins;
+            for (expected, &amount) in amounts.iter().enumerate() {
+                let share = next_share(&amounts, left).unwrap();
+                prop_assert_eq!((share.index, share.coins), (expected, amount));
+                prop_assert_eq!(share.left as usize, amounts.len() - expected - 1);
+                left -= share.coins;
             }
+            prop_assert_eq!(next_share(&amounts, left), Err(NoShare::Exhausted));
         }
     }
 }

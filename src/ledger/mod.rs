@@ -5,6 +5,8 @@
 mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -80,6 +82,30 @@ impl TransferKind {
     }
 }
 
+/// Legs and meta decided by an account's balance at the moment of commit, for a pot
+/// that several nodes draw on at once (a red packet's next share, or its remainder).
+/// The ledger serialises transfers on the account, so each draw sees the balance
+/// the previous one left.
+#[derive(Clone)]
+pub struct Draw {
+    pub account: Account,
+    pub rule: Arc<dyn Fn(Minor) -> Result<Drawn, String> + Send + Sync>,
+}
+
+/// What a draw takes: the transfer's legs and meta.
+pub struct Drawn {
+    pub legs: Vec<(Account, Minor)>,
+    pub meta: Value,
+}
+
+impl std::fmt::Debug for Draw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Draw")
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
 /// A transfer to commit.
 #[derive(Debug, Clone)]
 pub struct TransferRequest {
@@ -93,6 +119,8 @@ pub struct TransferRequest {
     pub fingerprint: String,
     /// Facts about the transfer returned to retries (ids, sticker, count…).
     pub meta: Value,
+    /// When set, `legs` and `meta` are decided at commit time by the draw.
+    pub draw: Option<Draw>,
 }
 
 impl TransferRequest {
@@ -104,7 +132,40 @@ impl TransferRequest {
             idempotency: None,
             fingerprint: String::new(),
             meta: Value::Null,
+            draw: None,
         }
+    }
+
+    /// A transfer whose legs and meta `rule` decides from `account`'s balance when the
+    /// ledger commits it; `rule` declines (an `Err`) when there is nothing to take.
+    pub fn drawing(
+        kind: TransferKind,
+        account: Account,
+        rule: impl Fn(Minor) -> Result<Drawn, String> + Send + Sync + 'static,
+    ) -> TransferRequest {
+        TransferRequest {
+            draw: Some(Draw {
+                account,
+                rule: Arc::new(rule),
+            }),
+            ..TransferRequest::new(kind, Vec::new())
+        }
+    }
+
+    /// The request to write once a drawing request's account balance is known.
+    pub fn drawn(&self, balance: Minor) -> Result<TransferRequest, LedgerError> {
+        let draw = self.draw.as_ref().expect("only drawing requests are drawn");
+        let Drawn { legs, meta } = (draw.rule)(balance).map_err(LedgerError::Declined)?;
+        debug_assert!(
+            legs.iter().any(|(account, _)| *account == draw.account),
+            "a draw moves money of the account it draws on"
+        );
+        Ok(TransferRequest {
+            legs,
+            meta,
+            draw: None,
+            ..self.clone()
+        })
     }
 
     pub fn idempotent(mut self, user: &str, key: &str, fingerprint: String) -> Self {
@@ -150,6 +211,9 @@ pub enum LedgerError {
     Conflict,
     #[error("a wallet would go below zero")]
     InsufficientFunds,
+    /// A draw found nothing to take (its rule's reason).
+    #[error("{0}")]
+    Declined(String),
     #[error("the legs of the transfer do not sum to zero")]
     Unbalanced,
     #[error("ledger storage failed: {0}")]
@@ -164,6 +228,11 @@ impl From<rusqlite::Error> for LedgerError {
     }
 }
 
+/// A stored transfer's meta, read back.
+fn parse_meta(meta: &str) -> Result<Value, LedgerError> {
+    serde_json::from_str(meta).map_err(|e| LedgerError::Storage(e.to_string()))
+}
+
 /// A broadcaster's earnings statement, in minor units.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Earnings {
@@ -175,16 +244,6 @@ pub struct Earnings {
     pub agency: Minor,
     pub platform: Minor,
     pub app_store: Minor,
-}
-
-/// An escrow account that still holds money, with every transfer that touched it in
-/// commit order (its funding first): what a restart needs to reopen a red packet.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OpenEscrow {
-    /// The id in `Account::Escrow(id)`.
-    pub id: String,
-    pub balance: Minor,
-    pub transfers: Vec<(TransferKind, Value)>,
 }
 
 impl Earnings {
@@ -228,8 +287,12 @@ pub trait Ledger: Send + Sync {
     /// whose balances this process already knows.
     async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError>;
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError>;
-    /// Every escrow account with a positive balance.
-    async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError>;
+    /// Whether other processes write this ledger too (a cluster's shared ledger).
+    fn is_shared(&self) -> bool;
+    /// The creation meta of every red packet whose escrow still holds money.
+    async fn open_red_packets(&self) -> Result<Vec<Value>, LedgerError>;
+    /// The creation meta of red packet `id` in `room`, if it was created there.
+    async fn red_packet(&self, room: &str, id: &str) -> Result<Option<Value>, LedgerError>;
     /// Verifies every invariant of the books.
     async fn check(&self) -> Result<CheckReport, LedgerError>;
 }

@@ -13,12 +13,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use super::{
-    Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
+    parse_meta, Account, CheckReport, Committed, Earnings, Ledger, LedgerError, TransferKind,
     TransferRequest,
 };
 use crate::money::Minor;
@@ -71,6 +72,7 @@ struct Statements {
     insert_transfer: Statement,
     insert_legs: Statement,
     update_account: Statement,
+    lock_balance: Statement,
 }
 
 impl Statements {
@@ -91,6 +93,9 @@ impl Statements {
                 .await?,
             update_account: client
                 .prepare("UPDATE accounts SET balance = balance + $2 WHERE name = $1")
+                .await?,
+            lock_balance: client
+                .prepare("SELECT balance FROM accounts WHERE name = $1 FOR UPDATE")
                 .await?,
         })
     }
@@ -248,6 +253,32 @@ async fn apply(
     request: &TransferRequest,
     credits: &mut BTreeMap<String, Minor>,
 ) -> Result<Result<Committed, LedgerError>, tokio_postgres::Error> {
+    let drawn;
+    let request = match &request.draw {
+        None => request,
+        Some(draw) => {
+            // Locked until the batch commits: another node's draw waits for this one
+            // and then sees the balance it left.
+            let balance: Minor = transaction
+                .query_opt(&statements.lock_balance, &[&draw.account.key()])
+                .await?
+                .map_or(0, |row| row.get(0));
+            match request.drawn(balance) {
+                Ok(request) => {
+                    drawn = request;
+                    &drawn
+                }
+                // A retry of a committed draw is answered as a retry, as in SQLite.
+                Err(declined) => {
+                    let first = match &request.idempotency {
+                        Some((user, key)) => find_committed(transaction, user, key).await?,
+                        None => None,
+                    };
+                    return Ok(first.map_or(Err(declined), |f| same_request(f, request)));
+                }
+            }
+        }
+    };
     if !request.is_balanced() {
         return Ok(Err(LedgerError::Unbalanced));
     }
@@ -409,35 +440,33 @@ impl Ledger for PostgresLedger {
         Ok(earnings)
     }
 
-    async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError> {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn open_red_packets(&self) -> Result<Vec<Value>, LedgerError> {
         let rows = self
             .reader
             .query(
-                "SELECT a.name, a.balance, t.kind, t.meta FROM accounts a
+                "SELECT t.meta FROM accounts a
                  JOIN legs l ON l.account = a.name JOIN transfers t ON t.id = l.transfer_id
-                 WHERE a.name LIKE 'escrow:%' AND a.balance > 0 ORDER BY a.name, t.id",
-                &[],
+                 WHERE a.name LIKE 'escrow:%' AND a.balance > 0 AND t.kind = $1",
+                &[&TransferKind::RedPacket.as_str()],
             )
             .await?;
-        let mut open: Vec<OpenEscrow> = Vec::new();
-        for row in rows {
-            let (account, balance, kind, meta): (&str, Minor, &str, &str) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            let id = account.trim_start_matches("escrow:").to_owned();
-            let kind = TransferKind::parse(kind)
-                .ok_or_else(|| LedgerError::Storage(format!("unknown transfer kind {kind:?}")))?;
-            let meta =
-                serde_json::from_str(meta).map_err(|e| LedgerError::Storage(e.to_string()))?;
-            match open.last_mut() {
-                Some(escrow) if escrow.id == id => escrow.transfers.push((kind, meta)),
-                _ => open.push(OpenEscrow {
-                    id,
-                    balance,
-                    transfers: vec![(kind, meta)],
-                }),
-            }
-        }
-        Ok(open)
+        rows.iter().map(|row| parse_meta(row.get(0))).collect()
+    }
+
+    async fn red_packet(&self, room: &str, id: &str) -> Result<Option<Value>, LedgerError> {
+        let row = self
+            .reader
+            .query_opt(
+                "SELECT meta FROM transfers
+                 WHERE room = $1 AND kind = $2 AND meta::jsonb ->> 'id' = $3",
+                &[&room, &TransferKind::RedPacket.as_str(), &id],
+            )
+            .await?;
+        row.map(|row| parse_meta(row.get(0))).transpose()
     }
 
     async fn check(&self) -> Result<CheckReport, LedgerError> {

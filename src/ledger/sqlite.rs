@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    Account, CheckReport, Committed, Earnings, Ledger, LedgerError, OpenEscrow, TransferKind,
+    parse_meta, Account, CheckReport, Committed, Earnings, Ledger, LedgerError, TransferKind,
     TransferRequest,
 };
 use crate::money::Minor;
@@ -271,9 +272,6 @@ fn apply(
     changes: &mut HashMap<String, Minor>,
     request: &TransferRequest,
 ) -> Result<Result<Committed, LedgerError>, LedgerError> {
-    if !request.is_balanced() {
-        return Ok(Err(LedgerError::Unbalanced));
-    }
     if let Some((user, key)) = &request.idempotency {
         if let Some(first) = find_committed(transaction, user, key)? {
             return Ok(if first.fingerprint == request.fingerprint {
@@ -282,6 +280,25 @@ fn apply(
                 Err(LedgerError::Conflict)
             });
         }
+    }
+    let drawn;
+    let request = match &request.draw {
+        None => request,
+        Some(draw) => {
+            let account = draw.account.key();
+            let balance = balances.get(&account).copied().unwrap_or(0)
+                + changes.get(&account).copied().unwrap_or(0);
+            match request.drawn(balance) {
+                Ok(request) => {
+                    drawn = request;
+                    &drawn
+                }
+                Err(declined) => return Ok(Err(declined)),
+            }
+        }
+    };
+    if !request.is_balanced() {
+        return Ok(Err(LedgerError::Unbalanced));
     }
     let mut deltas: HashMap<String, Minor> = HashMap::new();
     for (account, amount) in &request.legs {
@@ -395,36 +412,36 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn open_escrows(&self) -> Result<Vec<OpenEscrow>, LedgerError> {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn open_red_packets(&self) -> Result<Vec<Value>, LedgerError> {
         self.read(|c| {
-            let mut open: Vec<OpenEscrow> = Vec::new();
             let mut statement = c.prepare(
-                "WITH open AS (SELECT account, SUM(amount) AS balance FROM legs
-                               WHERE account LIKE 'escrow:%' GROUP BY account HAVING balance > 0)
-                 SELECT open.account, open.balance, t.kind, t.meta
-                 FROM open JOIN legs l ON l.account = open.account JOIN transfers t ON t.id = l.transfer_id
-                 ORDER BY open.account, t.id",
+                "WITH open AS (SELECT account FROM legs WHERE account LIKE 'escrow:%'
+                               GROUP BY account HAVING SUM(amount) > 0)
+                 SELECT t.meta FROM open JOIN legs l ON l.account = open.account
+                 JOIN transfers t ON t.id = l.transfer_id AND t.kind = ?1",
             )?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Minor>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
+            let rows = statement.query_map([TransferKind::RedPacket.as_str()], |row| {
+                row.get::<_, String>(0)
             })?;
-            for row in rows {
-                let (account, balance, kind, meta) = row?;
-                let id = account.strip_prefix("escrow:").unwrap_or(&account).to_owned();
-                let kind = TransferKind::parse(&kind)
-                    .ok_or_else(|| LedgerError::Storage(format!("unknown transfer kind {kind:?}")))?;
-                let meta = serde_json::from_str(&meta).map_err(|e| LedgerError::Storage(e.to_string()))?;
-                match open.last_mut() {
-                    Some(escrow) if escrow.id == id => escrow.transfers.push((kind, meta)),
-                    _ => open.push(OpenEscrow { id, balance, transfers: vec![(kind, meta)] }),
-                }
-            }
-            Ok(open)
+            rows.map(|meta| parse_meta(&meta?)).collect()
+        })
+        .await
+    }
+
+    async fn red_packet(&self, room: &str, id: &str) -> Result<Option<Value>, LedgerError> {
+        let (room, id) = (room.to_owned(), id.to_owned());
+        self.read(move |c| {
+            let meta: Option<String> = c
+                .prepare_cached(
+                    "SELECT meta FROM transfers WHERE room = ?1 AND kind = ?2 AND json_extract(meta, '$.id') = ?3",
+                )?
+                .query_row(params![room, TransferKind::RedPacket.as_str(), id], |row| row.get(0))
+                .optional()?;
+            meta.as_deref().map(parse_meta).transpose()
         })
         .await
     }

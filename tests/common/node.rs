@@ -74,10 +74,19 @@ impl Cluster {
 
     /// Starts a node of this cluster.
     pub fn node(&self) -> Node {
+        self.node_with_config("")
+    }
+
+    /// Starts a node of this cluster with `toml` as its config file.
+    pub fn node_with_config(&self, toml: &str) -> Node {
         let data_dir = tempfile::tempdir().unwrap();
+        let config = data_dir.path().join("ovation.toml");
+        std::fs::write(&config, toml).unwrap();
         let mut node = Node::spawn(&[
             "--data-dir",
             data_dir.path().to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
             "--ledger",
             &self.ledger.url,
             "--bus",
