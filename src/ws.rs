@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::User;
 use crate::config::Limits;
 use crate::gift::GiftEngine;
-use crate::hub::{Flow, Hub, Outbox, OutboxReceiver, Session};
+use crate::hub::{Flow, Hub, Next, Outbox, OutboxReceiver, Session};
 use crate::protocol::close;
 
 #[derive(Clone, Copy)]
@@ -127,15 +127,19 @@ async fn write_loop(
     loop {
         tokio::select! {
             biased;
-            _ = closing.cancelled() => break,
-            () = receiver.next_batch(&mut batch) => {
+            next = receiver.next_batch(&mut batch) => {
+                if next == Next::Closing {
+                    break;
+                }
                 let write = async {
                     for frame in batch.drain(..) {
                         sink.feed(Message::Text(frame)).await?;
                     }
                     sink.flush().await
                 };
+                // The write first: most complete at once, without waiting on `closing`.
                 tokio::select! {
+                    biased;
                     written = write => if written.is_err() {
                         outbox.close(close::NORMAL);
                         return sink;

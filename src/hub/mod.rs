@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use admission::{Admission, Refusal, Ticket};
 pub use cluster::{Cluster, ClusterTasks};
-pub use outbox::{ConnId, Outbox, OutboxReceiver, Pushed};
+pub use outbox::{ConnId, Next, Outbox, OutboxReceiver, Pushed};
 pub use room::{Published, Room};
 pub use session::{Flow, Session};
 

@@ -101,6 +101,8 @@ impl Outbox {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         self.closing.cancel();
+        // The writer waits on `ready` alone, for frames or for this.
+        self.ready.notify_one();
         first
     }
 
@@ -123,10 +125,14 @@ impl OutboxReceiver {
     }
 
     /// Waits until frames are queued, then moves all of them into `batch` (which must
-    /// be empty). Queued one by one under load, they go out together.
-    pub async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) {
+    /// be empty); or until the connection is closing. Queued one by one under load,
+    /// frames go out together.
+    pub async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) -> Next {
         debug_assert!(batch.is_empty());
         loop {
+            if self.outbox.close_code().is_some() {
+                return Next::Closing;
+            }
             let queued = self.outbox.queue().frames.len();
             if queued > 0 {
                 if queued == 1 {
@@ -136,7 +142,7 @@ impl OutboxReceiver {
                     tokio::task::yield_now().await;
                 }
                 std::mem::swap(&mut self.outbox.queue().frames, batch);
-                return;
+                return Next::Frames;
             }
             self.outbox.ready.notified().await;
         }
@@ -162,6 +168,14 @@ impl Drop for OutboxReceiver {
         queue.ended = true;
         queue.frames = VecDeque::new();
     }
+}
+
+/// What woke a connection's writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Frames were moved into the batch.
+    Frames,
+    Closing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,11 +209,22 @@ mod tests {
             outbox.push(frame.into());
         }
         let mut batch = VecDeque::new();
-        rx.next_batch(&mut batch).await;
+        assert_eq!(rx.next_batch(&mut batch).await, Next::Frames);
         assert_eq!(batch, ["a", "b", "c"]);
         OutboxReceiver::recycle(&mut batch);
         outbox.push("d".into());
-        rx.next_batch(&mut batch).await;
+        assert_eq!(rx.next_batch(&mut batch).await, Next::Frames);
         assert_eq!(batch, ["d"]);
+        OutboxReceiver::recycle(&mut batch);
+        // Closing wakes a waiting writer, and comes before frames still queued.
+        let waiting = tokio::spawn(async move {
+            let next = rx.next_batch(&mut batch).await;
+            (next, batch)
+        });
+        tokio::task::yield_now().await;
+        outbox.push("e".into());
+        outbox.close(close::GOING_AWAY);
+        let (next, batch) = waiting.await.unwrap();
+        assert_eq!((next, batch.len()), (Next::Closing, 0));
     }
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{connect_all, tokens, unix_micros, Joined};
 use crate::scan::{sent_micros, seq};
@@ -124,27 +124,38 @@ async fn drive(
     let Joined {
         socket, room, seq, ..
     } = client;
-    let (sink, mut stream) = socket.split();
-    if part == Part::Stalled {
-        // Hold the connection without ever reading from it.
-        let _keep = (sink, stream);
-        let _ = stopped.wait_for(|s| *s).await;
-        return;
+    let check = SeqCheck::after(seq);
+    match part {
+        Part::Stalled => {
+            // Hold the connection without ever reading from it.
+            let _keep = socket;
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+        Part::Sender => {
+            let (sink, stream) = socket.split();
+            tokio::spawn(send_chats(
+                sink,
+                room,
+                per_second,
+                size,
+                stats.clone(),
+                stopped.clone(),
+            ));
+            read(stream, check, &stats).await;
+        }
+        // Unsplit: a split socket costs a lock and a waker per read, for nothing here.
+        Part::Reader => read(socket, check, &stats).await,
     }
-    if part == Part::Sender {
-        tokio::spawn(send_chats(
-            sink,
-            room,
-            per_second,
-            size,
-            stats.clone(),
-            stopped.clone(),
-        ));
-    }
-    let mut check = SeqCheck::after(seq);
+}
+
+async fn read(
+    mut stream: impl Stream<Item = Result<Message, WsError>> + Unpin,
+    mut check: SeqCheck,
+    stats: &Stats,
+) {
     while let Some(frame) = stream.next().await {
         match frame {
-            Ok(Message::Text(text)) => observe(text.as_str(), &mut check, &stats),
+            Ok(Message::Text(text)) => observe(text.as_str(), &mut check, stats),
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
         }
