@@ -331,6 +331,63 @@ async fn whep_on_a_node_without_the_video_is_redirected_to_the_node_that_has_it(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_whose_node_died_is_announced_ended_on_the_other_nodes() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    // Video claims expire as presence does: after 3 ticks of a dead node.
+    let config = "[limits]\npresence_interval_ms = 100\n";
+    let (mut a, b, c) = (
+        cluster.node_with_config(config),
+        cluster.node_with_config(config),
+        cluster.node_with_config(config),
+    );
+    let mut fans = [watcher(&b, "cam").await, watcher(&c, "cam").await];
+    let token = a.token("cam", Role::Broadcaster);
+    let _publisher = rtc::Publisher::start(&a, "cam", &token).await;
+    for fan in &mut fans {
+        assert_eq!(fan.next_of("stream").await["live"], true);
+    }
+
+    a.kill();
+    // B and C notice that nobody claims the video any more; one of them ends it.
+    for fan in &mut fans {
+        assert_eq!(fan.next_of("stream").await["live"], false);
+    }
+    let mut talker = c.viewer("talker").await;
+    talker.join("cam").await;
+    let barrier = say(&mut talker, "cam", "after the end").await;
+    let [fan, _] = &mut fans;
+    assert_eq!(fan.next_of("chat").await["id"], barrier["id"]);
+    let rejoined = fan.join("cam").await;
+    let streams: Vec<&Value> = rejoined["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "stream")
+        .collect();
+    assert_eq!(streams.len(), 2, "{rejoined}");
+    // WHEP on B has nowhere to send a viewer now.
+    let offer = rtc::full_offer(
+        &rtc::video_peer(
+            webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection::Recvonly,
+        )
+        .await,
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(b.url("/whep/cam"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    drop((a, b, c));
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_loses_the_bus_reconnects_and_its_viewers_miss_nothing() {
     let Some(cluster) = Cluster::create().await else {
         return;

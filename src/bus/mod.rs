@@ -116,6 +116,15 @@ pub trait Bus: Send + Sync + 'static {
     /// Claims (or keeps claiming) the rooms whose video this node hosts, for a while.
     async fn host_video(&self, rooms: &[String], node_url: &str) -> Result<(), BusError>;
 
+    /// Publishes `event` (the video's end) if the room's video is live but no node
+    /// claims it any more: its node died. Once, however many nodes ask; whether it
+    /// was published.
+    async fn end_orphaned_video(
+        &self,
+        room: &str,
+        event: &UnsequencedEvent,
+    ) -> Result<bool, BusError>;
+
     /// Gives up hosting a room's video.
     async fn stop_hosting_video(&self, room: &str, node_url: &str) -> Result<(), BusError>;
 

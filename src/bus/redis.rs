@@ -6,7 +6,8 @@
 //! Keys, under the cluster's name `C`: `C:room:R:{epoch,seq,history}` (expire a day
 //! after the room's last event), `C:room:R:viewers` (node -> count:expiry),
 //! `C:room:R:{top,names}` (leaderboard), `C:room:R:video` (the video host's URL, kept
-//! alive by that node). Channels: `C:events:R`, payload `EPOCH SEQ LIVE FRAME`, and
+//! alive by that node, expiring as presence does), `C:room:R:live` (set while the last
+//! `stream` event said live: with no host claiming the video, it was a dead node's). Channels: `C:events:R`, payload `EPOCH SEQ LIVE FRAME`, and
 //! `C:users:U`, payload the private event's frame.
 
 use std::time::Duration;
@@ -15,15 +16,13 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::{Client, Script, ScriptInvocation};
 
 use super::{Bus, BusError, BusMessage, RoomMessage, Snapshot};
 use crate::protocol::{LeaderEntry, UnsequencedEvent, UserRef};
 
 /// A room's history outlives its last event by this long.
 const HISTORY_TTL_S: u64 = 24 * 3600;
-/// A video host that stops refreshing its claim loses it after this long.
-const VIDEO_HOST_TTL_S: u64 = 10;
 /// Commands that take longer fail, so no client waits on a dead Redis.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -43,16 +42,36 @@ macro_rules! room_epoch {
     };
 }
 
-const PUBLISH: &str = concat!(
-    room_epoch!("ARGV[5]"),
-    r#"local seq = redis.call('INCR', KEYS[2])
+/// Sequences and publishes one event (after `room_epoch!`): KEYS[4] marks the room's
+/// video as live while the last `stream` event said so.
+macro_rules! publish_event {
+    () => {
+        r#"local seq = redis.call('INCR', KEYS[2])
 local frame = ARGV[2] .. seq .. ARGV[3]
 redis.call('RPUSH', KEYS[3], frame)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], '1', 'EX', ARGV[6])
+elseif ARGV[7] == '0' then
+  redis.call('DEL', KEYS[4])
+end
 redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. ARGV[7] .. ' ' .. frame)
 return seq
 "#
+    };
+}
+
+const PUBLISH: &str = concat!(room_epoch!("ARGV[5]"), publish_event!());
+
+/// Publishes the end of a video marked live that no node claims any more (its node
+/// died): once, whichever nodes notice. 0 when there is nothing to end.
+const END_ORPHANED_VIDEO: &str = concat!(
+    "if redis.call('EXISTS', KEYS[5]) == 1 or redis.call('EXISTS', KEYS[4]) == 0 then\n",
+    "  return 0\n",
+    "end\n",
+    room_epoch!("ARGV[5]"),
+    publish_event!()
 );
 
 const SNAPSHOT: &str = concat!(
@@ -101,12 +120,14 @@ return boards
 "#;
 
 const HOST_VIDEO: &str = r#"
-for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
+for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
 return 0
 "#;
 
+/// Drops the claim and the live mark together, so that no node takes the stop (whose
+/// `stream` event follows) for a dead host's video.
 const STOP_HOSTING_VIDEO: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 0
 "#;
 
@@ -117,6 +138,7 @@ pub struct RedisBus {
     history_len: usize,
     presence_ttl_ms: u64,
     publish: Script,
+    end_orphaned_video: Script,
     snapshot: Script,
     presence: Script,
     leaderboards: Script,
@@ -146,12 +168,43 @@ impl RedisBus {
             history_len,
             presence_ttl_ms,
             publish: Script::new(PUBLISH),
+            end_orphaned_video: Script::new(END_ORPHANED_VIDEO),
             snapshot: Script::new(SNAPSHOT),
             presence: Script::new(PRESENCE),
             leaderboards: Script::new(LEADERBOARDS),
             host_video: Script::new(HOST_VIDEO),
             stop_hosting_video: Script::new(STOP_HOSTING_VIDEO),
         })
+    }
+
+    /// An invocation of a script that publishes (`publish_event!`), with its keys and
+    /// arguments.
+    fn publishing<'a>(
+        &self,
+        script: &'a Script,
+        room: &str,
+        event: &UnsequencedEvent,
+        live: Option<bool>,
+    ) -> ScriptInvocation<'a> {
+        let live = match live {
+            None => "-",
+            Some(true) => "1",
+            Some(false) => "0",
+        };
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.key(room, "epoch"))
+            .key(self.key(room, "seq"))
+            .key(self.key(room, "history"))
+            .key(self.key(room, "live"))
+            .arg(format!("{}{room}", self.channel_prefix()))
+            .arg(&event.head)
+            .arg(&event.tail)
+            .arg(self.history_len)
+            .arg(fresh_epoch())
+            .arg(HISTORY_TTL_S)
+            .arg(live);
+        invocation
     }
 
     fn key(&self, room: &str, what: &str) -> String {
@@ -181,26 +234,24 @@ impl Bus for RedisBus {
         event: &UnsequencedEvent,
         live: Option<bool>,
     ) -> Result<u64, BusError> {
-        let live = match live {
-            None => "-",
-            Some(true) => "1",
-            Some(false) => "0",
-        };
         let seq: u64 = self
-            .publish
-            .key(self.key(room, "epoch"))
-            .key(self.key(room, "seq"))
-            .key(self.key(room, "history"))
-            .arg(format!("{}{room}", self.channel_prefix()))
-            .arg(&event.head)
-            .arg(&event.tail)
-            .arg(self.history_len)
-            .arg(fresh_epoch())
-            .arg(HISTORY_TTL_S)
-            .arg(live)
+            .publishing(&self.publish, room, event, live)
             .invoke_async(&mut self.commands.clone())
             .await?;
         Ok(seq)
+    }
+
+    async fn end_orphaned_video(
+        &self,
+        room: &str,
+        event: &UnsequencedEvent,
+    ) -> Result<bool, BusError> {
+        let seq: u64 = self
+            .publishing(&self.end_orphaned_video, room, event, Some(false))
+            .key(self.key(room, "video"))
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(seq > 0)
     }
 
     async fn snapshot(&self, room: &str) -> Result<Snapshot, BusError> {
@@ -325,7 +376,8 @@ impl Bus for RedisBus {
             return Ok(());
         }
         let mut invocation = self.host_video.prepare_invoke();
-        invocation.arg(node_url).arg(VIDEO_HOST_TTL_S);
+        // Claims expire as presence does: a node that stops ticking is gone for both.
+        invocation.arg(node_url).arg(self.presence_ttl_ms);
         for room in rooms {
             invocation.key(self.key(room, "video"));
         }
@@ -337,6 +389,7 @@ impl Bus for RedisBus {
         let _: i64 = self
             .stop_hosting_video
             .key(self.key(room, "video"))
+            .key(self.key(room, "live"))
             .arg(node_url)
             .invoke_async(&mut self.commands.clone())
             .await?;

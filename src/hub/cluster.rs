@@ -160,7 +160,8 @@ impl Cluster {
     }
 
     /// The periodic work of a cluster node: count presence across nodes, announce
-    /// changed leaderboards, keep claiming the videos hosted here.
+    /// changed leaderboards, keep claiming the videos hosted here, and end the videos
+    /// of rooms here whose host stopped claiming them.
     pub async fn tick(&self, rooms: &[Arc<Room>]) -> Result<(), BusError> {
         let counts: Vec<(String, usize)> = rooms
             .iter()
@@ -175,7 +176,23 @@ impl Cluster {
         let boards = self.bus.leaderboards(&names).await?;
         self.announce_leaderboards(watched, &names, boards);
         let hosted: Vec<String> = lock(&self.hosted).iter().cloned().collect();
-        self.bus.host_video(&hosted, &self.url).await
+        self.bus.host_video(&hosted, &self.url).await?;
+        for room in rooms
+            .iter()
+            .filter(|r| r.live() && !hosted.contains(&r.name))
+        {
+            let body = RoomEventBody::Stream { live: false };
+            let event = UnsequencedEvent::new(
+                &room.name,
+                crate::ids::unix_ms(),
+                &crate::ids::event_id(),
+                &body,
+            );
+            if self.bus.end_orphaned_video(&room.name, &event).await? {
+                tracing::info!(room = room.name, "the video's node is gone: video ended");
+            }
+        }
+        Ok(())
     }
 
     /// Announces the boards that changed since last time, in each room here.
