@@ -493,7 +493,7 @@ async fn a_red_packet_whose_node_died_is_refunded_by_another() {
     let Some(cluster) = Cluster::create().await else {
         return;
     };
-    let config = "[gifts]\nred_packet_ttl_ms = 1500\nred_packet_sweep_ms = 200\n\
+    let config = "[gifts]\nred_packet_ttl_ms = 3000\nred_packet_sweep_ms = 200\n\
                   [limits]\npresence_interval_ms = 100\n";
     let (mut a, b) = (
         cluster.node_with_config(config),
