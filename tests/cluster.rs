@@ -74,9 +74,10 @@ async fn sequenced(client: &mut Client, count: usize) -> Vec<(u64, String, Strin
     events
 }
 
-/// Waits for a `presence` event announcing `viewers`.
-async fn presence_reaches(client: &mut Client, viewers: u64) {
-    while client.next_of("presence").await["viewers"] != viewers {}
+/// Reads `kind` events until one's `field` is `value`: counts and balances settle
+/// across nodes, and earlier values may still be on their way.
+async fn reaches(client: &mut Client, kind: &str, field: &str, value: u64) {
+    while client.next_of(kind).await[field] != value {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +164,13 @@ async fn a_gift_on_one_node_is_charged_once_thanked_on_another_and_counted_every
     assert_eq!(retry["balance"], first["balance"]);
     // Bob's other connection, on A, hears the new balance too (after the top-up's,
     // which the bus may deliver after this connection opened).
-    balance_reaches(&mut bob_on_a, first["balance"].as_u64().unwrap()).await;
+    reaches(
+        &mut bob_on_a,
+        "balance",
+        "coins",
+        first["balance"].as_u64().unwrap(),
+    )
+    .await;
 
     // The broadcaster, on C, thanks a gift paid on B.
     let text = "thank you bob";
@@ -227,7 +234,7 @@ async fn a_node_killed_with_sigkill_leaves_the_others_serving_and_its_viewers_re
     let joined = reader.join("news").await;
     let seen = say(&mut talker, "news", "before").await;
     assert_eq!(reader.next_of("chat").await["seq"], seen["seq"]);
-    presence_reaches(&mut talker, 2).await;
+    reaches(&mut talker, "presence", "viewers", 2).await;
 
     c.kill();
     // A goes on: chat and gifts work, and C's viewer drops out of the count.
@@ -242,7 +249,7 @@ async fn a_node_killed_with_sigkill_leaves_the_others_serving_and_its_viewers_re
         json!({"type": "gift", "room": "news", "sticker": "rose", "count": 1, "key": "after-kill"}),
     )
     .await;
-    presence_reaches(&mut talker, 2).await; // talker and bob; C's reader has expired
+    reaches(&mut talker, "presence", "viewers", 2).await; // talker and bob; C's reader has expired
 
     // The reader reconnects to B and recovers exactly what it missed.
     let mut reader = b.guest().await;
@@ -483,11 +490,6 @@ async fn a_red_packet_is_grabbed_through_every_node_and_no_share_is_handed_out_t
     cluster.finish().await;
 }
 
-/// Reads `balance` events until one says `coins`.
-async fn balance_reaches(client: &mut Client, coins: u64) {
-    while client.next_of("balance").await["coins"] != coins {}
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_red_packet_whose_node_died_is_refunded_by_another() {
     let Some(cluster) = Cluster::create().await else {
@@ -509,7 +511,7 @@ async fn a_red_packet_whose_node_died_is_refunded_by_another() {
     let packet = made["packet_id"].as_str().unwrap().to_owned();
     assert_eq!(grab_on(&a, "carol", "party", &packet).await, Ok(20));
     // Bob's connection on B hears the packet's charge (after the top-up's balance).
-    balance_reaches(&mut bob_on_b, 40).await;
+    reaches(&mut bob_on_b, "balance", "coins", 40).await;
 
     // The node that made the packet dies before its TTL; B finds the packet in the
     // ledger and refunds the 40 unclaimed coins.

@@ -87,6 +87,10 @@ impl Cluster {
     /// Copies the room's history from the bus (through the follower, see the module
     /// comment), unless it has it already.
     pub async fn seed(&self, room: &Arc<Room>) -> Result<(), BusError> {
+        // Once seeded, the follower keeps it current: no trip through it per join.
+        if room.is_seeded() {
+            return Ok(());
+        }
         let (done, seeded) = oneshot::channel();
         let request = SeedRequest {
             room: room.clone(),
@@ -286,7 +290,7 @@ async fn follow_subscription(
                 Some(BusMessage::User { user, frame }) => hub.deliver_to_user(&user, frame.into()),
                 Some(BusMessage::Room(message)) => {
                     let Some(room) = hub.room(&message.room) else { continue };
-                    if room.apply(&message) == Applied::Gap {
+                    if room.apply(message) == Applied::Gap {
                         catch_up(bus, &room).await?;
                     }
                 }

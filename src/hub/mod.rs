@@ -143,16 +143,16 @@ impl Hub {
             let room = self.with_room(name, Arc::clone);
             cluster.seed(&room).await.map_err(Rejection::from)?;
         }
-        let mut with = Some(with);
-        self.with_room(name, |room| match with.take() {
+        self.with_room(name, |room| {
             // Freed and created again while it was seeded (it sat empty for the
             // whole linger time): rare enough to refuse and let the client retry.
-            Some(_) if !room.is_seeded() => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                "the room is being loaded; try again",
-            )),
-            Some(with) => Ok(with(room)),
-            None => unreachable!("with_room calls its closure once"),
+            if !room.is_seeded() {
+                return Err(Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the room is being loaded; try again",
+                ));
+            }
+            Ok(with(room))
         })
     }
 

@@ -222,7 +222,7 @@ impl Room {
     }
 
     /// Delivers an event the bus sequenced, if it is the next one.
-    pub fn apply(&self, message: &RoomMessage) -> Applied {
+    pub fn apply(&self, message: RoomMessage) -> Applied {
         let started = Instant::now();
         let mut state = self.state();
         if !state.seeded {
@@ -237,7 +237,7 @@ impl Room {
         if let Some(live) = message.live {
             state.live = live;
         }
-        let frame = Utf8Bytes::from(message.frame.as_str());
+        let frame = Utf8Bytes::from(message.frame);
         state.history.push(frame.clone());
         let delivered = fan_out(&state.members, &frame);
         drop(state);
@@ -259,14 +259,14 @@ impl Room {
             .flatten();
         let outcome = match continuation {
             Some(skip) => {
-                let missed = &snapshot.events[skip..];
-                for frame in missed {
-                    let frame = Utf8Bytes::from(frame.as_str());
+                let missed = snapshot.events.len() - skip;
+                for frame in snapshot.events.into_iter().skip(skip) {
+                    let frame = Utf8Bytes::from(frame);
                     state.history.push(frame.clone());
                     fan_out(&state.members, &frame);
                 }
                 debug_assert_eq!(state.history.last_seq(), snapshot.seq);
-                Seeded::CaughtUp(missed.len())
+                Seeded::CaughtUp(missed)
             }
             None => {
                 let outcome = if state.seeded {
@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn a_mirror_ignores_the_bus_until_seeded() {
         let room = Room::mirror("r".into(), 10, Instant::now());
-        assert_eq!(room.apply(&message("a", 1)), Applied::Skipped);
+        assert_eq!(room.apply(message("a", 1)), Applied::Skipped);
         assert!(!room.is_seeded());
     }
 
@@ -418,8 +418,8 @@ mod tests {
     fn a_mirror_delivers_the_next_event_and_skips_what_it_has() {
         let (room, _outbox, receiver) = seeded_mirror();
         received(&receiver);
-        assert_eq!(room.apply(&message("a", 3)), Applied::Skipped);
-        assert_eq!(room.apply(&message("a", 4)), Applied::Delivered);
+        assert_eq!(room.apply(message("a", 3)), Applied::Skipped);
+        assert_eq!(room.apply(message("a", 4)), Applied::Delivered);
         assert_eq!(received(&receiver), vec![4]);
     }
 
@@ -427,16 +427,16 @@ mod tests {
     fn a_gap_is_filled_from_a_snapshot_in_order() {
         let (room, _outbox, receiver) = seeded_mirror();
         received(&receiver);
-        assert_eq!(room.apply(&message("a", 6)), Applied::Gap);
+        assert_eq!(room.apply(message("a", 6)), Applied::Gap);
         assert_eq!(room.seed(snapshot("a", 1..=6)), Seeded::CaughtUp(3));
         assert_eq!(received(&receiver), vec![4, 5, 6]);
-        assert_eq!(room.apply(&message("a", 6)), Applied::Skipped);
+        assert_eq!(room.apply(message("a", 6)), Applied::Skipped);
     }
 
     #[test]
     fn a_lost_history_restarts_the_room_and_closes_its_members() {
         let (room, outbox, _receiver) = seeded_mirror();
-        assert_eq!(room.apply(&message("b", 1)), Applied::Gap);
+        assert_eq!(room.apply(message("b", 1)), Applied::Gap);
         assert_eq!(
             room.seed(snapshot("b", 1..=1)),
             Seeded::Restarted { closed: 1 }

@@ -228,6 +228,33 @@ impl From<rusqlite::Error> for LedgerError {
     }
 }
 
+/// A request queued for a ledger's single writer, and where its answer goes.
+struct Job {
+    request: TransferRequest,
+    answer: tokio::sync::oneshot::Sender<Result<Committed, LedgerError>>,
+}
+
+/// Group commit's batch: the first job queued and whatever else already waits (from
+/// `next`), up to `max`.
+fn take_batch(first: Job, mut next: impl FnMut() -> Option<Job>, max: usize) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match next() {
+            Some(job) => batch.push(job),
+            None => break,
+        }
+    }
+    crate::metrics::ledger_batch(batch.len());
+    batch
+}
+
+/// Answers each job of a committed (or failed) batch; a caller that gave up is skipped.
+fn answer_batch(batch: Vec<Job>, answers: Vec<Result<Committed, LedgerError>>) {
+    for (job, answer) in batch.into_iter().zip(answers) {
+        let _ = job.answer.send(answer);
+    }
+}
+
 /// A stored transfer's meta, read back.
 fn parse_meta(meta: &str) -> Result<Value, LedgerError> {
     serde_json::from_str(meta).map_err(|e| LedgerError::Storage(e.to_string()))

@@ -19,8 +19,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use super::{
-    parse_meta, Account, CheckReport, Committed, Earnings, Ledger, LedgerError, TransferKind,
-    TransferRequest,
+    answer_batch, parse_meta, take_batch, Account, CheckReport, Committed, Earnings, Job, Ledger,
+    LedgerError, TransferKind, TransferRequest,
 };
 use crate::money::Minor;
 
@@ -101,11 +101,6 @@ impl Statements {
     }
 }
 
-struct Job {
-    request: TransferRequest,
-    answer: oneshot::Sender<Result<Committed, LedgerError>>,
-}
-
 impl From<tokio_postgres::Error> for LedgerError {
     fn from(error: tokio_postgres::Error) -> Self {
         LedgerError::Storage(error.to_string())
@@ -142,14 +137,7 @@ async fn write_batches(
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        crate::metrics::ledger_batch(batch.len());
+        let batch = take_batch(first, || jobs.try_recv().ok(), MAX_BATCH);
         let requests: Vec<&TransferRequest> = batch.iter().map(|job| &job.request).collect();
         let mut outcome = commit_batch(&mut client, &statements, &requests).await;
         for _ in 1..BATCH_ATTEMPTS {
@@ -171,9 +159,7 @@ async fn write_batches(
                     .collect()
             }
         };
-        for (job, answer) in batch.into_iter().zip(answers) {
-            let _ = job.answer.send(answer);
-        }
+        answer_batch(batch, answers);
     }
 }
 

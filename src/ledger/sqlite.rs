@@ -17,8 +17,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    parse_meta, Account, CheckReport, Committed, Earnings, Ledger, LedgerError, TransferKind,
-    TransferRequest,
+    answer_batch, parse_meta, take_batch, Account, CheckReport, Committed, Earnings, Job, Ledger,
+    LedgerError, TransferKind, TransferRequest,
 };
 use crate::money::Minor;
 
@@ -80,11 +80,6 @@ fn checkpoint_until_closed(path: &Path, stop: mpsc::Receiver<()>) -> Result<(), 
         }
     }
     Ok(())
-}
-
-struct Job {
-    request: TransferRequest,
-    answer: oneshot::Sender<Result<Committed, LedgerError>>,
 }
 
 fn configure(connection: &Connection) -> Result<(), LedgerError> {
@@ -214,18 +209,9 @@ struct Writer {
 impl Writer {
     fn run(mut self, jobs: mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            crate::metrics::ledger_batch(batch.len());
+            let batch = take_batch(first, || jobs.try_recv().ok(), MAX_BATCH);
             let answers = self.commit_batch(&batch);
-            for (job, answer) in batch.into_iter().zip(answers) {
-                let _ = job.answer.send(answer);
-            }
+            answer_batch(batch, answers);
         }
     }
 
