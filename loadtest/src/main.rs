@@ -7,7 +7,6 @@ mod scenarios;
 mod stats;
 mod target;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,15 +225,15 @@ fn watched(stats: Stats) -> Arc<Stats> {
         every.tick().await;
         while let Some(stats) = seen.upgrade() {
             every.tick().await;
-            let delivered = stats.delivered.load(Relaxed).max(stats.latency.count());
+            let delivered = stats.delivered.get().max(stats.latency.count());
             eprintln!(
                 "connected {:>6}  sent {:>9}  delivered {:>10} ({:>9}/s)  p99 {:>7.1} ms  errors {}",
-                stats.connected.load(Relaxed),
-                stats.sent.load(Relaxed),
+                stats.connected.get(),
+                stats.sent.get(),
                 delivered,
                 delivered - last,
                 stats.latency.quantile(0.99) as f64 / 1000.0,
-                stats.errors.load(Relaxed),
+                stats.errors.get(),
             );
             last = delivered;
         }

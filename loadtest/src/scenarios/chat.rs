@@ -2,12 +2,11 @@
 //! optionally some that stop reading (`slow`). Every receiver checks it sees each
 //! room event once, in `seq` order, and measures end-to-end latency.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -86,11 +85,11 @@ pub async fn run(
         }));
     }
 
-    let delivered_before = stats.delivered.load(Relaxed);
+    let delivered_before = stats.delivered.get();
     let started = Instant::now();
     tokio::time::sleep(load.duration).await;
     let elapsed = started.elapsed();
-    let delivered = stats.delivered.load(Relaxed) - delivered_before;
+    let delivered = stats.delivered.get() - delivered_before;
     stop.send_replace(true);
     // Messages in flight still count towards correctness, not towards the rate.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -101,15 +100,15 @@ pub async fn run(
         clients: load.clients,
         rooms,
         slow_clients: stalled,
-        sent: stats.sent.load(Relaxed),
+        sent: stats.sent.get(),
         delivered,
         delivered_per_s: delivered as f64 / elapsed.as_secs_f64(),
         latency: stats.latency.summary(),
-        gaps: stats.gaps.load(Relaxed),
-        duplicates: stats.duplicates.load(Relaxed),
-        reorders: stats.reorders.load(Relaxed),
-        errors: stats.errors.load(Relaxed),
-        disconnects: stats.disconnects.load(Relaxed),
+        gaps: stats.gaps.get(),
+        duplicates: stats.duplicates.get(),
+        reorders: stats.reorders.get(),
+        errors: stats.errors.get(),
+        disconnects: stats.disconnects.get(),
     })
 }
 
@@ -153,29 +152,40 @@ async fn read(
     mut check: SeqCheck,
     stats: &Stats,
 ) {
-    while let Some(frame) = stream.next().await {
-        match frame {
-            Ok(Message::Text(text)) => observe(text.as_str(), &mut check, stats),
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
+    'connection: while let Some(frame) = stream.next().await {
+        // Frames already buffered arrived with this one: one clock reading serves them
+        // all (at millions of messages a second, reading it per frame cost 15 % of us).
+        let now = unix_micros();
+        let mut frame = Some(frame);
+        while let Some(next) = frame {
+            match next {
+                Ok(Message::Text(text)) => observe(text.as_str(), now, &mut check, stats),
+                Ok(Message::Close(_)) | Err(_) => break 'connection,
+                Ok(_) => {}
+            }
+            frame = match stream.next().now_or_never() {
+                Some(None) => break 'connection,
+                Some(Some(buffered)) => Some(buffered),
+                None => None,
+            };
         }
     }
-    stats.disconnects.fetch_add(1, Relaxed);
+    stats.disconnects.add(1);
 }
 
-fn observe(text: &str, check: &mut SeqCheck, stats: &Stats) {
+fn observe(text: &str, now: u64, check: &mut SeqCheck, stats: &Stats) {
     if text.starts_with("{\"type\":\"ok\"") {
         return;
     }
     if text.starts_with("{\"type\":\"error\"") {
-        stats.errors.fetch_add(1, Relaxed);
+        stats.errors.add(1);
         return;
     }
     let Some(seq) = seq(text) else { return };
     check.observe(seq, stats);
     if let Some(sent) = sent_micros(text) {
-        stats.delivered.fetch_add(1, Relaxed);
-        stats.latency.record(unix_micros().saturating_sub(sent));
+        stats.delivered.add(1);
+        stats.latency.record(now.saturating_sub(sent));
     }
 }
 
@@ -204,7 +214,7 @@ async fn send_chats(
                 return;
             }
             sent += 1;
-            stats.sent.fetch_add(1, Relaxed);
+            stats.sent.add(1);
         }
         if sink.flush().await.is_err() {
             return;

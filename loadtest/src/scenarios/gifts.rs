@@ -2,7 +2,6 @@
 //! the server sends only after the gift is durably committed.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,7 +96,7 @@ pub async fn run(
         confirmed,
         confirmed_per_s: confirmed as f64 / elapsed.as_secs_f64(),
         confirm_latency: stats.latency.summary(),
-        errors: stats.errors.load(Relaxed),
+        errors: stats.errors.get(),
     })
 }
 
@@ -133,14 +132,14 @@ async fn storm(
                 return;
             }
             waiting.push_back(Instant::now());
-            stats.sent.fetch_add(1, Relaxed);
+            stats.sent.add(1);
             next += 1;
         }
         if waiting.is_empty() {
             return;
         }
         let Some(Ok(frame)) = socket.next().await else {
-            stats.disconnects.fetch_add(1, Relaxed);
+            stats.disconnects.add(1);
             return;
         };
         let Message::Text(text) = frame else { continue };
@@ -151,7 +150,7 @@ async fn storm(
             }
             Some("error") => {
                 waiting.pop_front();
-                stats.errors.fetch_add(1, Relaxed);
+                stats.errors.add(1);
             }
             _ => {}
         }

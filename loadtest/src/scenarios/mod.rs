@@ -71,9 +71,7 @@ pub async fn connect_all(
         .buffer_unordered(256);
     while let Some(joined) = pending.next().await {
         clients.push(joined?);
-        stats
-            .connected
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.connected.add(1);
     }
     clients.sort_by_key(|c| c.index);
     Ok(clients)

@@ -84,7 +84,7 @@ pub async fn run(target: &Target, load: &RtcLoad, stats: Arc<Stats>) -> anyhow::
         tokio::time::sleep_until(due.into()).await;
         let viewer = view(target, &api, room, reception.clone(), stats.clone()).await;
         viewers.push(viewer.with_context(|| format!("viewer {n}"))?);
-        stats.connected.fetch_add(1, Relaxed);
+        stats.connected.add(1);
     }
     // Let the last viewers reach their first keyframe before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -302,7 +302,7 @@ async fn view(
                 // A big jump back is a reordering, not 60,000 losses.
                 let gap = if gap < 0x8000 { u64::from(gap) } else { 0 };
                 last_seq = Some(seq);
-                stats.delivered.fetch_add(1, Relaxed);
+                stats.delivered.add(1);
                 if !reception.measuring.load(Relaxed) {
                     continue;
                 }
