@@ -6,6 +6,7 @@ mod scan;
 mod scenarios;
 mod stats;
 mod target;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,19 +6,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::future::try_join_all;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::ws::WebSocket;
 
 #[derive(Clone)]
 pub struct Target {
     http: String,
-    ws: String,
+    /// `host:port`, for the WebSocket.
+    address: String,
     client: reqwest::Client,
 }
 
@@ -95,7 +91,7 @@ impl Target {
         let base = format!("{host}:{port}");
         Ok(Target {
             http: format!("http://{base}"),
-            ws: format!("ws://{base}/ws"),
+            address: base,
             client,
         })
     }
@@ -144,15 +140,8 @@ impl Target {
             .sum())
     }
 
-    pub async fn connect(&self, token: &str) -> anyhow::Result<Socket> {
-        let url = format!("{}?token={token}", self.ws);
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0)
-            .max_message_size(Some(1 << 20));
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
-        Ok(socket)
+    pub async fn connect(&self, token: &str) -> anyhow::Result<WebSocket> {
+        WebSocket::connect(&self.address, &format!("/ws?token={token}")).await
     }
 
     pub async fn top_up(&self, token: &str, coins: u64, key: &str) -> anyhow::Result<()> {
@@ -189,18 +178,16 @@ impl Target {
 }
 
 /// Joins `room` and returns the room's `seq` at the join.
-pub async fn join(socket: &mut Socket, room: &str) -> anyhow::Result<u64> {
+pub async fn join(socket: &mut WebSocket, room: &str) -> anyhow::Result<u64> {
     let request = json!({"type": "join", "room": room, "rid": "join"}).to_string();
-    socket.send(Message::text(request)).await?;
-    while let Some(frame) = socket.next().await {
-        if let Message::Text(text) = frame? {
-            if text.contains("\"rid\":\"join\"") {
-                let reply: Value = serde_json::from_str(&text)?;
-                if reply["type"] != "ok" {
-                    bail!("join {room} refused: {reply}");
-                }
-                return reply["seq"].as_u64().context("join reply without seq");
+    socket.send_text(&request).await?;
+    while let Some(text) = socket.next_text().await? {
+        if text.contains("\"rid\":\"join\"") {
+            let reply: Value = serde_json::from_str(&text)?;
+            if reply["type"] != "ok" {
+                bail!("join {room} refused: {reply}");
             }
+            return reply["seq"].as_u64().context("join reply without seq");
         }
     }
     bail!("connection closed while joining {room}")
@@ -223,7 +210,7 @@ mod tests {
     fn a_single_url_is_one_node() {
         let cluster = Cluster::parse("http://127.0.0.1:8080").expect("loopback");
         assert_eq!(bases(&cluster), ["http://127.0.0.1:8080"]);
-        assert_eq!(cluster.nodes[0].ws, "ws://127.0.0.1:8080/ws");
+        assert_eq!(cluster.nodes[0].address, "127.0.0.1:8080");
         assert!(cluster.single().is_some());
     }
 

@@ -2,19 +2,18 @@
 //! optionally some that stop reading (`slow`). Every receiver checks it sees each
 //! room event once, in `seq` order, and measures end-to-end latency.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::SplitSink;
-use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{connect_all, tokens, unix_micros, Joined};
 use crate::scan::{sent_micros, seq};
 use crate::stats::{Latency, SeqCheck, Stats};
-use crate::target::{Cluster, Socket};
+use crate::target::Cluster;
+use crate::ws::{Read, WebSocket};
 
 #[derive(Debug, Clone)]
 pub struct ChatLoad {
@@ -121,9 +120,12 @@ async fn drive(
     mut stopped: watch::Receiver<bool>,
 ) {
     let Joined {
-        socket, room, seq, ..
+        mut socket,
+        room,
+        seq,
+        ..
     } = client;
-    let check = SeqCheck::after(seq);
+    let mut check = SeqCheck::after(seq);
     match part {
         Part::Stalled => {
             // Hold the connection without ever reading from it.
@@ -131,53 +133,51 @@ async fn drive(
             let _ = stopped.wait_for(|s| *s).await;
         }
         Part::Sender => {
-            let (sink, stream) = socket.split();
-            tokio::spawn(send_chats(
-                sink,
-                room,
-                per_second,
-                size,
-                stats.clone(),
-                stopped.clone(),
-            ));
-            read(stream, check, &stats).await;
-        }
-        // Unsplit: a split socket costs a lock and a waker per read, for nothing here.
-        Part::Reader => read(socket, check, &stats).await,
-    }
-}
-
-async fn read(
-    mut stream: impl Stream<Item = Result<Message, WsError>> + Unpin,
-    mut check: SeqCheck,
-    stats: &Stats,
-) {
-    'connection: while let Some(frame) = stream.next().await {
-        // Frames already buffered arrived with this one: one clock reading serves them
-        // all (at millions of messages a second, reading it per frame cost 15 % of us).
-        let now = unix_micros();
-        let mut frame = Some(frame);
-        while let Some(next) = frame {
-            match next {
-                Ok(Message::Text(text)) => observe(text.as_str(), now, &mut check, stats),
-                Ok(Message::Close(_)) | Err(_) => break 'connection,
-                Ok(_) => {}
+            let mut chats = Chats::new(room, per_second, size);
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tick.tick(), if !*stopped.borrow() => {
+                        if chats.send_due(&mut socket, &stats).await.is_err() {
+                            break;
+                        }
+                    }
+                    read = read_batch(&mut socket, &mut check, &stats) => if !read {
+                        break;
+                    },
+                }
             }
-            frame = match stream.next().now_or_never() {
-                Some(None) => break 'connection,
-                Some(Some(buffered)) => Some(buffered),
-                None => None,
-            };
+            stats.disconnects.add(1);
+        }
+        Part::Reader => {
+            while read_batch(&mut socket, &mut check, &stats).await {}
+            stats.disconnects.add(1);
         }
     }
-    stats.disconnects.add(1);
 }
 
-fn observe(text: &str, now: u64, check: &mut SeqCheck, stats: &Stats) {
-    if text.starts_with("{\"type\":\"ok\"") {
+/// Observes what one read brought; false once the connection is gone. Frames that
+/// arrived together share one clock reading (at millions of messages a second,
+/// reading it per frame cost 15 % of the load tester).
+async fn read_batch(socket: &mut WebSocket, check: &mut SeqCheck, stats: &Stats) -> bool {
+    let mut now = None;
+    let read = socket
+        .read(|text| {
+            let now = *now.get_or_insert_with(unix_micros);
+            observe(text, now, check, stats);
+            ControlFlow::Continue(())
+        })
+        .await;
+    matches!(read, Ok(Read::Open))
+}
+
+fn observe(text: &[u8], now: u64, check: &mut SeqCheck, stats: &Stats) {
+    if text.starts_with(b"{\"type\":\"ok\"") {
         return;
     }
-    if text.starts_with("{\"type\":\"error\"") {
+    if text.starts_with(b"{\"type\":\"error\"") {
         stats.errors.add(1);
         return;
     }
@@ -189,35 +189,37 @@ fn observe(text: &str, now: u64, check: &mut SeqCheck, stats: &Stats) {
     }
 }
 
-/// Sends chat at `per_second`, in 1 ms ticks, each message stamped with its send time.
-async fn send_chats(
-    mut sink: SplitSink<Socket, Message>,
+/// A sender's schedule: `per_second` chat messages, each stamped with its send time.
+struct Chats {
     room: String,
     per_second: f64,
-    size: usize,
-    stats: Arc<Stats>,
-    stopped: watch::Receiver<bool>,
-) {
-    let padding = "x".repeat(size.saturating_sub(24));
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while !*stopped.borrow() {
-        tick.tick().await;
-        let due = (started.elapsed().as_secs_f64() * per_second) as u64;
-        while sent < due {
-            let text = format!("t={} {padding}", unix_micros());
+    padding: String,
+    started: Instant,
+    sent: u64,
+}
+
+impl Chats {
+    fn new(room: String, per_second: f64, size: usize) -> Chats {
+        Chats {
+            room,
+            per_second,
+            padding: "x".repeat(size.saturating_sub(24)),
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Sends the messages due by now.
+    async fn send_due(&mut self, socket: &mut WebSocket, stats: &Stats) -> anyhow::Result<()> {
+        let due = (self.started.elapsed().as_secs_f64() * self.per_second) as u64;
+        while self.sent < due {
+            let text = format!("t={} {}", unix_micros(), self.padding);
             let message =
-                serde_json::json!({"type": "chat", "room": room, "text": text}).to_string();
-            if sink.feed(Message::text(message)).await.is_err() {
-                return;
-            }
-            sent += 1;
+                serde_json::json!({"type": "chat", "room": self.room, "text": text}).to_string();
+            socket.send_text(&message).await?;
+            self.sent += 1;
             stats.sent.add(1);
         }
-        if sink.flush().await.is_err() {
-            return;
-        }
+        Ok(())
     }
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use futures_util::SinkExt;
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{connect_all, tokens, Joined};
 use crate::scan::string_field;
@@ -124,11 +122,7 @@ async fn storm(
                 "type": "gift", "room": room, "sticker": sticker, "count": 1,
                 "key": format!("lt-{run_id}-{index}-{next}"), "rid": next,
             });
-            if socket
-                .send(Message::text(message.to_string()))
-                .await
-                .is_err()
-            {
+            if socket.send_text(&message.to_string()).await.is_err() {
                 return;
             }
             waiting.push_back(Instant::now());
@@ -138,11 +132,10 @@ async fn storm(
         if waiting.is_empty() {
             return;
         }
-        let Some(Ok(frame)) = socket.next().await else {
+        let Ok(Some(text)) = socket.next_text().await else {
             stats.disconnects.add(1);
             return;
         };
-        let Message::Text(text) = frame else { continue };
         match string_field(&text, "type") {
             Some("ok") if text.contains("\"gift_id\"") => {
                 let sent = waiting.pop_front().expect("a reply follows a request");

@@ -12,7 +12,8 @@ use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
 
 use crate::stats::Stats;
-use crate::target::{join, Cluster, Socket};
+use crate::target::{join, Cluster};
+use crate::ws::WebSocket;
 
 /// Tokens for users `lt-0` … `lt-{n-1}`, fetched a few dozen at a time, each from
 /// the node its client will use.
@@ -32,7 +33,7 @@ pub async fn tokens(cluster: &Cluster, count: usize) -> anyhow::Result<Vec<Strin
 /// A connected client that has joined its room.
 pub struct Joined {
     pub index: usize,
-    pub socket: Socket,
+    pub socket: WebSocket,
     pub room: String,
     pub seq: u64,
 }
