@@ -116,21 +116,23 @@ impl Histogram {
         (0..BUCKETS).map(|index| self.bucket(index)).sum()
     }
 
+    /// Forgets what was recorded (to start measuring after a warm-up); what other
+    /// threads record meanwhile may land on either side.
+    pub fn reset(&self) {
+        for shard in &self.shards {
+            shard.0.buckets.iter().for_each(|b| b.store(0, Relaxed));
+            shard.0.max.store(0, Relaxed);
+        }
+    }
+
+    /// The bucket counts now, to compare with later ones.
+    pub fn counts(&self) -> Counts {
+        Counts((0..BUCKETS).map(|index| self.bucket(index)).collect())
+    }
+
     /// The value at quantile `q` (0..=1), in microseconds, to within one bucket (~6%).
     pub fn quantile(&self, q: f64) -> u64 {
-        let total = self.count();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for index in 0..BUCKETS {
-            seen += self.bucket(index);
-            if seen >= rank {
-                return bucket_floor(index);
-            }
-        }
-        self.max()
+        self.counts().quantile(q)
     }
 
     pub fn summary(&self) -> Latency {
@@ -141,6 +143,45 @@ impl Histogram {
             p99_ms: ms(self.quantile(0.99)),
             max_ms: ms(self.max()),
         }
+    }
+}
+
+/// A histogram's bucket counts at one moment.
+#[derive(Clone)]
+pub struct Counts(Vec<u64>);
+
+impl Counts {
+    pub fn empty() -> Counts {
+        Counts(vec![0; BUCKETS])
+    }
+
+    /// What was recorded between `earlier` and these counts.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts(
+            self.0
+                .iter()
+                .zip(&earlier.0)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+        )
+    }
+
+    /// The value at quantile `q` (0..=1), in microseconds, to within one bucket (~6%);
+    /// 0 when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.0.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, count) in self.0.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return bucket_floor(index);
+            }
+        }
+        bucket_floor(BUCKETS - 1)
     }
 }
 
@@ -222,6 +263,16 @@ mod tests {
         assert!((470..=500).contains(&p50), "{p50}");
         assert!(h.quantile(0.99) >= 930);
         assert_eq!(h.summary().max_ms, 1.0);
+        // An interval's quantiles see only what was recorded in it.
+        let before = h.counts();
+        for _ in 0..100 {
+            h.record(50_000);
+        }
+        let interval = h.counts().since(&before);
+        assert_eq!(interval.quantile(0.01), bucket_floor(bucket_of(50_000)));
+        assert_eq!(Counts::empty().quantile(0.5), 0);
+        h.reset();
+        assert_eq!((h.count(), h.summary().max_ms), (0, 0.0));
     }
 
     #[test]

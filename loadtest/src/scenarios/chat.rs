@@ -28,6 +28,8 @@ pub struct ChatLoad {
     pub size: usize,
     /// Share of clients (not senders) that stop reading once joined.
     pub slow_share: f64,
+    /// Load before the measured `duration`.
+    pub warmup: Duration,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +86,10 @@ pub async fn run(
         }));
     }
 
+    if !load.warmup.is_zero() {
+        tokio::time::sleep(load.warmup).await;
+        stats.latency.reset();
+    }
     let delivered_before = stats.delivered.get();
     let started = Instant::now();
     tokio::time::sleep(load.duration).await;
