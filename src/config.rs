@@ -199,6 +199,11 @@ pub struct Limits {
     pub ws_read_buffer_bytes: usize,
     /// Bytes a writer gathers before it writes to the socket (a flush writes at once).
     pub ws_write_buffer_bytes: usize,
+    /// The kernel's send buffer per connection (SO_SNDBUF; 0 leaves it to the
+    /// kernel's autotuning). It bounds what a client that stops reading holds in
+    /// the kernel before its queue fills and it is closed as a slow consumer:
+    /// autotuning grows it to megabytes on fast links.
+    pub socket_send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -231,6 +236,7 @@ impl Default for Limits {
             http_request_timeout_ms: 30_000,
             ws_read_buffer_bytes: 512,
             ws_write_buffer_bytes: 64 * 1024,
+            socket_send_buffer_bytes: 256 * 1024,
         }
     }
 }

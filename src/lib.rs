@@ -93,6 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             stop,
             Limits::ms(limits.http_header_timeout_ms),
             Limits::ms(limits.shutdown_grace_ms),
+            limits.socket_send_buffer_bytes,
         )
         .await;
         // No new connections now; the open ones were told to close with 1001.

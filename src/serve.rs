@@ -27,6 +27,7 @@ pub async fn serve(
     stop: CancellationToken,
     header_timeout: Duration,
     grace: Duration,
+    send_buffer_bytes: usize,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -49,6 +50,9 @@ pub async fn serve(
         };
         // Small frames go out at once: no Nagle delay on the real-time path.
         let _ = tcp.set_nodelay(true);
+        if send_buffer_bytes > 0 {
+            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(send_buffer_bytes);
+        }
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request

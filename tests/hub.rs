@@ -459,6 +459,63 @@ async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
     assert_eq!(slow.closed().await, 4008);
 }
 
+/// How many connections the server has closed as slow consumers, from /metrics.
+async fn slow_consumers_closed(server: &TestServer) -> u64 {
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ovation_slow_consumer_disconnects_total "))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_a_bounded_backlog() {
+    // Without a fixed send buffer, loopback's autotuning lets the kernel hold
+    // megabytes for the stalled client before its queue even starts to fill.
+    let server = TestServer::with_limits(|l| {
+        roomy(l);
+        l.queue_len = 16;
+        l.socket_send_buffer_bytes = 32 * 1024;
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/ws?token={}",
+        server.addr,
+        server.token("stalled", Role::Viewer)
+    );
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut stalled = Client::from_stream(ws);
+    stalled.join("stall").await;
+    let mut speaker = server.viewer("talker").await;
+    speaker.join("stall").await;
+
+    // 2 KB events: the kernel's buffers (32 KiB, doubled by Linux, plus the
+    // client's 4 KiB) hold about 40, the queue 16, the writer one batch of 16.
+    let text = "😀".repeat(495);
+    let mut sent = 0;
+    while slow_consumers_closed(&server).await == 0 {
+        assert!(sent < 200, "still not closed after {sent} events of 2 KB");
+        speaker.ok(chat("stall", &format!("{sent} {text}"))).await;
+        sent += 1;
+    }
+    assert!(
+        sent > 16,
+        "closed after {sent} events: before its queue could fill"
+    );
+    assert_eq!(stalled.closed().await, 4008);
+}
+
 #[tokio::test]
 async fn presence_is_coalesced_to_the_viewer_count() {
     let server = TestServer::with_limits(|l| l.presence_interval_ms = 100).await;

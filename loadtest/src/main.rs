@@ -167,13 +167,19 @@ async fn run(cli: Cli, cluster: Cluster) -> anyhow::Result<()> {
             slow_share,
             rounds,
         } => {
+            const CLOSED: &str = "ovation_slow_consumer_disconnects_total";
+            let closed_before = cluster.metric(CLOSED).await.unwrap_or_default();
             let mut baseline = Vec::new();
             let mut slowed = Vec::new();
             for _ in 0..(*rounds).max(1) {
                 baseline.push(chat_run(&cluster, &chat(args, 1, 0.0)).await?);
                 slowed.push(chat_run(&cluster, &chat(args, 1, *slow_share)).await?);
             }
-            slow_report(&baseline, &slowed)
+            let mut report = slow_report(&baseline, &slowed);
+            // Ovation's own count (absent from a peer's metrics, then 0).
+            let closed = cluster.metric(CLOSED).await.unwrap_or_default() - closed_before;
+            report["closed_by_server_as_slow"] = json!(closed);
+            report
         }
         Scenario::Gifts {
             clients,

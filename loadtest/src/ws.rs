@@ -81,6 +81,14 @@ impl WebSocket {
         })
     }
 
+    /// Caps how much the kernel buffers for this socket unread. A phone that stops
+    /// reading holds a few hundred KiB at most; on loopback an uncapped buffer grows
+    /// to megabytes, charged to the machine the server shares, and the server would
+    /// see the stall only after a minute.
+    pub fn cap_receive_buffer(&self, bytes: usize) -> std::io::Result<()> {
+        socket2::SockRef::from(&self.stream).set_recv_buffer_size(bytes)
+    }
+
     /// Sends one text message (after any pong not yet written).
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
         let mut frame = std::mem::take(&mut self.unsent);

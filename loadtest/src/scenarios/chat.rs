@@ -48,6 +48,9 @@ pub struct ChatReport {
     pub disconnects: u64,
 }
 
+/// The kernel receive buffer of a client that stops reading.
+const STALLED_RECEIVE_BUFFER: usize = 64 * 1024;
+
 /// What a client does once joined.
 #[derive(Clone, Copy, PartialEq)]
 enum Part {
@@ -135,6 +138,9 @@ async fn drive(
     match part {
         Part::Stalled => {
             // Hold the connection without ever reading from it.
+            if socket.cap_receive_buffer(STALLED_RECEIVE_BUFFER).is_err() {
+                stats.errors.add(1);
+            }
             let _keep = socket;
             let _ = stopped.wait_for(|s| *s).await;
         }
