@@ -50,6 +50,11 @@ struct Common {
     /// Tokio worker threads of the load generator.
     #[arg(long, global = true, default_value_t = 1)]
     workers: usize,
+    /// Run with the normal scheduling policy. By default the load generator runs as
+    /// SCHED_BATCH, so that its wake-ups do not preempt the server it measures on
+    /// the same cores.
+    #[arg(long, global = true)]
+    normal_priority: bool,
     /// Also write the report as JSON to this file.
     #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
@@ -134,6 +139,10 @@ fn main() -> anyhow::Result<()> {
     let cluster = Cluster::parse(&cli.common.url)?;
     let open_files = target::raise_open_files();
     eprintln!("open-file limit {open_files}");
+    if !cli.common.normal_priority {
+        // Before the runtime starts: its threads inherit the policy.
+        target::yield_to_the_server()?;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.common.workers.max(1))
         .enable_all()
