@@ -420,13 +420,7 @@ async fn a_node_that_loses_the_bus_reconnects_and_its_viewers_miss_nothing() {
 async fn grab_on(node: &Node, id: &str, room: &str, packet: &str) -> Result<u64, String> {
     let mut client = node.viewer(id).await;
     client.join(room).await;
-    let reply = client
-        .request(json!({"type": "grab", "room": room, "packet": packet}))
-        .await;
-    match reply["type"].as_str() {
-        Some("ok") => Ok(reply["coins"].as_u64().unwrap()),
-        _ => Err(reply["code"].as_str().unwrap().to_owned()),
-    }
+    client.grab(room, packet).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

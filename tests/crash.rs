@@ -204,13 +204,7 @@ async fn wallet(addr: SocketAddr, id: &str) -> u64 {
 async fn grab(addr: SocketAddr, id: &str, packet: &str) -> Result<u64, String> {
     let mut client = Client::connect(addr, Some(&token(id))).await;
     client.join("packet-room").await;
-    let reply = client
-        .request(json!({"type": "grab", "room": "packet-room", "packet": packet}))
-        .await;
-    match reply["type"].as_str() {
-        Some("ok") => Ok(reply["coins"].as_u64().unwrap()),
-        _ => Err(reply["code"].as_str().unwrap_or_default().to_owned()),
-    }
+    client.grab("packet-room", packet).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

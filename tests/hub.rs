@@ -414,6 +414,24 @@ async fn twenty_errors_in_ten_seconds_close_with_1008() {
     assert_eq!(client.closed().await, 1008);
 }
 
+/// A viewer whose kernel receive buffer is 4 KiB, so what it does not read backs
+/// up to the server quickly.
+async fn viewer_with_tiny_receive_buffer(server: &TestServer, id: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/ws?token={}",
+        server.addr,
+        server.token(id, Role::Viewer)
+    );
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    Client::from_stream(ws)
+}
+
 #[tokio::test]
 async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
     let server = TestServer::with_limits(|l| {
@@ -423,19 +441,7 @@ async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
     })
     .await;
     // The slow client's socket buffer is tiny, so its backlog reaches the queue fast.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let url = format!(
-        "ws://{}/ws?token={}",
-        server.addr,
-        server.token("slow", Role::Viewer)
-    );
-    let (ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut slow = Client::from_stream(ws);
+    let mut slow = viewer_with_tiny_receive_buffer(&server, "slow").await;
     slow.join("busy").await;
 
     let mut steady = server.viewer("steady").await;
@@ -483,19 +489,7 @@ async fn a_client_that_stops_reading_is_closed_after_a_bounded_backlog() {
         l.socket_send_buffer_bytes = 32 * 1024;
     })
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let url = format!(
-        "ws://{}/ws?token={}",
-        server.addr,
-        server.token("stalled", Role::Viewer)
-    );
-    let (ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut stalled = Client::from_stream(ws);
+    let mut stalled = viewer_with_tiny_receive_buffer(&server, "stalled").await;
     stalled.join("stall").await;
     let mut speaker = server.viewer("talker").await;
     speaker.join("stall").await;

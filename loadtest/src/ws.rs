@@ -11,6 +11,8 @@
 use std::ops::ControlFlow;
 
 use anyhow::bail;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,7 +50,7 @@ impl WebSocket {
         let mut stream = TcpStream::connect(host_port).await?;
         stream.set_nodelay(true)?;
         let mut mask = MaskKeys::seeded();
-        let key = base64_16(&mask.bytes16());
+        let key = STANDARD.encode(mask.bytes16());
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -265,37 +267,11 @@ impl MaskKeys {
     }
 }
 
-/// Standard base64 of 16 bytes (the handshake key).
-fn base64_16(bytes: &[u8; 16]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(24);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out.push_str("==");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-
-    #[test]
-    fn the_handshake_key_is_base64_of_sixteen_bytes() {
-        // RFC 6455's example key.
-        let key = *b"the sample nonce";
-        assert_eq!(base64_16(&key), "dGhlIHNhbXBsZSBub25jZQ==");
-    }
 
     #[test]
     fn frames_are_parsed_only_once_complete() {

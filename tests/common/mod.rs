@@ -314,6 +314,17 @@ impl Client {
         self.ok(json!({"type": "join", "room": room})).await
     }
 
+    /// Grabs a share of a red packet: the coins won, or the refusal's code.
+    pub async fn grab(&mut self, room: &str, packet: &str) -> Result<u64, String> {
+        let reply = self
+            .request(json!({"type": "grab", "room": room, "packet": packet}))
+            .await;
+        match reply["type"].as_str() {
+            Some("ok") => Ok(reply["coins"].as_u64().unwrap()),
+            _ => Err(reply["code"].as_str().unwrap_or_default().to_owned()),
+        }
+    }
+
     /// Waits for the next message of `kind`, dropping others (for example presence).
     pub async fn next_of(&mut self, kind: &str) -> Value {
         loop {
