@@ -195,10 +195,9 @@ pub struct Limits {
     pub http_header_timeout_ms: u64,
     /// A request (other than a WebSocket, once upgraded) must be answered within this.
     pub http_request_timeout_ms: u64,
-    /// Read buffer per WebSocket; small keeps idle connections cheap.
+    /// Bytes a WebSocket reader asks the socket for at once. A connection holds no
+    /// read buffer while it waits; larger frames take more reads.
     pub ws_read_buffer_bytes: usize,
-    /// Bytes a writer gathers before it writes to the socket (a flush writes at once).
-    pub ws_write_buffer_bytes: usize,
     /// The kernel's send buffer per connection (SO_SNDBUF; 0 leaves it to the
     /// kernel's autotuning). It bounds what a client that stops reading holds in
     /// the kernel before its queue fills and it is closed as a slow consumer:
@@ -235,7 +234,6 @@ impl Default for Limits {
             http_header_timeout_ms: 10_000,
             http_request_timeout_ms: 30_000,
             ws_read_buffer_bytes: 512,
-            ws_write_buffer_bytes: 64 * 1024,
             socket_send_buffer_bytes: 256 * 1024,
         }
     }

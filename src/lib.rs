@@ -13,7 +13,7 @@ pub mod money;
 pub mod protocol;
 pub mod relay;
 mod serve;
-mod ws;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,9 @@
-//! The HTTP accept loop: hyper (HTTP/1.1 and HTTP/2, with upgrades for WebSockets)
-//! with a deadline for a request's headers, so a client that trickles them
-//! (slowloris) is cut off instead of holding a connection forever; `axum::serve`
-//! has no such timer.
+//! The HTTP accept loop: hyper's HTTP/1.1 (with upgrades for WebSockets) with a
+//! deadline for a request's headers, so a client that trickles them (slowloris) is cut
+//! off instead of holding a connection forever; `axum::serve` has no such timer.
+//! HTTP/1.1 only: browsers speak HTTP/2 only over TLS, which a proxy in front
+//! terminates, and a plain HTTP/1 connection upgrades to the bare `TcpStream` that
+//! the WebSocket edge wants.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,12 +12,12 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// Serves `app` until `stop`, then lets open requests finish for up to `grace`.
@@ -29,12 +31,11 @@ pub async fn serve(
     grace: Duration,
     send_buffer_bytes: usize,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let graceful = GracefulShutdown::new();
+    let requests = TaskTracker::new();
     loop {
         let (tcp, remote) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -61,15 +62,22 @@ pub async fn serve(
             app.clone().oneshot(request.map(Body::new))
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        tokio::spawn(graceful.watch(connection));
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        requests.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                // Finish the request in progress, if any, then close.
+                _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    requests.close();
+    if tokio::time::timeout(grace, requests.wait()).await.is_err() {
         tracing::warn!("some HTTP requests did not finish within the shutdown grace period");
     }
 }

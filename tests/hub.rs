@@ -6,9 +6,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use ovation::auth::Role;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 fn chat(room: &str, text: &str) -> Value {
@@ -399,6 +401,107 @@ async fn binary_frames_close_with_1003() {
         .await
         .unwrap();
     assert_eq!(client.closed().await, 1003);
+}
+
+/// Sends one raw frame (the client still masks it).
+async fn send_frame(client: &mut Client, frame: Frame) {
+    client.ws.send(Message::Frame(frame)).await.unwrap();
+}
+
+fn text_fragment(bytes: &[u8], opcode: Data, last: bool) -> Frame {
+    Frame::message(bytes.to_vec(), OpCode::Data(opcode), last)
+}
+
+#[tokio::test]
+async fn a_fragmented_message_is_joined_and_pings_between_fragments_are_answered() {
+    let server = TestServer::start().await;
+    let mut client = server.viewer("frag").await;
+    let message = json!({"type": "ping", "rid": "f"}).to_string();
+    let (head, tail) = message.as_bytes().split_at(9);
+    send_frame(&mut client, text_fragment(head, Data::Text, false)).await;
+    client.ws.send(Message::Ping("mid".into())).await.unwrap();
+    send_frame(&mut client, text_fragment(tail, Data::Continue, true)).await;
+    let mut pong = None;
+    let reply = loop {
+        match client.ws.next().await.unwrap().unwrap() {
+            Message::Pong(payload) => pong = Some(payload),
+            Message::Text(text) => break serde_json::from_str::<Value>(&text).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        pong.as_deref(),
+        Some(b"mid".as_slice()),
+        "the pong comes first"
+    );
+    assert_eq!(
+        (reply["type"].as_str(), reply["rid"].as_str()),
+        (Some("ok"), Some("f"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_and_reserved_bits_with_1002() {
+    let server = TestServer::start().await;
+    let mut client = server.viewer("utf").await;
+    send_frame(
+        &mut client,
+        text_fragment(b"{\"type\": \"\xff\"}", Data::Text, true),
+    )
+    .await;
+    assert_eq!(client.closed().await, 1007);
+
+    let mut client = server.viewer("rsv").await;
+    let mut frame = text_fragment(b"{}", Data::Text, true);
+    frame.header_mut().rsv1 = true;
+    send_frame(&mut client, frame).await;
+    assert_eq!(client.closed().await, 1002);
+}
+
+/// The status line and headers the server answers a raw upgrade request with.
+async fn upgrade_response(server: &TestServer, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET /ws HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0; 4096];
+    let n = tcp.read(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_bad_upgrade_request_is_refused_with_a_clear_status() {
+    let server = TestServer::start().await;
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    let plain = upgrade_response(&server, "").await;
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("bad_request"), "{plain}");
+
+    let old = upgrade_response(
+        &server,
+        &format!("{upgrade}{key}Sec-WebSocket-Version: 8\r\n"),
+    )
+    .await;
+    assert!(old.starts_with("HTTP/1.1 426"), "{old}");
+    assert!(
+        old.to_lowercase().contains("sec-websocket-version: 13"),
+        "{old}"
+    );
+
+    let keyless =
+        upgrade_response(&server, &format!("{upgrade}Sec-WebSocket-Version: 13\r\n")).await;
+    assert!(keyless.starts_with("HTTP/1.1 400"), "{keyless}");
+
+    // The RFC's own example key gets the RFC's answer.
+    let good = upgrade_response(
+        &server,
+        &format!("{upgrade}{key}Sec-WebSocket-Version: 13\r\n"),
+    )
+    .await;
+    assert!(good.starts_with("HTTP/1.1 101"), "{good}");
+    assert!(good.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{good}");
 }
 
 #[tokio::test]

@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
@@ -27,6 +26,7 @@ use crate::gift::GiftEngine;
 use crate::hub::{Hub, Refusal};
 use crate::protocol::{ErrorCode, Rejection};
 use crate::relay::Relay;
+use crate::ws::WebSocketUpgrade;
 
 /// Largest JSON body any API route accepts.
 const MAX_JSON_BODY: usize = 16 * 1024;
@@ -158,11 +158,6 @@ async fn websocket(
         Ok(ticket) => ticket,
         Err(refusal) => return refused(refusal),
     };
-    let upgrade = upgrade
-        .read_buffer_size(limits.ws_read_buffer_bytes)
-        .write_buffer_size(limits.ws_write_buffer_bytes)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes);
     let AppState {
         hub,
         gifts,
@@ -171,11 +166,8 @@ async fn websocket(
         ..
     } = state;
     upgrade.on_upgrade(move |socket| {
-        // Split here, so the connection's long-lived future holds two handles rather
-        // than the whole socket.
-        let (sink, stream) = socket.split();
         connections.track_future(async move {
-            crate::ws::run(sink, stream, hub, gifts, user, shutdown).await;
+            crate::ws::run(socket, hub, gifts, user, shutdown).await;
             drop(ticket);
         })
     })

@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 
-use axum::extract::ws::Utf8Bytes;
+use crate::ws::TextFrame;
 
 /// What a `join` gets back from the history.
 #[derive(Debug, PartialEq)]
 pub struct Replay {
     /// True when the events are exactly those after the client's `since`.
     pub recovered: bool,
-    pub events: Vec<Utf8Bytes>,
+    pub events: Vec<TextFrame>,
 }
 
 pub struct History {
@@ -18,7 +18,7 @@ pub struct History {
     /// Sequence number of the newest event; the room's `seq`.
     last_seq: u64,
     /// Serialized events, oldest first; the last one has `last_seq`.
-    events: VecDeque<Utf8Bytes>,
+    events: VecDeque<TextFrame>,
 }
 
 impl History {
@@ -36,7 +36,7 @@ impl History {
     }
 
     /// The events held, newest first.
-    pub fn newest_first(&self) -> impl Iterator<Item = &Utf8Bytes> {
+    pub fn newest_first(&self) -> impl Iterator<Item = &TextFrame> {
         self.events.iter().rev()
     }
 
@@ -46,7 +46,7 @@ impl History {
     }
 
     /// Appends the event that was given `next_seq()`.
-    pub fn push(&mut self, event: Utf8Bytes) {
+    pub fn push(&mut self, event: TextFrame) {
         if self.events.len() == self.capacity {
             self.events.pop_front();
         }
@@ -57,7 +57,7 @@ impl History {
 
     /// Replaces the window with a snapshot of the cluster's history: `events` are the
     /// newest ones, the last of them numbered `last_seq`.
-    pub fn reset(&mut self, last_seq: u64, events: impl IntoIterator<Item = Utf8Bytes>) {
+    pub fn reset(&mut self, last_seq: u64, events: impl IntoIterator<Item = TextFrame>) {
         self.events = events.into_iter().collect();
         let excess = self.events.len().saturating_sub(self.capacity);
         self.events.drain(..excess);
@@ -112,7 +112,7 @@ mod tests {
         let mut history = History::new(capacity);
         for _ in 0..events {
             let seq = history.next_seq();
-            history.push(Utf8Bytes::from(seq.to_string()));
+            history.push(TextFrame::from(seq.to_string()));
         }
         history
     }
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn reset_takes_the_snapshot_window() {
         let mut h = history(10, 3);
-        h.reset(40, (31..=40).map(|s| Utf8Bytes::from(s.to_string())));
+        h.reset(40, (31..=40).map(|s| TextFrame::from(s.to_string())));
         assert_eq!(h.last_seq(), 40);
         assert_eq!(seqs(&h.replay(Some(35), 3)), vec![36, 37, 38, 39, 40]);
         assert!(!h.replay(Some(29), 3).recovered);

@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
+use crate::ws::TextFrame;
 use dashmap::DashMap;
 use serde::Serialize;
 
 pub use admission::{Admission, Refusal, Ticket};
 pub use cluster::{Cluster, ClusterTasks};
-pub use outbox::{ConnId, Next, Outbox, OutboxReceiver, Pushed};
+pub use outbox::{Batch, ConnId, Next, Outbox, OutboxReceiver, Pushed};
 pub use room::{Published, Room};
 pub use session::{Flow, Session};
 
@@ -178,7 +178,7 @@ impl Hub {
     }
 
     /// Sends a private frame to every connection of one user, on every node.
-    pub fn send_to_user(&self, user_id: &str, frame: Utf8Bytes) {
+    pub fn send_to_user(&self, user_id: &str, frame: TextFrame) {
         match &self.cluster {
             Some(cluster) => cluster.send_to_user(user_id, frame.as_str()),
             None => self.deliver_to_user(user_id, frame),
@@ -186,7 +186,7 @@ impl Hub {
     }
 
     /// Sends a private frame to the user's connections on this node.
-    fn deliver_to_user(&self, user_id: &str, frame: Utf8Bytes) {
+    fn deliver_to_user(&self, user_id: &str, frame: TextFrame) {
         if let Some(conns) = self.users.get(user_id) {
             for outbox in conns.iter() {
                 outbox.push(frame.clone());

@@ -6,11 +6,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
+use crate::ws::TextFrame;
 
 pub type ConnId = u64;
 
@@ -30,7 +31,10 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Utf8Bytes>,
+    frames: VecDeque<TextFrame>,
+    /// The payload of the client's latest ping, not yet answered (RFC 6455 lets an
+    /// endpoint answer only the latest).
+    pong: Option<Bytes>,
     /// The writer is gone: nothing more will be sent.
     ended: bool,
 }
@@ -38,6 +42,13 @@ struct Queue {
 /// The writer task's end of an outbox.
 pub struct OutboxReceiver {
     outbox: Arc<Outbox>,
+}
+
+/// What a writer takes from its outbox in one go.
+#[derive(Default)]
+pub struct Batch {
+    pub frames: VecDeque<TextFrame>,
+    pub pong: Option<Bytes>,
 }
 
 /// After a burst, the writer lets go of a batch buffer larger than this.
@@ -71,7 +82,7 @@ impl Outbox {
 
     /// Queues a frame. A full queue means the client does not keep up: it is closed
     /// with 4008 rather than slowing down whoever is sending.
-    pub fn push(&self, frame: Utf8Bytes) -> Pushed {
+    pub fn push(&self, frame: TextFrame) -> Pushed {
         let mut queue = self.queue();
         if queue.ended {
             return Pushed::Dropped;
@@ -91,6 +102,17 @@ impl Outbox {
             self.ready.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Asks the writer to answer a ping; not counted against the queue's capacity.
+    pub fn pong(&self, payload: Bytes) {
+        let mut queue = self.queue();
+        let was_idle = queue.frames.is_empty() && queue.pong.is_none();
+        queue.pong = Some(payload);
+        drop(queue);
+        if was_idle {
+            self.ready.notify_one();
+        }
     }
 
     /// Asks the connection to close with `code`. The first code wins; returns whether
@@ -124,24 +146,29 @@ impl OutboxReceiver {
         &self.outbox.closing
     }
 
-    /// Waits until frames are queued, then moves all of them into `batch` (which must
-    /// be empty); or until the connection is closing. Queued one by one under load,
-    /// frames go out together.
-    pub async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) -> Next {
-        debug_assert!(batch.is_empty());
+    /// Waits until frames or a pong are queued, then moves all of them into `batch`
+    /// (which must be empty); or until the connection is closing. Queued one by one
+    /// under load, frames go out together.
+    pub async fn next_batch(&self, batch: &mut Batch) -> Next {
+        debug_assert!(batch.frames.is_empty() && batch.pong.is_none());
         loop {
             if self.outbox.close_code().is_some() {
                 return Next::Closing;
             }
-            let queued = self.outbox.queue().frames.len();
-            if queued > 0 {
+            let (queued, pong) = {
+                let queue = self.outbox.queue();
+                (queue.frames.len(), queue.pong.is_some())
+            };
+            if queued > 0 || pong {
                 if queued == 1 {
                     // Let the other woken writers and the room's publishers run first:
                     // under load more frames are queued by then. Unloaded, this costs
                     // one trip through the run queue.
                     tokio::task::yield_now().await;
                 }
-                std::mem::swap(&mut self.outbox.queue().frames, batch);
+                let mut queue = self.outbox.queue();
+                std::mem::swap(&mut queue.frames, &mut batch.frames);
+                batch.pong = queue.pong.take();
                 return Next::Frames;
             }
             self.outbox.ready.notified().await;
@@ -149,15 +176,16 @@ impl OutboxReceiver {
     }
 
     /// Moves whatever is queued into `batch` without waiting.
-    pub fn take_queued(&self, batch: &mut VecDeque<Utf8Bytes>) {
-        batch.append(&mut self.outbox.queue().frames);
+    pub fn take_queued(&self, batch: &mut Batch) {
+        batch.frames.append(&mut self.outbox.queue().frames);
     }
 
     /// Empties a written batch, keeping its buffer unless a burst made it large.
-    pub fn recycle(batch: &mut VecDeque<Utf8Bytes>) {
-        batch.clear();
-        if batch.capacity() > KEPT_BATCH_CAPACITY {
-            *batch = VecDeque::new();
+    pub fn recycle(batch: &mut Batch) {
+        batch.pong = None;
+        batch.frames.clear();
+        if batch.frames.capacity() > KEPT_BATCH_CAPACITY {
+            batch.frames = VecDeque::new();
         }
     }
 }
@@ -173,7 +201,7 @@ impl Drop for OutboxReceiver {
 /// What woke a connection's writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Frames were moved into the batch.
+    /// Frames or a pong were moved into the batch.
     Frames,
     Closing,
 }
@@ -208,13 +236,22 @@ mod tests {
         for frame in ["a", "b", "c"] {
             outbox.push(frame.into());
         }
-        let mut batch = VecDeque::new();
+        let mut batch = Batch::default();
         assert_eq!(rx.next_batch(&mut batch).await, Next::Frames);
-        assert_eq!(batch, ["a", "b", "c"]);
+        assert_eq!(batch.frames, ["a", "b", "c"]);
         OutboxReceiver::recycle(&mut batch);
         outbox.push("d".into());
         assert_eq!(rx.next_batch(&mut batch).await, Next::Frames);
-        assert_eq!(batch, ["d"]);
+        assert_eq!(batch.frames, ["d"]);
+        OutboxReceiver::recycle(&mut batch);
+        // A pong alone wakes the writer too; only the latest ping is answered.
+        outbox.pong(Bytes::from_static(b"1"));
+        outbox.pong(Bytes::from_static(b"2"));
+        assert_eq!(rx.next_batch(&mut batch).await, Next::Frames);
+        assert_eq!(
+            (batch.frames.len(), batch.pong.clone()),
+            (0, Some(Bytes::from_static(b"2")))
+        );
         OutboxReceiver::recycle(&mut batch);
         // Closing wakes a waiting writer, and comes before frames still queued.
         let waiting = tokio::spawn(async move {
@@ -225,6 +262,6 @@ mod tests {
         outbox.push("e".into());
         outbox.close(close::GOING_AWAY);
         let (next, batch) = waiting.await.unwrap();
-        assert_eq!((next, batch.len()), (Next::Closing, 0));
+        assert_eq!((next, batch.frames.len()), (Next::Closing, 0));
     }
 }

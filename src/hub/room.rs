@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
+use crate::ws::TextFrame;
 use serde::Serialize;
 
 use super::history::{History, Replay};
@@ -213,7 +213,7 @@ impl Room {
             state.live = *live;
         }
         let seq = state.history.next_seq();
-        let frame = Utf8Bytes::from(event.with_seq(seq));
+        let frame = TextFrame::from(event.with_seq(seq));
         state.history.push(frame.clone());
         let delivered = fan_out(&state.members, &frame);
         drop(state);
@@ -237,7 +237,7 @@ impl Room {
         if let Some(live) = message.live {
             state.live = live;
         }
-        let frame = Utf8Bytes::from(message.frame);
+        let frame = TextFrame::from(message.frame);
         state.history.push(frame.clone());
         let delivered = fan_out(&state.members, &frame);
         drop(state);
@@ -261,7 +261,7 @@ impl Room {
             Some(skip) => {
                 let missed = snapshot.events.len() - skip;
                 for frame in snapshot.events.into_iter().skip(skip) {
-                    let frame = Utf8Bytes::from(frame);
+                    let frame = TextFrame::from(frame);
                     state.history.push(frame.clone());
                     fan_out(&state.members, &frame);
                 }
@@ -278,7 +278,7 @@ impl Room {
                 } else {
                     Seeded::First
                 };
-                let events = snapshot.events.into_iter().map(Utf8Bytes::from);
+                let events = snapshot.events.into_iter().map(TextFrame::from);
                 state.history.reset(snapshot.seq, events);
                 state.epoch = snapshot.epoch;
                 state.seeded = true;
@@ -292,7 +292,7 @@ impl Room {
     /// Who sent the gift or question `id`, if it is still in the room's history: how a
     /// node learns of payments made on other nodes.
     pub fn payment_sender(&self, id: &str) -> Option<UserRef> {
-        let frames: Vec<Utf8Bytes> = self.state().history.newest_first().cloned().collect();
+        let frames: Vec<TextFrame> = self.state().history.newest_first().cloned().collect();
         frames.iter().find_map(|frame| {
             let peek: PaymentPeek = serde_json::from_str(frame.as_str()).ok()?;
             let payment = matches!(peek.kind.as_str(), "gift" | "question");
@@ -301,7 +301,7 @@ impl Room {
     }
 
     /// Sends a frame that is not sequenced (presence, leaderboard) to every member.
-    pub fn broadcast_ephemeral(&self, kind: &'static str, frame: Utf8Bytes) {
+    pub fn broadcast_ephemeral(&self, kind: &'static str, frame: TextFrame) {
         let started = Instant::now();
         let delivered = fan_out(&self.state().members, &frame);
         crate::metrics::event_fanned_out(kind, delivered, started.elapsed());
@@ -316,7 +316,7 @@ impl Room {
             return;
         }
         state.announced_viewers = Some(viewers);
-        let frame = Utf8Bytes::from(to_json(&EphemeralEvent::Presence {
+        let frame = TextFrame::from(to_json(&EphemeralEvent::Presence {
             room: &self.name,
             viewers,
         }));
@@ -335,7 +335,7 @@ impl Room {
     }
 }
 
-fn fan_out(members: &HashMap<ConnId, Arc<Outbox>>, frame: &Utf8Bytes) -> u64 {
+fn fan_out(members: &HashMap<ConnId, Arc<Outbox>>, frame: &TextFrame) -> u64 {
     let mut delivered = 0;
     for outbox in members.values() {
         if outbox.push(frame.clone()) == Pushed::Queued {
@@ -359,7 +359,6 @@ fn body_type(body: &RoomEventBody) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
 
     use super::*;
     use crate::hub::OutboxReceiver;
@@ -398,9 +397,10 @@ mod tests {
 
     /// The seqs of the events queued for the member since the last call.
     fn received(receiver: &OutboxReceiver) -> Vec<u64> {
-        let mut batch = VecDeque::new();
+        let mut batch = crate::hub::Batch::default();
         receiver.take_queued(&mut batch);
         batch
+            .frames
             .iter()
             .filter_map(|f| serde_json::from_str::<serde_json::Value>(f.as_str()).ok())
             .filter_map(|v| v["seq"].as_u64())

@@ -1,0 +1,245 @@
+//! The WebSocket edge. Each connection has a reader (this task: frames in, through the
+//! connection's `Session`) and a writer task that drains its outbox, encoding a batch
+//! of frames into one buffer and writing it with one call. Each owns one half of the
+//! socket, so neither waits on the other; the reader asks the writer for pongs.
+
+pub mod codec;
+mod handshake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::{interval_at, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub use codec::TextFrame;
+pub use handshake::{UpgradedSocket, WebSocketUpgrade};
+
+use crate::auth::User;
+use crate::config::Limits;
+use crate::gift::GiftEngine;
+use crate::hub::{Batch, Flow, Hub, Next, Outbox, OutboxReceiver, Session};
+use crate::protocol::close;
+use codec::{encode, encode_close, Decoder, Event, Opcode, Violation};
+
+#[derive(Clone, Copy)]
+struct Timings {
+    idle: Duration,
+    heartbeat: Duration,
+    close_grace: Duration,
+}
+
+/// Runs one connection until it closes.
+pub async fn run(
+    socket: UpgradedSocket,
+    hub: Arc<Hub>,
+    gifts: Arc<GiftEngine>,
+    user: Option<User>,
+    shutdown: CancellationToken,
+) {
+    // Only the timings, not all the limits: every idle connection carries these.
+    let timings = Timings {
+        idle: Limits::ms(hub.limits.idle_timeout_ms),
+        heartbeat: Limits::ms(hub.limits.heartbeat_interval_ms),
+        close_grace: Limits::ms(hub.limits.close_grace_ms),
+    };
+    let (read_half, write_half) = socket.tcp.into_split();
+    let mut reader = Reader {
+        socket: read_half,
+        received: BytesMut::from(socket.received),
+        decoder: Decoder::new(hub.limits.max_frame_bytes),
+        read_chunk: hub.limits.ws_read_buffer_bytes,
+    };
+    let (outbox, receiver) = hub.connect(user.as_ref().map(|u| u.id.clone()));
+    let writer = tokio::spawn(write_loop(write_half, receiver, outbox.clone(), timings));
+    let mut session = Session::new(hub, gifts, user, outbox.clone());
+
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = outbox.closing().cancelled() => break,
+            _ = shutdown.cancelled() => {
+                outbox.close(close::GOING_AWAY);
+                break;
+            }
+            next = timeout(timings.idle, reader.next()) => next,
+        };
+        let event = match next {
+            Err(_silent_too_long) => {
+                outbox.close(close::NORMAL);
+                break;
+            }
+            Ok(Err(violation)) => {
+                outbox.close(violation.close_code());
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(event))) => event,
+        };
+        match event {
+            Event::Text(text) => {
+                // Boxed: handling a message (a gift awaits the ledger) needs far more
+                // state than waiting for one, and most connections are waiting.
+                if let Flow::Close(code) = Box::pin(session.on_text(&text)).await {
+                    outbox.close(code);
+                    break;
+                }
+            }
+            Event::Ping(payload) => outbox.pong(payload),
+            // Any frame counts as a sign of life.
+            Event::Pong => {}
+            Event::Close => break,
+        }
+    }
+    // Makes the writer finish even when the client simply went away.
+    outbox.close(close::NORMAL);
+    session.end();
+    if let Ok(_write_half) = writer.await {
+        // Our close frame is out: wait briefly for the client's reply, so the socket is
+        // not torn down (and the close frame lost to a reset) while the client still
+        // has frames in flight. `_write_half` keeps the socket open meanwhile.
+        let reply = async {
+            while let Ok(Some(event)) = reader.next().await {
+                if event == Event::Close {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(timings.close_grace, reply).await;
+    }
+    if let Some(code) = outbox.close_code() {
+        crate::metrics::connection_closed_with(code);
+    }
+}
+
+/// The reading half: bytes from the socket, decoded into events.
+struct Reader {
+    socket: OwnedReadHalf,
+    received: BytesMut,
+    decoder: Decoder,
+    read_chunk: usize,
+}
+
+impl Reader {
+    /// The client's next event; `Ok(None)` once the connection is gone. Cancel-safe:
+    /// its only wait is for the socket to become readable.
+    async fn next(&mut self) -> Result<Option<Event>, Violation> {
+        loop {
+            if let Some(event) = self.decoder.decode(&mut self.received)? {
+                return Ok(Some(event));
+            }
+            if self.received.is_empty() {
+                // Waiting connections hold no receive buffer.
+                self.received = BytesMut::new();
+            }
+            if self.socket.readable().await.is_err() {
+                return Ok(None);
+            }
+            self.received.reserve(self.read_chunk);
+            match self.socket.try_read_buf(&mut self.received) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    receiver: OutboxReceiver,
+    outbox: Arc<Outbox>,
+    timings: Timings,
+) -> OwnedWriteHalf {
+    let closing = receiver.closing().clone();
+    let heartbeat = timings.heartbeat;
+    let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut batch = Batch::default();
+    let mut unsent = Unsent::default();
+    loop {
+        tokio::select! {
+            biased;
+            next = receiver.next_batch(&mut batch) => {
+                if next == Next::Closing {
+                    break;
+                }
+                encode_batch(&mut batch, &mut unsent.bytes);
+                OutboxReceiver::recycle(&mut batch);
+            }
+            _ = ping.tick() => encode(&mut unsent.bytes, Opcode::Ping, b""),
+        }
+        // The write first: most complete at once, without waiting on `closing`.
+        tokio::select! {
+            biased;
+            written = unsent.write_to(&mut socket) => if written.is_err() {
+                outbox.close(close::NORMAL);
+                return socket;
+            },
+            // A client that stopped reading must not keep its writer stuck.
+            _ = closing.cancelled() => break,
+        }
+    }
+    // Closing: the rest of a write cut short, what is already queued (the last error,
+    // the last events), then the close frame, if the client takes them within the
+    // grace period.
+    let code = outbox.close_code().unwrap_or(close::NORMAL);
+    OutboxReceiver::recycle(&mut batch);
+    receiver.take_queued(&mut batch);
+    encode_batch(&mut batch, &mut unsent.bytes);
+    encode_close(&mut unsent.bytes, code, close_reason(code));
+    let _ = timeout(timings.close_grace, unsent.write_to(&mut socket)).await;
+    socket
+}
+
+/// Encoded frames the socket has not taken yet. A write cut short by closing leaves
+/// its rest here, so the close frame never follows half a frame.
+#[derive(Default)]
+struct Unsent {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl Unsent {
+    /// Writes everything; cancel-safe, since each `write` either happened or did not.
+    async fn write_to(&mut self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        while self.written < self.bytes.len() {
+            match socket.write(&self.bytes[self.written..]).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => self.written += n,
+            }
+        }
+        // Between writes a connection holds no buffer.
+        *self = Unsent::default();
+        Ok(())
+    }
+}
+
+/// Appends every frame of the batch to `out`, for one write.
+fn encode_batch(batch: &mut Batch, out: &mut Vec<u8>) {
+    const LARGEST_HEADER: usize = 10;
+    let payload: usize = batch.frames.iter().map(|f| f.as_bytes().len()).sum();
+    out.reserve(payload + LARGEST_HEADER * (batch.frames.len() + 1));
+    if let Some(payload) = batch.pong.take() {
+        encode(out, Opcode::Pong, &payload);
+    }
+    for frame in &batch.frames {
+        encode(out, Opcode::Text, frame.as_bytes());
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "server shutting down",
+        close::PROTOCOL_ERROR => "invalid frame",
+        close::UNSUPPORTED_DATA => "binary frames are not supported",
+        close::INVALID_DATA => "text is not valid UTF-8",
+        close::POLICY_VIOLATION => "too many errors",
+        close::MESSAGE_TOO_BIG => "frame too large",
+        close::SLOW_CONSUMER => "slow consumer: reconnect and join with since",
+        _ => "",
+    }
+}
