@@ -537,9 +537,11 @@ async fn viewer_with_tiny_receive_buffer(server: &TestServer, id: &str) -> Clien
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
+    // A queue of 64 events of 2 KB: the backlog flushed before the close frame spans
+    // several of the writer's 64 KiB encoding steps.
     let server = TestServer::with_limits(|l| {
         roomy(l);
-        l.queue_len = 16;
+        l.queue_len = 64;
         l.close_grace_ms = 20_000;
     })
     .await;
@@ -564,8 +566,36 @@ async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
         assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1));
     };
     tokio::join!(speak, listen);
-    // Now the slow client reads: its backlog, then the 4008 close.
-    assert_eq!(slow.closed().await, 4008);
+    // Now the slow client reads: its backlog, whole frames in order, then the 4008 close.
+    let mut backlog = Vec::new();
+    let code = loop {
+        match slow
+            .ws
+            .next()
+            .await
+            .expect("the close frame")
+            .expect("a valid frame")
+        {
+            Message::Text(text) => {
+                let event: Value = serde_json::from_str(&text).unwrap();
+                if event["type"] == "chat" {
+                    backlog.push(event["seq"].as_u64().unwrap());
+                }
+            }
+            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4008));
+    assert!(
+        backlog.len() > 64,
+        "only {} events before the close",
+        backlog.len()
+    );
+    assert!(
+        backlog.windows(2).all(|w| w[1] == w[0] + 1),
+        "a gap in {backlog:?}"
+    );
 }
 
 /// How many connections the server has closed as slow consumers, from /metrics.

@@ -167,44 +167,83 @@ async fn write_loop(
                 if next == Next::Closing {
                     break;
                 }
-                encode_batch(&mut batch, &mut unsent.bytes);
-                OutboxReceiver::recycle(&mut batch);
             }
             _ = ping.tick() => encode(&mut unsent.bytes, Opcode::Ping, b""),
         }
         // The write first: most complete at once, without waiting on `closing`.
-        tokio::select! {
+        let written = tokio::select! {
             biased;
-            written = unsent.write_to(&mut socket) => if written.is_err() {
-                outbox.close(close::NORMAL);
-                return socket;
-            },
+            written = unsent.write_batch(&mut socket, &mut batch) => written,
             // A client that stopped reading must not keep its writer stuck.
             _ = closing.cancelled() => break,
+        };
+        if written.is_err() {
+            outbox.close(close::NORMAL);
+            return socket;
         }
+        OutboxReceiver::recycle(&mut batch);
     }
     // Closing: the rest of a write cut short, what is already queued (the last error,
     // the last events), then the close frame, if the client takes them within the
     // grace period.
     let code = outbox.close_code().unwrap_or(close::NORMAL);
-    OutboxReceiver::recycle(&mut batch);
     receiver.take_queued(&mut batch);
-    encode_batch(&mut batch, &mut unsent.bytes);
-    encode_close(&mut unsent.bytes, code, close_reason(code));
-    let _ = timeout(timings.close_grace, unsent.write_to(&mut socket)).await;
+    let goodbye = async {
+        unsent.write_batch(&mut socket, &mut batch).await?;
+        encode_close(&mut unsent.bytes, code, close_reason(code));
+        unsent.write_to(&mut socket).await
+    };
+    let _ = timeout(timings.close_grace, goodbye).await;
     socket
 }
 
-/// Encoded frames the socket has not taken yet. A write cut short by closing leaves
-/// its rest here, so the close frame never follows half a frame.
+/// Encoded bytes the socket has not taken yet. A write cut short by closing leaves its
+/// rest here, so the close frame never follows half a frame.
 #[derive(Default)]
 struct Unsent {
     bytes: Vec<u8>,
     written: usize,
 }
 
+/// Frames are encoded at most this far ahead of the socket: a long backlog (a client
+/// that reads slowly, or one closed as slow) is copied as the socket takes it, not all
+/// at once.
+const ENCODED_AHEAD: usize = 64 * 1024;
+
 impl Unsent {
-    /// Writes everything; cancel-safe, since each `write` either happened or did not.
+    /// Writes the batch's pong and frames, taking them out of the batch as they are
+    /// encoded. Cancel-safe, like `write_to`: what was taken is in `self`.
+    async fn write_batch(
+        &mut self,
+        socket: &mut OwnedWriteHalf,
+        batch: &mut Batch,
+    ) -> std::io::Result<()> {
+        if let Some(payload) = batch.pong.take() {
+            encode(&mut self.bytes, Opcode::Pong, &payload);
+        }
+        const LARGEST_HEADER: usize = 10;
+        loop {
+            let wanted: usize = batch
+                .frames
+                .iter()
+                .map(|f| f.as_bytes().len() + LARGEST_HEADER)
+                .sum();
+            self.bytes.reserve(wanted.min(ENCODED_AHEAD));
+            while self.bytes.len() - self.written < ENCODED_AHEAD {
+                let Some(frame) = batch.frames.pop_front() else {
+                    break;
+                };
+                encode(&mut self.bytes, Opcode::Text, frame.as_bytes());
+            }
+            self.write_to(socket).await?;
+            if batch.frames.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes everything encoded; cancel-safe, since each `write` either happened or
+    /// did not.
     async fn write_to(&mut self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
         while self.written < self.bytes.len() {
             match socket.write(&self.bytes[self.written..]).await? {
@@ -215,19 +254,6 @@ impl Unsent {
         // Between writes a connection holds no buffer.
         *self = Unsent::default();
         Ok(())
-    }
-}
-
-/// Appends every frame of the batch to `out`, for one write.
-fn encode_batch(batch: &mut Batch, out: &mut Vec<u8>) {
-    const LARGEST_HEADER: usize = 10;
-    let payload: usize = batch.frames.iter().map(|f| f.as_bytes().len()).sum();
-    out.reserve(payload + LARGEST_HEADER * (batch.frames.len() + 1));
-    if let Some(payload) = batch.pong.take() {
-        encode(out, Opcode::Pong, &payload);
-    }
-    for frame in &batch.frames {
-        encode(out, Opcode::Text, frame.as_bytes());
     }
 }
 
