@@ -151,27 +151,31 @@ impl OutboxReceiver {
     /// under load, frames go out together.
     pub async fn next_batch(&self, batch: &mut Batch) -> Next {
         debug_assert!(batch.frames.is_empty() && batch.pong.is_none());
+        let mut yielded = false;
         loop {
             if self.outbox.close_code().is_some() {
                 return Next::Closing;
             }
-            let (queued, pong) = {
-                let queue = self.outbox.queue();
-                (queue.frames.len(), queue.pong.is_some())
-            };
-            if queued > 0 || pong {
-                if queued == 1 {
-                    // Let the other woken writers and the room's publishers run first:
-                    // under load more frames are queued by then. Unloaded, this costs
-                    // one trip through the run queue.
-                    tokio::task::yield_now().await;
-                }
+            let queued = {
                 let mut queue = self.outbox.queue();
-                std::mem::swap(&mut queue.frames, &mut batch.frames);
-                batch.pong = queue.pong.take();
-                return Next::Frames;
+                let queued = queue.frames.len();
+                let take = queued > 1 || (queued == 1 && yielded) || queue.pong.is_some();
+                if take {
+                    std::mem::swap(&mut queue.frames, &mut batch.frames);
+                    batch.pong = queue.pong.take();
+                    return Next::Frames;
+                }
+                queued
+            };
+            if queued == 1 {
+                // Let the other woken writers and the room's publishers run first:
+                // under load more frames are queued by then. Unloaded, this costs
+                // one trip through the run queue.
+                yielded = true;
+                tokio::task::yield_now().await;
+            } else {
+                self.outbox.ready.notified().await;
             }
-            self.outbox.ready.notified().await;
         }
     }
 

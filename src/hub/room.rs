@@ -359,9 +359,8 @@ fn body_type(body: &RoomEventBody) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
-    use crate::hub::OutboxReceiver;
+    use crate::hub::{Batch, OutboxReceiver};
 
     fn frame(seq: u64) -> String {
         format!(r#"{{"room":"r","seq":{seq},"id":"e{seq}","type":"chat"}}"#)
@@ -397,7 +396,7 @@ mod tests {
 
     /// The seqs of the events queued for the member since the last call.
     fn received(receiver: &OutboxReceiver) -> Vec<u64> {
-        let mut batch = crate::hub::Batch::default();
+        let mut batch = Batch::default();
         receiver.take_queued(&mut batch);
         batch
             .frames
