@@ -70,19 +70,27 @@ async fn a_gift_is_charged_split_fanned_out_and_earned_exactly() {
 
     // 30 coins = 3000 minor units: store 30% = 900, broadcaster half of 2100 = 1050,
     // the platform keeps the other 1050.
-    let earnings: Value = server
-        .http(Method::GET, "/api/me/earnings", "alice", Role::Broadcaster)
+    assert_eq!(
+        earnings(&server, "alice").await,
+        json!({"gifts": 1, "coins": 30, "broadcaster": 1050, "agency": 0, "platform": 1050, "app_store": 900})
+    );
+    server.books_balance().await;
+}
+
+async fn earnings(server: &TestServer, broadcaster: &str) -> Value {
+    server
+        .http(
+            Method::GET,
+            "/api/me/earnings",
+            broadcaster,
+            Role::Broadcaster,
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    assert_eq!(
-        earnings,
-        json!({"gifts": 1, "coins": 30, "broadcaster": 1050, "agency": 0, "platform": 1050, "app_store": 900})
-    );
-    server.books_balance().await;
+        .unwrap()
 }
 
 #[tokio::test]
@@ -374,13 +382,19 @@ async fn outside_dev_mode_there_is_no_free_money() {
 }
 
 #[tokio::test]
-async fn balances_and_idempotency_survive_a_restart() {
+async fn balances_earnings_and_idempotency_survive_a_restart() {
     let server = TestServer::with_config(priced).await;
     let (_alice, mut bob) = stage(&server, 100).await;
     let first = bob.ok(gift("alice", "rose", 2, "before-restart")).await;
     drop(bob);
+    let earned = earnings(&server, "alice").await;
+    assert_eq!(
+        (&earned["gifts"], &earned["coins"]),
+        (&json!(1), &json!(20))
+    );
     let server = server.restart().await;
     assert_eq!(server.wallet("bob").await, 80);
+    assert_eq!(earnings(&server, "alice").await, earned);
     let mut bob = server.viewer("bob").await;
     bob.join("alice").await;
     let again = bob.ok(gift("alice", "rose", 2, "before-restart")).await;
@@ -389,6 +403,7 @@ async fn balances_and_idempotency_survive_a_restart() {
         (first["gift_id"].clone(), json!(true))
     );
     assert_eq!(again["balance"], 80);
+    assert_eq!(earnings(&server, "alice").await, earned);
     server.books_balance().await;
 }
 

@@ -86,6 +86,8 @@ struct Model {
     balances: HashMap<usize, u64>,
     /// (user, kind+key) → the request's content, to tell retries from conflicts.
     seen: HashMap<(usize, String), String>,
+    /// Room → (paid gifts and questions, their coins): the broadcaster's statement.
+    earned: HashMap<usize, (u64, u64)>,
 }
 
 /// A ledger under test and what keeps it alive: its SQLite directory, or its
@@ -201,6 +203,7 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
                 charge(
                     &mut model,
                     u,
+                    room,
                     format!("gift-key-{key}"),
                     content,
                     value,
@@ -228,6 +231,7 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
                 charge(
                     &mut model,
                     u,
+                    room,
                     format!("ask-key-{key}"),
                     content,
                     coins,
@@ -244,6 +248,11 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
     }
     let report = ledger.check().await.unwrap();
     prop_assert!(report.ok, "{:?}", report);
+    for (r, room) in ROOMS.iter().enumerate() {
+        let statement = ledger.earnings(room).await.unwrap();
+        let earned = model.earned.get(&r).copied().unwrap_or_default();
+        prop_assert_eq!((statement.gifts, statement.coins), earned);
+    }
     // The books rebuilt from disk agree with the model.
     drop(engine);
     let reopened = GiftEngine::open(
@@ -266,6 +275,7 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
 fn charge(
     model: &mut Model,
     u: usize,
+    room: usize,
     key: String,
     content: String,
     value: u64,
@@ -286,6 +296,8 @@ fn charge(
                 let charge = result.unwrap();
                 prop_assert!(!charge.duplicate && charge.event.is_some());
                 *balance -= value;
+                let earned = model.earned.entry(room).or_default();
+                *earned = (earned.0 + 1, earned.1 + value);
                 model.seen.insert((u, key), content);
                 model.seen.insert(done, String::new());
             } else {

@@ -63,6 +63,9 @@ pub enum TransferKind {
 }
 
 impl TransferKind {
+    /// Payments to a broadcaster: what their earnings statement counts.
+    pub const PAID: [TransferKind; 2] = [TransferKind::Gift, TransferKind::Question];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransferKind::Topup => "topup",

@@ -399,7 +399,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
-        let paid = [TransferKind::Gift.as_str(), TransferKind::Question.as_str()];
+        let paid = TransferKind::PAID.map(TransferKind::as_str);
         let gifts: i64 = self
             .reader
             .query_one(
