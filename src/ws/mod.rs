@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{interval_at, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -125,7 +125,8 @@ struct Reader {
 
 impl Reader {
     /// The client's next event; `Ok(None)` once the connection is gone. Cancel-safe:
-    /// its only wait is for the socket to become readable.
+    /// it waits only in `readable` and `read_buf`, and neither loses data when
+    /// cancelled.
     async fn next(&mut self) -> Result<Option<Event>, Violation> {
         loop {
             if let Some(event) = self.decoder.decode(&mut self.received)? {
@@ -139,10 +140,12 @@ impl Reader {
                 return Ok(None);
             }
             self.received.reserve(self.read_chunk);
-            match self.socket.try_read_buf(&mut self.received) {
+            // Readable, so this reads at once. Unlike `try_read_buf`, it takes a read
+            // that did not fill the buffer as proof the socket is drained, which saves
+            // the second `recv` (the one that would only say "would block").
+            match self.socket.read_buf(&mut self.received).await {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return Ok(None),
             }
         }
