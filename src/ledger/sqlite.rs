@@ -360,9 +360,14 @@ fn apply(
     if !request.is_balanced() {
         return retry_or(transaction, request, LedgerError::Unbalanced);
     }
-    let mut deltas: HashMap<String, Minor> = HashMap::new();
-    for (account, amount) in &request.legs {
-        *deltas.entry(account.key()).or_insert(0) += amount;
+    let legs: Vec<(String, Minor)> = request
+        .legs
+        .iter()
+        .map(|(account, amount)| (account.key(), *amount))
+        .collect();
+    let mut deltas: HashMap<&str, Minor> = HashMap::new();
+    for (account, amount) in &legs {
+        *deltas.entry(account).or_insert(0) += amount;
     }
     for (account, delta) in &deltas {
         let now = pending.balance(balances, account);
@@ -398,16 +403,11 @@ fn apply(
     let mut insert_leg = transaction.prepare_cached(
         "INSERT INTO legs (transfer_id, n, account, amount) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let legs: Vec<(String, Minor)> = request
-        .legs
-        .iter()
-        .map(|(account, amount)| (account.key(), *amount))
-        .collect();
     for (n, (account, amount)) in legs.iter().enumerate() {
         insert_leg.execute(params![transfer_id, n as i64, account, amount])?;
     }
     for (account, delta) in deltas {
-        *pending.balances.entry(account).or_insert(0) += delta;
+        *pending.balances.entry(account.to_owned()).or_insert(0) += delta;
     }
     if let (Some(room), true) = (&request.room, TransferKind::PAID.contains(&request.kind)) {
         pending.paid.push((room.clone(), legs));
