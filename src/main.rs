@@ -90,6 +90,10 @@ struct ServeArgs {
     /// instead of the local address (overrides `rtc.public_ip` of the config file).
     #[arg(long, env = "OVATION_PUBLIC_IP")]
     public_ip: Option<std::net::IpAddr>,
+    /// Threads that run connections and rooms (the async runtime's workers).
+    /// Default: one per CPU core.
+    #[arg(long, env = "OVATION_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 impl ServeArgs {
@@ -152,8 +156,13 @@ fn check_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let workers = args.workers;
     let config = args.into_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        runtime.worker_threads(workers.into());
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -42,6 +42,9 @@ pub fn render(handle: &PrometheusHandle) -> String {
     if let Some(seconds) = cpu_seconds() {
         gauge!("process_cpu_seconds_total").set(seconds);
     }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        gauge!("ovation_runtime_workers").set(runtime.metrics().num_workers() as f64);
+    }
     handle.run_upkeep();
     handle.render()
 }

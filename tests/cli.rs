@@ -16,6 +16,25 @@ fn ovation() -> Command {
     command
 }
 
+/// Starts the binary on an ephemeral port with `args`; returns it, the URL it
+/// printed, and its data directory.
+fn start(args: &[&str]) -> (std::process::Child, String, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = ovation()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "printed {first}");
+    (child, url, data)
+}
+
 #[test]
 fn dev_mode_refuses_a_non_loopback_listen_address() {
     let data = tempfile::tempdir().unwrap();
@@ -57,6 +76,7 @@ fn help_explains_each_flag_and_its_environment_variable() {
         "--token-secret",
         "--dev",
         "--config",
+        "--workers",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -65,6 +85,7 @@ fn help_explains_each_flag_and_its_environment_variable() {
         "OVATION_DATA_DIR",
         "OVATION_TOKEN_SECRET",
         "OVATION_DEV",
+        "OVATION_WORKERS",
     ] {
         assert!(help.contains(var), "{var} missing from --help");
     }
@@ -92,18 +113,7 @@ fn a_bad_config_file_is_refused_with_its_name() {
 
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = ovation()
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first.rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "printed {first}");
+    let (mut child, url, _data) = start(&[]);
     let addr = url.trim_start_matches("http://").parse().unwrap();
 
     let token: serde_json::Value = reqwest::Client::new()
@@ -132,4 +142,28 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn the_worker_count_is_set_by_a_flag_and_shown_in_metrics() {
+    let (mut child, url, _data) = start(&["--workers", "3"]);
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "ovation_runtime_workers 3"),
+        "{metrics}"
+    );
+
+    let refused = ovation().args(["--workers", "0"]).output().unwrap();
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("--workers"), "{error}");
 }
