@@ -147,12 +147,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
 #[tokio::test]
 async fn the_worker_count_is_set_by_a_flag_and_shown_in_metrics() {
     let (mut child, url, _data) = start(&["--workers", "3"]);
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&url).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -131,17 +131,9 @@ async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
     // Let the storm run until a good number of gifts are confirmed, then kill -9.
     let heart = 1; // the default catalog's cheapest sticker
     loop {
-        let metrics = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let gifts_out = metrics
-            .lines()
-            .find(|l| l.starts_with("ovation_messages_in_total{type=\"gift\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let metrics = common::metrics(&format!("http://{addr}")).await;
+        let gifts_out =
+            common::metric(&metrics, "ovation_messages_in_total{type=\"gift\"}").unwrap_or(0.0);
         if gifts_out > 500.0 {
             break;
         }

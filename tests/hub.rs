@@ -600,16 +600,8 @@ async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
 
 /// How many connections the server has closed as slow consumers, from /metrics.
 async fn slow_consumers_closed(server: &TestServer) -> u64 {
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("ovation_slow_consumer_disconnects_total "))
-        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+    let metrics = common::metrics(&server.url("")).await;
+    common::metric(&metrics, "ovation_slow_consumer_disconnects_total").map_or(0, |v| v as u64)
 }
 
 #[tokio::test]
@@ -792,12 +784,7 @@ async fn health_metrics_and_rooms_over_http() {
             .unwrap(),
         "ok"
     );
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&server.url("")).await;
     for name in [
         "ovation_connections",
         "ovation_rooms",

@@ -281,7 +281,7 @@ impl Earnings {
     /// the account names of a split are read back).
     pub fn add(&mut self, broadcaster: &str, account: &str, sum: Minor) {
         match account {
-            a if a == Account::Earnings(broadcaster.to_owned()).key() => self.broadcaster += sum,
+            a if a.strip_prefix("earnings:") == Some(broadcaster) => self.broadcaster += sum,
             a if a.starts_with("agency:") => self.agency += sum,
             a if a.starts_with("wallet:") => {
                 self.coins += (-sum / crate::money::MINOR_PER_COIN) as u64

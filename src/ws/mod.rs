@@ -144,9 +144,8 @@ impl Reader {
             // that did not fill the buffer as proof the socket is drained, which saves
             // the second `recv` (the one that would only say "would block").
             match self.socket.read_buf(&mut self.received).await {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(_) => return Ok(None),
+                Ok(read) if read > 0 => {}
+                _closed_or_failed => return Ok(None),
             }
         }
     }
@@ -226,11 +225,14 @@ impl Unsent {
         }
         const LARGEST_HEADER: usize = 10;
         loop {
-            let wanted: usize = batch
-                .frames
-                .iter()
-                .map(|f| f.as_bytes().len() + LARGEST_HEADER)
-                .sum();
+            // Sized for what this step encodes, looking no further into a long backlog.
+            let mut wanted = 0;
+            for frame in batch.frames.iter() {
+                wanted += frame.as_bytes().len() + LARGEST_HEADER;
+                if wanted >= ENCODED_AHEAD {
+                    break;
+                }
+            }
             self.bytes.reserve(wanted.min(ENCODED_AHEAD));
             while self.bytes.len() - self.written < ENCODED_AHEAD {
                 let Some(frame) = batch.frames.pop_front() else {

@@ -201,6 +201,24 @@ pub async fn get_json(url: &str, token: &str) -> Value {
         .unwrap()
 }
 
+/// The Prometheus text of the server at `base` (`http://host:port`).
+pub async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one series (name and labels, exactly as rendered) in `metrics`.
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// A fresh idempotency key.
 pub fn rand_key() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
