@@ -54,7 +54,10 @@ const STALLED_RECEIVE_BUFFER: usize = 64 * 1024;
 /// What a client does once joined.
 #[derive(Clone, Copy, PartialEq)]
 enum Part {
-    Sender,
+    /// Sends chat, staggered by `phase` (a share of its period) from the others.
+    Sender {
+        phase: f64,
+    },
     Reader,
     Stalled,
 }
@@ -72,7 +75,9 @@ pub async fn run(
     let senders = (load.senders_per_room * rooms).min(load.clients);
     let stalled = ((load.clients - senders) as f64 * load.slow_share).round() as usize;
     let part = |i: usize| match i {
-        i if i < senders => Part::Sender,
+        i if i < senders => Part::Sender {
+            phase: i as f64 / senders as f64,
+        },
         i if i < senders + stalled => Part::Stalled,
         _ => Part::Reader,
     };
@@ -144,8 +149,8 @@ async fn drive(
             let _keep = socket;
             let _ = stopped.wait_for(|s| *s).await;
         }
-        Part::Sender => {
-            let mut chats = Chats::new(room, per_second, size);
+        Part::Sender { phase } => {
+            let mut chats = Chats::new(room, per_second, phase, size);
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
@@ -205,16 +210,18 @@ fn observe(text: &[u8], now: u64, check: &mut SeqCheck, stats: &Stats) {
 struct Chats {
     room: String,
     per_second: f64,
+    phase: f64,
     padding: String,
     started: Instant,
     sent: u64,
 }
 
 impl Chats {
-    fn new(room: String, per_second: f64, size: usize) -> Chats {
+    fn new(room: String, per_second: f64, phase: f64, size: usize) -> Chats {
         Chats {
             room,
             per_second,
+            phase,
             padding: "x".repeat(size.saturating_sub(24)),
             started: Instant::now(),
             sent: 0,
@@ -223,7 +230,7 @@ impl Chats {
 
     /// Sends the messages due by now.
     async fn send_due(&mut self, socket: &mut WebSocket, stats: &Stats) -> anyhow::Result<()> {
-        let due = (self.started.elapsed().as_secs_f64() * self.per_second) as u64;
+        let due = due(self.started.elapsed(), self.per_second, self.phase);
         while self.sent < due {
             let text = format!("t={} {}", unix_micros(), self.padding);
             let message =
@@ -233,5 +240,56 @@ impl Chats {
             stats.sent.add(1);
         }
         Ok(())
+    }
+}
+
+/// How many messages a sender should have sent `elapsed` into the run: its n-th
+/// (from 0) is due at (n + phase) / per_second. Senders i of n take phase i / n, so
+/// that together they send one message every 1 / rate seconds, the load a rate
+/// describes, instead of every sender's message at the same instant.
+fn due(elapsed: Duration, per_second: f64, phase: f64) -> u64 {
+    let periods = elapsed.as_secs_f64() * per_second - phase;
+    if periods < 0.0 {
+        0
+    } else {
+        periods as u64 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over two seconds in 1 ms steps, four senders at 51 messages/s together never
+    /// send two messages at once and stay within one message of the rate.
+    #[test]
+    fn staggered_senders_spread_the_rate_evenly() {
+        let (senders, rate) = (4, 51.0);
+        let per_sender = rate / f64::from(senders);
+        let total = |ms: u64| -> u64 {
+            (0..senders)
+                .map(|i| {
+                    let phase = f64::from(i) / f64::from(senders);
+                    due(Duration::from_millis(ms), per_sender, phase)
+                })
+                .sum()
+        };
+        let mut before = 0;
+        for ms in 0..=2000 {
+            let sent = total(ms);
+            assert!(
+                sent - before <= 1,
+                "{} messages at once at {ms} ms",
+                sent - before
+            );
+            let expected = ms as f64 / 1000.0 * rate;
+            assert!(
+                (sent as f64 - expected).abs() <= 1.0,
+                "{sent} due by {ms} ms at {rate}/s"
+            );
+            before = sent;
+        }
+        // The first at 0 s, then one every 1/51 s.
+        assert_eq!(total(2000), 103);
     }
 }
