@@ -64,6 +64,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     let hub = open_hub(&config, addr, shutdown.clone()).await?;
     let connections = TaskTracker::new();
+    // Installed first: the pool reports its size as a metric.
+    let metrics = metrics::install();
+    let writers = ws::WriterPool::new().context("starting the writer threads")?;
     let live_rooms = hub.clone();
     let relay = Relay::new(
         config.listen,
@@ -79,9 +82,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         relay: relay.clone(),
         tokens: Arc::new(Tokens::new(&secret, limits.token_leeway_s)),
         dev: config.dev,
-        metrics: metrics::install(),
+        metrics,
         shutdown: shutdown.clone(),
         connections: connections.clone(),
+        writers: writers.handle(),
     };
     tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
     let app = http::router(state, default_static_dir(), &config.file.http.cors_origins);
@@ -105,6 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         {
             tracing::warn!("some connections did not close within the shutdown grace period");
         }
+        drop(writers);
         Ok(())
     });
     Ok(Server {

@@ -90,8 +90,8 @@ struct ServeArgs {
     /// instead of the local address (overrides `rtc.public_ip` of the config file).
     #[arg(long, env = "OVATION_PUBLIC_IP")]
     public_ip: Option<std::net::IpAddr>,
-    /// Threads that run connections and rooms (the async runtime's workers).
-    /// Default: one per CPU core.
+    /// Threads that read connections and run rooms (the async runtime's workers); as
+    /// many again write to connections. Default: one per CPU core.
     #[arg(long, env = "OVATION_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
@@ -169,6 +169,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let dev = config.dev;
         let server = ovation::start(config).await?;
+        let stop = shutdown_signal();
         let url = format!("http://{}", server.addr());
         let ws = url.replacen("http", "ws", 1);
         say(&format!("Ovation is listening on {url}"));
@@ -179,7 +180,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "  dev mode: sign in from the page (tokens from POST {url}/api/dev/token)"
             ));
         }
-        shutdown_signal().await;
+        stop.await;
         say("shutting down: closing connections");
         server.shutdown();
         server.stopped().await
@@ -194,17 +195,26 @@ fn say(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first awaited: a supervisor may signal as soon as the URL
+/// is printed, and until then SIGTERM would kill the process without closing its
+/// connections.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -66,6 +66,11 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// Threads of the writer pool (`ws::WriterPool`), set once at start.
+pub fn writer_threads(threads: usize) {
+    gauge!("ovation_runtime_writer_threads").set(threads as f64);
+}
+
 pub fn connection_opened() {
     gauge!("ovation_connections").increment(1.0);
     counter!("ovation_connections_total").increment(1);

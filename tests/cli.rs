@@ -35,6 +35,24 @@ fn start(args: &[&str]) -> (std::process::Child, String, tempfile::TempDir) {
     (child, url, data)
 }
 
+/// A supervisor may signal as soon as the URL is printed: by then SIGTERM must already
+/// stop the server gracefully (exit 0), not kill it. Before the handlers were
+/// installed ahead of the announcement, about half of such exits were by the signal.
+#[test]
+fn sigterm_right_after_the_url_is_printed_stops_gracefully() {
+    for _ in 0..5 {
+        let (mut child, _url, _data) = start(&[]);
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "exit status {status}");
+    }
+}
+
 #[test]
 fn dev_mode_refuses_a_non_loopback_listen_address() {
     let data = tempfile::tempdir().unwrap();
@@ -150,12 +168,15 @@ async fn the_worker_count_is_set_by_a_flag_and_shown_in_metrics() {
     let metrics = common::metrics(&url).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|line| line == "ovation_runtime_workers 3"),
-        "{metrics}"
-    );
+    for gauge in [
+        "ovation_runtime_workers 3",
+        "ovation_runtime_writer_threads 3",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == gauge),
+            "{gauge}: {metrics}"
+        );
+    }
 
     let refused = ovation().args(["--workers", "0"]).output().unwrap();
     assert!(!refused.status.success());

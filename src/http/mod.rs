@@ -42,6 +42,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every WebSocket connection, so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Where connections' writer tasks run (`ws::WriterPool`).
+    pub writers: tokio::runtime::Handle,
 }
 
 pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> Router {
@@ -163,11 +165,12 @@ async fn websocket(
         gifts,
         shutdown,
         connections,
+        writers,
         ..
     } = state;
     upgrade.on_upgrade(move |socket| {
         connections.track_future(async move {
-            crate::ws::run(socket, hub, gifts, user, shutdown).await;
+            crate::ws::run(socket, hub, gifts, user, shutdown, writers).await;
             drop(ticket);
         })
     })

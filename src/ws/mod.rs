@@ -5,6 +5,7 @@
 
 pub mod codec;
 mod handshake;
+mod writers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use codec::TextFrame;
 pub use handshake::{UpgradedSocket, WebSocketUpgrade};
+pub use writers::WriterPool;
 
 use crate::auth::User;
 use crate::config::Limits;
@@ -39,6 +41,7 @@ pub async fn run(
     gifts: Arc<GiftEngine>,
     user: Option<User>,
     shutdown: CancellationToken,
+    writers: tokio::runtime::Handle,
 ) {
     // Only the timings, not all the limits: every idle connection carries these.
     let timings = Timings {
@@ -54,7 +57,7 @@ pub async fn run(
         read_chunk: hub.limits.ws_read_buffer_bytes,
     };
     let (outbox, receiver) = hub.connect(user.as_ref().map(|u| u.id.clone()));
-    let writer = tokio::spawn(write_loop(write_half, receiver, outbox.clone(), timings));
+    let writer = writers.spawn(write_loop(write_half, receiver, outbox.clone(), timings));
     let mut session = Session::new(hub, gifts, user, outbox.clone());
 
     loop {
