@@ -9,18 +9,14 @@ set -u
 server_dir=$1
 tester_dir=$2
 shift 2
-here=$(cd "$(dirname "$0")" && pwd)
+source "$(dirname "$0")/bench-server.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$server_dir/ovation" --listen 127.0.0.1:8080 --data-dir "$work/data" \
-    --config "$here/bench.toml" > "$work/server.log" 2>&1 &
-server=$!
-sleep 1
+start_bench_server "$server_dir" "$work" || exit 1
 /usr/bin/time -f "tester_cpu_s=%U+%S" "$tester_dir/loadtest" "$@" > "$work/report" 2> "$work/tester.log"
 delivered=$(awk '$1 == "result.delivered" {print $2}' "$work/report")
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$server/stat")
-kill "$server"
-wait "$server" 2> /dev/null
-awk '$1 ~ /^result\.(delivered_per_s|latency\.p50_ms|latency\.p99_ms|gaps)$/ {printf "%s=%s ", substr($1, 8), $2}' "$work/report"
+stop_server
+report_fields "$work/report" delivered_per_s latency.p50_ms latency.p99_ms gaps
 echo -n "server_cpu_s=$cpu us_per_delivery=$(awk -v c="$cpu" -v d="${delivered:-0}" 'BEGIN {if (d > 0) printf "%.2f", c * 1e6 / d; else print "-"}') "
 tail -1 "$work/tester.log"

@@ -10,19 +10,15 @@ cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
 chat=("$@")
 [ ${#chat[@]} -eq 0 ] && chat=(rooms --clients 10000 --rooms 100 --rate 5000)
+source loadtest/bench-server.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$bin/ovation" --listen 127.0.0.1:8080 --data-dir "$work/data" \
-  --config loadtest/bench.toml > "$work/server.log" 2>&1 &
-server=$!
-until curl -sf http://127.0.0.1:8080/healthz > /dev/null; do sleep 0.2; done
+start_bench_server "$bin" "$work" || exit 1
 "$bin/loadtest" --workers 2 "${chat[@]}" --duration 14 --warmup 2 > "$work/chat" 2> /dev/null &
 load=$!
 sleep 6
 "$bin/loadtest" --workers 1 --duration 8 gifts --clients 20 --rooms 20 > "$work/gifts" 2> /dev/null
 wait "$load"
-kill "$server"
-wait "$server" 2> /dev/null
-pick() { awk -v keys="$2" 'BEGIN {n = split(keys, k, " ")} {for (i = 1; i <= n; i++) if ($1 == "result." k[i]) printf "%s=%s ", k[i], $2}' "$1"; }
-echo "chat: $(pick "$work/chat" "delivered_per_s latency.p50_ms latency.p99_ms gaps")"
-echo "gifts: $(pick "$work/gifts" "confirmed_per_s confirm_latency.p50_ms confirm_latency.p99_ms errors")"
+stop_server
+echo "chat: $(report_fields "$work/chat" delivered_per_s latency.p50_ms latency.p99_ms gaps)"
+echo "gifts: $(report_fields "$work/gifts" confirmed_per_s confirm_latency.p50_ms confirm_latency.p99_ms errors)"

@@ -12,30 +12,26 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 bin="${CARGO_TARGET_DIR:-target}/release"
 peer="${OVATION_PEER_DIR:-../shared/peers/node-ws}"
+source loadtest/bench-server.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Runs the load tester against a fresh server at URL started by START (a function
-# name), leaving its `key value` report in $work/report.
+# Runs the load tester against URL on a fresh server started by START (a function
+# that sets $server), leaving its `key value` report in $work/report.
 measure() {
   local start=$1 url=$2
   shift 2
-  "$start"
-  local server=$!
-  until curl -sf "$url/healthz" > /dev/null; do sleep 0.2; done
+  "$start" || exit 1
   "$bin/loadtest" --url "$url" "$@" > "$work/report" 2> "$work/tester.log"
-  kill "$server"
-  wait "$server" 2> /dev/null
+  stop_server
 }
 
-ovation() {
-  rm -rf "$work/data"
-  "$bin/ovation" --listen 127.0.0.1:8080 --data-dir "$work/data" \
-    --config loadtest/bench.toml > "$work/server.log" 2>&1 &
-}
+ovation() { start_bench_server "$bin" "$work"; }
 
 node_peer() {
   (cd "$peer" && exec node server.js --listen 127.0.0.1:9090) > "$work/peer.log" 2>&1 &
+  server=$!
+  wait_until_up http://127.0.0.1:9090 "$work/peer.log"
 }
 
 # A report's value for KEY.

@@ -35,6 +35,15 @@ fn start(args: &[&str]) -> (std::process::Child, String, tempfile::TempDir) {
     (child, url, data)
 }
 
+fn sigterm(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// A supervisor may signal as soon as the URL is printed: by then SIGTERM must already
 /// stop the server gracefully (exit 0), not kill it. Before the handlers were
 /// installed ahead of the announcement, about half of such exits were by the signal.
@@ -42,12 +51,7 @@ fn start(args: &[&str]) -> (std::process::Child, String, tempfile::TempDir) {
 fn sigterm_right_after_the_url_is_printed_stops_gracefully() {
     for _ in 0..5 {
         let (mut child, _url, _data) = start(&[]);
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        sigterm(&child);
         let status = child.wait().unwrap();
         assert!(status.success(), "exit status {status}");
     }
@@ -146,12 +150,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
     let mut client = Client::connect(addr, token["token"].as_str()).await;
     client.join("r").await;
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     assert_eq!(client.closed().await, 1001);
     drop(client);
     let status = tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait()))

@@ -33,22 +33,28 @@ pub enum Account {
 }
 
 impl Account {
+    /// How the stored names of per-user accounts start.
+    pub const WALLET: &'static str = "wallet:";
+    pub const EARNINGS: &'static str = "earnings:";
+    pub const AGENCY: &'static str = "agency:";
+    pub const ESCROW: &'static str = "escrow:";
+
     /// The stored name, e.g. `wallet:bob`.
     pub fn key(&self) -> String {
         match self {
-            Account::Wallet(id) => format!("wallet:{id}"),
-            Account::Earnings(id) => format!("earnings:{id}"),
-            Account::Agency(id) => format!("agency:{id}"),
+            Account::Wallet(id) => format!("{}{id}", Self::WALLET),
+            Account::Earnings(id) => format!("{}{id}", Self::EARNINGS),
+            Account::Agency(id) => format!("{}{id}", Self::AGENCY),
             Account::Platform => "platform".into(),
             Account::AppStore => "app_store".into(),
             Account::TopupSource => "topup_source".into(),
-            Account::Escrow(id) => format!("escrow:{id}"),
+            Account::Escrow(id) => format!("{}{id}", Self::ESCROW),
         }
     }
 
     /// Accounts that hold someone's money may never go below zero.
     pub fn must_stay_non_negative(key: &str) -> bool {
-        key.starts_with("wallet:") || key.starts_with("escrow:")
+        key.starts_with(Self::WALLET) || key.starts_with(Self::ESCROW)
     }
 }
 
@@ -281,9 +287,9 @@ impl Earnings {
     /// the account names of a split are read back).
     pub fn add(&mut self, broadcaster: &str, account: &str, sum: Minor) {
         match account {
-            a if a.strip_prefix("earnings:") == Some(broadcaster) => self.broadcaster += sum,
-            a if a.starts_with("agency:") => self.agency += sum,
-            a if a.starts_with("wallet:") => {
+            a if a.strip_prefix(Account::EARNINGS) == Some(broadcaster) => self.broadcaster += sum,
+            a if a.starts_with(Account::AGENCY) => self.agency += sum,
+            a if a.starts_with(Account::WALLET) => {
                 self.coins += (-sum / crate::money::MINOR_PER_COIN) as u64
             }
             "platform" => self.platform += sum,

@@ -382,7 +382,10 @@ impl Ledger for PostgresLedger {
             .iter()
             .map(|row| {
                 let name: &str = row.get(0);
-                (name.trim_start_matches("wallet:").to_owned(), row.get(1))
+                (
+                    name.trim_start_matches(Account::WALLET).to_owned(),
+                    row.get(1),
+                )
             })
             .collect())
     }

@@ -459,7 +459,7 @@ impl Ledger for SqliteLedger {
             Ok(all_balances(c)?
                 .into_iter()
                 .filter_map(|(account, balance)| {
-                    Some((account.strip_prefix("wallet:")?.to_owned(), balance))
+                    Some((account.strip_prefix(Account::WALLET)?.to_owned(), balance))
                 })
                 .collect())
         })
