@@ -17,6 +17,7 @@ start_bench_server "$server_dir" "$work" || exit 1
 delivered=$(awk '$1 == "result.delivered" {print $2}' "$work/report")
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$server/stat")
 stop_server
-report_fields "$work/report" delivered_per_s latency.p50_ms latency.p99_ms gaps
+report_fields "$work/report" delivered_per_s latency.p50_ms latency.p99_ms gaps \
+  confirmed_per_s confirm_latency.p50_ms confirm_latency.p99_ms confirm_latency.max_ms
 echo -n "server_cpu_s=$cpu us_per_delivery=$(awk -v c="$cpu" -v d="${delivered:-0}" 'BEGIN {if (d > 0) printf "%.2f", c * 1e6 / d; else print "-"}') "
 tail -1 "$work/tester.log"
