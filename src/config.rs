@@ -49,6 +49,31 @@ pub struct FileConfig {
     pub split: SplitPolicy,
     pub rtc: RtcSettings,
     pub http: HttpSettings,
+    pub ledger: LedgerSettings,
+}
+
+/// The embedded SQLite ledger's file (a PostgreSQL ledger has its own settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Once the WAL holds this many MiB of frames, the writer starts it again from its
+    /// beginning; the WAL file stays about this size on disk.
+    pub wal_limit_mib: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings { wal_limit_mib: 64 }
+    }
+}
+
+impl LedgerSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.wal_limit_mib == 0 {
+            bail!("ledger.wal_limit_mib must be greater than zero");
+        }
+        Ok(())
+    }
 }
 
 /// Cross-origin access: none unless configured.
@@ -299,6 +324,7 @@ impl FileConfig {
         self.catalog.validate()?;
         self.split.validate()?;
         self.rtc.validate()?;
+        self.ledger.validate()?;
         for origin in &self.http.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {
                 bail!(
@@ -373,6 +399,11 @@ mod tests {
     fn unknown_keys_and_zero_limits_are_refused() {
         assert!(FileConfig::parse("[limits]\nchat_brust = 5\n").is_err());
         assert!(FileConfig::parse("[limits]\nqueue_len = 0\n").is_err());
+        assert!(FileConfig::parse("[ledger]\nwal_limit_mib = 0\n").is_err());
+        let ledger = FileConfig::parse("[ledger]\nwal_limit_mib = 8\n")
+            .unwrap()
+            .ledger;
+        assert_eq!(ledger.wal_limit_mib, 8);
     }
 
     #[test]

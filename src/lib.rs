@@ -158,7 +158,7 @@ async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
                 .context("opening the PostgreSQL ledger")?,
         ),
         None => Arc::new(
-            SqliteLedger::open(&config.data_dir)
+            SqliteLedger::open(&config.data_dir, &config.file.ledger)
                 .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?,
         ),
     };

@@ -144,7 +144,8 @@ fn check_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let ledger = ovation::ledger::SqliteLedger::open(data_dir)
+        let settings = ovation::config::LedgerSettings::default();
+        let ledger = ovation::ledger::SqliteLedger::open(data_dir, &settings)
             .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
         ledger.check().await.context("checking the ledger")
     })?;

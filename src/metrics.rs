@@ -111,6 +111,11 @@ pub fn ledger_batch(size: usize) {
     counter!("ovation_ledger_commits_total").increment(1);
 }
 
+/// The ledger's WAL started again from its beginning.
+pub fn ledger_wal_restarted() {
+    counter!("ovation_ledger_wal_restarts_total").increment(1);
+}
+
 /// One event fanned out to `delivered` members in `took` (serialize and enqueue).
 pub fn event_fanned_out(kind: &'static str, delivered: u64, took: Duration) {
     message_out(kind, delivered);

@@ -103,7 +103,7 @@ impl Books {
     async fn all() -> Vec<Books> {
         let dir = tempfile::tempdir().unwrap();
         let mut books = vec![Books {
-            ledger: Arc::new(SqliteLedger::open(dir.path()).unwrap()),
+            ledger: Arc::new(SqliteLedger::open(dir.path(), &Default::default()).unwrap()),
             _dir: Some(dir),
             schema: None,
         }];

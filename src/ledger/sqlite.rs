@@ -23,6 +23,7 @@ use super::{
     answer_batch, parse_meta, take_batch, Account, CheckReport, Committed, Earnings, Job, Ledger,
     LedgerError, TransferKind, TransferRequest,
 };
+use crate::config::LedgerSettings;
 use crate::money::Minor;
 
 /// Requests one transaction takes at most.
@@ -83,9 +84,6 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often WAL frames are copied back into the database file, off the commit path.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Past this much of frames the WAL is started again from its beginning.
-const WAL_LIMIT_BYTES: i64 = 64 << 20;
-
 /// Bytes in front of each page in the WAL.
 const WAL_FRAME_HEADER: i64 = 24;
 
@@ -95,17 +93,18 @@ type RestartWal = Arc<AtomicBool>;
 
 /// Copies the WAL into the database from its own connection, without waiting for the
 /// writer. Under continuous load such a passive checkpoint never catches up, and the
-/// WAL would grow without end: past the limit, the writer restarts it.
+/// WAL would grow without end: past `wal_limit_bytes` of frames, the writer restarts it.
 ///
 /// A restart holds the writer back while it copies the frames not yet copied and syncs
 /// the database file, so the checkpointer leaves it little of either (`catch_up`).
 /// Then the writer does the restart itself, between two batches: waiting for SQLite's
 /// write lock from here meant polling for the short gap between batches, for seconds,
 /// while frames piled up. (A truncating checkpoint paused the writer for 200 ms, 130 ms
-/// of it to free the WAL's 64 MiB; a restarted WAL is overwritten in place and keeps
-/// its size on disk.)
+/// of it to free a 64 MiB WAL; a restarted WAL is overwritten in place and keeps its
+/// size on disk.)
 fn checkpoint_until_closed(
     path: &Path,
+    wal_limit_bytes: i64,
     restart: RestartWal,
     stop: mpsc::Receiver<()>,
 ) -> Result<(), LedgerError> {
@@ -113,7 +112,7 @@ fn checkpoint_until_closed(
     configure(&connection)?;
     let database = std::fs::File::open(path).map_err(|e| LedgerError::Storage(e.to_string()))?;
     let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
-    let frame_limit = WAL_LIMIT_BYTES / (page_size + WAL_FRAME_HEADER);
+    let frame_limit = wal_limit_bytes / (page_size + WAL_FRAME_HEADER);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         // Until the writer has restarted the WAL, a checkpoint here would only contend
         // with its own.
@@ -187,7 +186,7 @@ fn configure(connection: &Connection) -> Result<(), LedgerError> {
 
 impl SqliteLedger {
     /// Opens (creating if needed) the ledger in `dir` and starts its writer thread.
-    pub fn open(dir: &Path) -> Result<SqliteLedger, LedgerError> {
+    pub fn open(dir: &Path, settings: &LedgerSettings) -> Result<SqliteLedger, LedgerError> {
         std::fs::create_dir_all(dir).map_err(|e| LedgerError::Storage(e.to_string()))?;
         let path = dir.join(FILE_NAME);
         let connection = Connection::open(&path)?;
@@ -201,10 +200,12 @@ impl SqliteLedger {
         let (checkpoints, stop) = mpsc::channel();
         let checkpoint_path = path.clone();
         let restart_wal = RestartWal::default();
+        let wal_limit =
+            i64::try_from(settings.wal_limit_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
         let restart = restart_wal.clone();
         std::thread::Builder::new()
             .name("ledger-checkpoint".into())
-            .spawn(move || checkpoint_until_closed(&checkpoint_path, restart, stop))
+            .spawn(move || checkpoint_until_closed(&checkpoint_path, wal_limit, restart, stop))
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         let (submit, jobs) = mpsc::channel();
         let writer = Writer {
@@ -363,7 +364,7 @@ impl Writer {
             if self.restart_wal.load(Ordering::Acquire) {
                 // If it fails, the checkpointer asks again later.
                 match restart_wal(&self.connection) {
-                    Ok(true) => {}
+                    Ok(true) => crate::metrics::ledger_wal_restarted(),
                     Ok(false) => tracing::debug!("ledger WAL not restarted: a reader was on it"),
                     Err(error) => tracing::warn!(%error, "restarting the ledger WAL failed"),
                 }
@@ -679,7 +680,7 @@ mod tests {
             .execute_batch(SCHEMA_1)
             .unwrap();
 
-        let ledger = SqliteLedger::open(dir.path()).unwrap();
+        let ledger = SqliteLedger::open(dir.path(), &LedgerSettings::default()).unwrap();
 
         let earnings = ledger.earnings("alice").await.unwrap();
         let expected = Earnings {
