@@ -237,6 +237,12 @@ impl From<rusqlite::Error> for LedgerError {
     }
 }
 
+impl From<std::io::Error> for LedgerError {
+    fn from(error: std::io::Error) -> Self {
+        LedgerError::Storage(error.to_string())
+    }
+}
+
 /// A request queued for a ledger's single writer, and where its answer goes.
 struct Job {
     request: TransferRequest,

@@ -93,7 +93,7 @@ type RestartWal = Arc<AtomicBool>;
 
 /// Copies the WAL into the database from its own connection, without waiting for the
 /// writer. Under continuous load such a passive checkpoint never catches up, and the
-/// WAL would grow without end: past `wal_limit_bytes` of frames, the writer restarts it.
+/// WAL would grow without end: past `wal_limit_mib` of frames, the writer restarts it.
 ///
 /// A restart holds the writer back while it copies the frames not yet copied and syncs
 /// the database file, so the checkpointer leaves it little of either (`catch_up`).
@@ -104,14 +104,15 @@ type RestartWal = Arc<AtomicBool>;
 /// size on disk.)
 fn checkpoint_until_closed(
     path: &Path,
-    wal_limit_bytes: i64,
+    wal_limit_mib: u64,
     restart: RestartWal,
     stop: mpsc::Receiver<()>,
 ) -> Result<(), LedgerError> {
     let connection = Connection::open(path)?;
     configure(&connection)?;
-    let database = std::fs::File::open(path).map_err(|e| LedgerError::Storage(e.to_string()))?;
+    let database = std::fs::File::open(path)?;
     let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let wal_limit_bytes = i64::try_from(wal_limit_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let frame_limit = wal_limit_bytes / (page_size + WAL_FRAME_HEADER);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         // Until the writer has restarted the WAL, a checkpoint here would only contend
@@ -153,11 +154,7 @@ fn catch_up(
     let passive = || -> Result<i64, LedgerError> {
         Ok(connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?)
     };
-    let sync = || {
-        database
-            .sync_data()
-            .map_err(|e| LedgerError::Storage(e.to_string()))
-    };
+    let sync = || database.sync_data();
     let frames = passive()?;
     sync()?;
     if frames < frame_limit {
@@ -187,7 +184,7 @@ fn configure(connection: &Connection) -> Result<(), LedgerError> {
 impl SqliteLedger {
     /// Opens (creating if needed) the ledger in `dir` and starts its writer thread.
     pub fn open(dir: &Path, settings: &LedgerSettings) -> Result<SqliteLedger, LedgerError> {
-        std::fs::create_dir_all(dir).map_err(|e| LedgerError::Storage(e.to_string()))?;
+        std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE_NAME);
         let connection = Connection::open(&path)?;
         configure(&connection)?;
@@ -200,13 +197,13 @@ impl SqliteLedger {
         let (checkpoints, stop) = mpsc::channel();
         let checkpoint_path = path.clone();
         let restart_wal = RestartWal::default();
-        let wal_limit =
-            i64::try_from(settings.wal_limit_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+        let wal_limit_mib = settings.wal_limit_mib;
         let restart = restart_wal.clone();
         std::thread::Builder::new()
             .name("ledger-checkpoint".into())
-            .spawn(move || checkpoint_until_closed(&checkpoint_path, wal_limit, restart, stop))
-            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+            .spawn(move || {
+                checkpoint_until_closed(&checkpoint_path, wal_limit_mib, restart, stop)
+            })?;
         let (submit, jobs) = mpsc::channel();
         let writer = Writer {
             connection,
@@ -216,8 +213,7 @@ impl SqliteLedger {
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer.run(jobs))
-            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+            .spawn(move || writer.run(jobs))?;
         Ok(SqliteLedger {
             submit: Mutex::new(submit),
             reader: Arc::new(Mutex::new(reader)),

@@ -15,8 +15,8 @@ use tokio::runtime::{Handle, Runtime};
 /// A runtime of its own for writer tasks. Its threads stop when it is dropped, without
 /// waiting: by then the server has waited for its connections, writers included.
 pub struct WriterPool {
+    /// Taken only when dropped.
     runtime: Option<Runtime>,
-    handle: Handle,
 }
 
 impl WriterPool {
@@ -30,14 +30,14 @@ impl WriterPool {
             .build()?;
         crate::metrics::writer_threads(threads);
         Ok(WriterPool {
-            handle: runtime.handle().clone(),
             runtime: Some(runtime),
         })
     }
 
     /// Where writer tasks are spawned.
     pub fn handle(&self) -> Handle {
-        self.handle.clone()
+        let runtime = self.runtime.as_ref().expect("taken only when dropped");
+        runtime.handle().clone()
     }
 }
 
