@@ -30,7 +30,7 @@ use crate::bus::RedisBus;
 use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
 use crate::hub::{Cluster, Hub};
-use crate::ledger::{Ledger, PostgresLedger, SqliteLedger};
+use crate::ledger::{Ledger, PostgresLedger, SqliteLedger, StorageFault};
 use crate::relay::Relay;
 
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
@@ -38,6 +38,7 @@ pub struct Server {
     addr: SocketAddr,
     relay: Arc<Relay>,
     shutdown: CancellationToken,
+    fault: StorageFault,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -56,7 +57,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Some(secret) => secret.as_bytes().to_vec(),
         None => auth::dev_secret(&config.data_dir)?,
     };
-    let gifts = Arc::new(open_gift_engine(&config).await?);
+    let fault = StorageFault::default();
+    let gifts = Arc::new(open_gift_engine(&config, fault.clone()).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -86,7 +88,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown: shutdown.clone(),
         connections: connections.clone(),
         writers: writers.handle(),
+        fault: fault.clone(),
     };
+    tokio::spawn(stop_on_fault(
+        fault.clone(),
+        Limits::ms(config.file.ledger.fault_drain_ms),
+        shutdown.clone(),
+    ));
     tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
     let app = http::router(state, default_static_dir(), &config.file.http.cors_origins);
     let stop = shutdown.clone();
@@ -116,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         addr,
         relay: relay_handle,
         shutdown,
+        fault,
         task,
     })
 }
@@ -150,15 +159,15 @@ async fn open_hub(
 
 /// The ledger (the shared PostgreSQL one, or the embedded SQLite file in the data
 /// directory), and the engine over it.
-async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
+async fn open_gift_engine(config: &Config, fault: StorageFault) -> anyhow::Result<GiftEngine> {
     let ledger: Arc<dyn Ledger> = match &config.ledger {
         Some(url) => Arc::new(
-            PostgresLedger::open(url)
+            PostgresLedger::open(url, fault)
                 .await
                 .context("opening the PostgreSQL ledger")?,
         ),
         None => Arc::new(
-            SqliteLedger::open(&config.data_dir, &config.file.ledger)
+            SqliteLedger::open(&config.data_dir, &config.file.ledger, fault)
                 .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?,
         ),
     };
@@ -172,6 +181,27 @@ async fn open_gift_engine(config: &Config) -> anyhow::Result<GiftEngine> {
     .await
     .context("loading wallets from the ledger")?;
     Ok(engine)
+}
+
+/// Crash-only money: after a storage fault, and `drain` for load balancers to see
+/// `/healthz` fail, the server stops (and `Server::stopped` answers the fault), so that
+/// its supervisor restarts it from what is on disk.
+async fn stop_on_fault(
+    fault: StorageFault,
+    drain: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = fault.tripped() => {
+            tracing::error!(?drain, "stopping after a ledger storage fault");
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            shutdown.cancel();
+        }
+        _ = shutdown.cancelled() => {}
+    }
 }
 
 /// Periodic work until shutdown: presence, freeing rooms, coalesced leaderboards,
@@ -220,8 +250,18 @@ impl Server {
         self.shutdown.cancel();
     }
 
-    /// Waits until the server has stopped.
+    /// Resolves when the server starts shutting down: asked to, or by itself after a
+    /// ledger storage fault.
+    pub async fn stopping(&self) {
+        self.shutdown.cancelled().await
+    }
+
+    /// Waits until the server has stopped; an error if it stopped on a storage fault.
     pub async fn stopped(self) -> anyhow::Result<()> {
-        self.task.await.context("server task panicked")?
+        self.task.await.context("server task panicked")??;
+        match self.fault.reason() {
+            Some(reason) => anyhow::bail!("stopped after a ledger storage fault: {reason}"),
+            None => Ok(()),
+        }
     }
 }

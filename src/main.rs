@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(ServeArgs),
-    /// Inspect the ledger in a data directory.
+    /// Inspect the ledger (in a data directory, or the shared PostgreSQL one).
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
@@ -45,6 +45,10 @@ enum LedgerCommand {
         /// Directory holding the ledger.
         #[arg(long, env = "OVATION_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// A PostgreSQL URL (postgres://user@host/db): check the ledger shared by the
+        /// nodes of a cluster instead of the SQLite file in --data-dir.
+        #[arg(long, env = "OVATION_LEDGER", hide_env_values = true)]
+        ledger: Option<String>,
     },
 }
 
@@ -122,31 +126,49 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| DEFAULT_LOG.into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| DEFAULT_LOG.into()),
+    );
+    match cli.command {
+        // Its stdout is the JSON report: logs (the database's notices) go to stderr.
+        Some(Command::Ledger { .. }) => logs.with_writer(std::io::stderr).init(),
+        _ => logs.init(),
+    }
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Ledger {
-            command: LedgerCommand::Check { data_dir },
-        }) => check_ledger(&data_dir),
+            command: LedgerCommand::Check { data_dir, ledger },
+        }) => check_ledger(&data_dir, ledger.as_deref()),
     }
 }
 
-fn check_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
+/// Checks the PostgreSQL ledger at `url` if given, else the SQLite one in `data_dir`.
+fn check_ledger(data_dir: &std::path::Path, url: Option<&str>) -> anyhow::Result<()> {
     use ovation::ledger::Ledger;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let settings = ovation::config::LedgerSettings::default();
-        let ledger = ovation::ledger::SqliteLedger::open(data_dir, &settings)
-            .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
+        // A check commits nothing, so nobody needs to hear of a storage fault here.
+        let fault = ovation::ledger::StorageFault::default();
+        let ledger: Box<dyn Ledger> = match url {
+            // The URL may carry a password: the message names the flag, not the URL.
+            Some(url) => Box::new(
+                ovation::ledger::PostgresLedger::open(url, fault)
+                    .await
+                    .context("opening the PostgreSQL ledger given by --ledger")?,
+            ),
+            None => {
+                let settings = ovation::config::LedgerSettings::default();
+                Box::new(
+                    ovation::ledger::SqliteLedger::open(data_dir, &settings, fault)
+                        .with_context(|| format!("opening the ledger in {}", data_dir.display()))?,
+                )
+            }
+        };
         ledger.check().await.context("checking the ledger")
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -181,8 +203,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "  dev mode: sign in from the page (tokens from POST {url}/api/dev/token)"
             ));
         }
-        stop.await;
-        say("shutting down: closing connections");
+        tokio::select! {
+            _ = stop => say("shutting down: closing connections"),
+            // A ledger storage fault: `stopped` answers it, and the process exits 1.
+            _ = server.stopping() => {}
+        }
         server.shutdown();
         server.stopped().await
     })

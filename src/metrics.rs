@@ -128,6 +128,12 @@ pub fn bus_connected(connected: bool) {
     gauge!("ovation_bus_connected").set(if connected { 1.0 } else { 0.0 });
 }
 
+/// An announcement to the cluster (`kind`: `video` or `user`) dropped because the
+/// queue to the bus was full: the bus has not kept up for thousands of them.
+pub fn bus_announcement_dropped(kind: &'static str) {
+    counter!("ovation_bus_announcements_dropped_total", "kind" => kind).increment(1);
+}
+
 pub fn rtc_sessions(publishers: usize, viewers: usize) {
     gauge!("ovation_rtc_sessions", "role" => "publisher").set(publishers as f64);
     gauge!("ovation_rtc_sessions", "role" => "viewer").set(viewers as f64);

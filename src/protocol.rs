@@ -57,13 +57,29 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
         }
     }
+
+    /// The server's fault (an outage, a bug), not the client's. The one place this rule
+    /// lives: such errors never count toward a connection's error-storm limit, and may
+    /// carry a retry hint.
+    pub fn is_server_fault(self) -> bool {
+        matches!(self, ErrorCode::Unavailable | ErrorCode::Internal)
+    }
 }
 
-/// A failed request: the code a client can act on and a message a person can read.
+/// The retry hint of `Rejection::unavailable`: how long a client waits before its first
+/// retry (it doubles the wait on each later one).
+pub const DEFAULT_RETRY_AFTER_MS: u64 = 1000;
+
+/// A failed request: the code a client can act on, a message a person can read and,
+/// for a server fault worth retrying, how long to wait first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
+    /// Milliseconds the client should wait before retrying the same request (with the
+    /// same idempotency key); `retry_after_ms` in the `error` reply, `Retry-After` over
+    /// HTTP. `None`: no hint.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Rejection {
@@ -71,11 +87,26 @@ impl Rejection {
         Rejection {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Rejection::new(ErrorCode::BadRequest, message)
+    }
+
+    /// `unavailable` (a dependency such as the ledger is down) with the default retry
+    /// hint, `DEFAULT_RETRY_AFTER_MS`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Rejection::new(ErrorCode::Unavailable, message).retry_after(DEFAULT_RETRY_AFTER_MS)
+    }
+
+    /// The same rejection, telling the client to retry after `ms` milliseconds.
+    pub fn retry_after(self, ms: u64) -> Self {
+        Rejection {
+            retry_after_ms: Some(ms),
+            ..self
+        }
     }
 }
 
@@ -464,12 +495,15 @@ pub fn error_reply(rid: &Option<Rid>, rejection: &Rejection) -> String {
         rid: &'a Option<Rid>,
         code: ErrorCode,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     }
     to_json(&Error {
         kind: "error",
         rid,
         code: rejection.code,
         message: &rejection.message,
+        retry_after_ms: rejection.retry_after_ms,
     })
 }
 
@@ -576,5 +610,43 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&event.with_seq(u64::MAX)).unwrap();
         assert_eq!(json["seq"], u64::MAX);
+    }
+
+    #[test]
+    fn only_unavailable_and_internal_are_server_faults() {
+        let faults: Vec<ErrorCode> = ErrorCode::ALL
+            .into_iter()
+            .filter(|code| code.is_server_fault())
+            .collect();
+        assert_eq!(faults, [ErrorCode::Unavailable, ErrorCode::Internal]);
+    }
+
+    #[test]
+    fn an_unavailable_reply_carries_a_retry_hint_and_a_client_error_does_not() {
+        let rid = Some(Rid::Int(7));
+        let unavailable = Rejection::unavailable("payments are unavailable right now");
+        assert_eq!(unavailable.code, ErrorCode::Unavailable);
+        assert_eq!(unavailable.retry_after_ms, Some(DEFAULT_RETRY_AFTER_MS));
+        assert_eq!(
+            error_reply(&rid, &unavailable),
+            r#"{"type":"error","rid":7,"code":"unavailable","message":"payments are unavailable right now","retry_after_ms":1000}"#
+        );
+        let bad = Rejection::bad_request("count must be 1 to 9999");
+        assert_eq!(bad.retry_after_ms, None);
+        let reply: serde_json::Value = serde_json::from_str(&error_reply(&rid, &bad)).unwrap();
+        assert_eq!(reply["code"], "bad_request");
+        assert!(reply.get("retry_after_ms").is_none(), "{reply}");
+        // A hint can be set on any rejection, and `new` still makes none.
+        let internal = Rejection::new(ErrorCode::Internal, "oops").retry_after(250);
+        let reply: serde_json::Value =
+            serde_json::from_str(&error_reply(&None, &internal)).unwrap();
+        assert_eq!(
+            (reply["code"].as_str(), reply["retry_after_ms"].as_u64()),
+            (Some("internal"), Some(250))
+        );
+        assert_eq!(
+            Rejection::new(ErrorCode::Unavailable, "x").retry_after_ms,
+            None
+        );
     }
 }

@@ -5,7 +5,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Client, PATIENCE};
+use common::{Client, TestServer, PATIENCE};
+use serde_json::{json, Value};
 
 fn ovation() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ovation"));
@@ -181,4 +182,90 @@ async fn the_worker_count_is_set_by_a_flag_and_shown_in_metrics() {
     assert!(!refused.status.success());
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(error.contains("--workers"), "{error}");
+}
+
+/// Runs `ovation ledger check --ledger url`; returns its exit code and its report.
+async fn check_postgres_ledger(url: &str) -> (Option<i32>, Value) {
+    let mut command = ovation();
+    command.args(["ledger", "check", "--ledger", url]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|error| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        panic!("no report ({error}): stdout {stdout}, stderr {stderr}")
+    });
+    (output.status.code(), report)
+}
+
+/// `ovation ledger check --ledger URL` checks a cluster's PostgreSQL ledger: the books
+/// a node kept pass (exit 0); books broken behind its back fail (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_check_reads_the_postgres_ledger_and_exits_1_when_the_books_are_broken() {
+    let Some(schema) = common::node::PgSchema::create("cli").await else {
+        return;
+    };
+    let node = TestServer::node(&schema.url).await;
+    assert_eq!(node.top_up("bob", 100).await, 100);
+    assert_eq!(node.top_up("carol", 5).await, 5);
+    let mut bob = node.viewer("bob").await;
+    bob.join("alice").await;
+    let gift = json!({"type": "gift", "room": "alice", "sticker": "rose", "count": 2, "key": "cli-check-1"});
+    assert_eq!(bob.ok(gift).await["balance"], 90);
+    let transfers_made = 3;
+    drop(bob);
+    node.server.shutdown();
+    node.server.stopped().await.unwrap();
+
+    let (code, report) = check_postgres_ledger(&schema.url).await;
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["sum"], 0, "{report}");
+    assert!(
+        report["transfers"].as_u64().unwrap() >= transfers_made,
+        "{report}"
+    );
+
+    // The URL's search_path points this connection at the test's schema.
+    let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let changed = client
+        .execute("UPDATE legs SET amount = amount + 1 WHERE n = 0", &[])
+        .await
+        .unwrap();
+    assert!(changed >= transfers_made, "changed {changed} legs");
+    drop(client);
+
+    let (code, report) = check_postgres_ledger(&schema.url).await;
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        !report["problems"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    schema.drop().await;
+}
+
+/// A ledger that cannot be opened is an error naming the flag, never the URL (which
+/// may hold a password), and no report.
+#[test]
+fn ledger_check_says_when_the_postgres_ledger_cannot_be_opened() {
+    let output = ovation()
+        .args([
+            "ledger",
+            "check",
+            "--ledger",
+            "postgres://ops:hunter2@127.0.0.1:1/ovation?connect_timeout=5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--ledger"), "stderr: {stderr}");
+    assert!(!stderr.contains("hunter2"), "stderr: {stderr}");
 }

@@ -1,6 +1,8 @@
 //! `kill -9` in the middle of a gift storm, or between a red packet's creation and its
 //! grabs, loses nothing that was confirmed and changes no amount. The servers restart
 //! their ledger's WAL every MiB of frames, so the storm goes through several restarts.
+//! A disk that fills up in the middle of a storm stops the server, which confirmed
+//! nothing that is not on disk.
 
 mod common;
 
@@ -17,9 +19,32 @@ const SENDERS: usize = 20;
 const COINS_EACH: u64 = 100_000;
 
 fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
+    spawn_server_with(data_dir, "wal_limit_mib = 1", None)
+}
+
+/// A server whose `[ledger]` settings are `ledger`; with `file_size_limit`, no file it
+/// writes may grow past that many bytes (`RLIMIT_FSIZE`): a disk that is full.
+fn spawn_server_with(
+    data_dir: &Path,
+    ledger: &str,
+    file_size_limit: Option<u64>,
+) -> (Child, SocketAddr) {
     let config = data_dir.join("ovation.toml");
-    std::fs::write(&config, "[ledger]\nwal_limit_mib = 1\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ovation"))
+    std::fs::write(&config, format!("[ledger]\n{ledger}\n")).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ovation"));
+    if let Some(limit) = file_size_limit {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // A write past the limit then fails with EFBIG instead of killing the
+                // process with SIGXFSZ.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                rlimit::setrlimit(rlimit::Resource::FSIZE, limit, limit)
+            });
+        }
+    }
+    let mut child = command
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -84,10 +109,34 @@ async fn top_up(addr: SocketAddr, id: &str) {
 /// Sends gifts with keys `{id}-0`, `{id}-1`, … until the connection dies; returns the
 /// confirmed (key, gift_id) pairs and how many were sent in all.
 async fn storm(addr: SocketAddr, id: String) -> (Vec<(String, String)>, usize) {
+    let storm = storm_through_faults(addr, id).await;
+    assert_eq!(
+        storm.unavailable, 0,
+        "only a storage fault makes a gift unavailable"
+    );
+    (storm.confirmed, storm.sent)
+}
+
+/// What one sender's storm saw.
+struct Storm {
+    confirmed: Vec<(String, String)>,
+    /// Gifts answered `unavailable` (with a retry hint).
+    unavailable: usize,
+    sent: usize,
+}
+
+/// As `storm`, but stops at the first gift answered `unavailable` (as a client that
+/// backs off would).
+async fn storm_through_faults(addr: SocketAddr, id: String) -> Storm {
     let mut client = Client::connect(addr, Some(&token(&id))).await;
     client.join("crash-room").await;
     let mut confirmed = Vec::new();
-    let mut sent = 0;
+    let (mut sent, mut unavailable) = (0, 0);
+    let result = |confirmed, unavailable, sent| Storm {
+        confirmed,
+        unavailable,
+        sent,
+    };
     loop {
         let key = format!("{id}-{sent:06}");
         let message = json!({"type": "gift", "room": "crash-room", "sticker": "heart", "count": 1, "key": key, "rid": sent});
@@ -99,22 +148,29 @@ async fn storm(addr: SocketAddr, id: String) -> (Vec<(String, String)>, usize) {
         .await
         .is_err()
         {
-            return (confirmed, sent);
+            return result(confirmed, unavailable, sent);
         }
         // Read until this gift's reply, or until the server dies.
         loop {
             match futures_util::StreamExt::next(&mut client.ws).await {
                 Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
                     let reply: Value = serde_json::from_str(&text).unwrap();
-                    if reply["rid"] == json!(sent - 1) {
-                        assert_eq!(reply["type"], "ok", "{reply}");
-                        confirmed
-                            .push((key.clone(), reply["gift_id"].as_str().unwrap().to_owned()));
-                        break;
+                    if reply["rid"] != json!(sent - 1) {
+                        continue;
                     }
+                    if reply["type"] == "ok" {
+                        let gift_id = reply["gift_id"].as_str().unwrap().to_owned();
+                        confirmed.push((key.clone(), gift_id));
+                    } else {
+                        assert_eq!(reply["code"], "unavailable", "{reply}");
+                        assert!(reply["retry_after_ms"].as_u64().unwrap() > 0, "{reply}");
+                        unavailable += 1;
+                        return result(confirmed, unavailable, sent);
+                    }
+                    break;
                 }
                 Some(Ok(_)) => {}
-                _ => return (confirmed, sent),
+                _ => return result(confirmed, unavailable, sent),
             }
         }
     }
@@ -275,5 +331,90 @@ async fn kill_9_between_a_packets_creation_and_its_grabs_changes_no_amount() {
     }
     assert_eq!((winners, total), (SHARES, COINS));
     assert_eq!(wallet(addr, "packet-sender").await, COINS_EACH - COINS);
+    stop_and_check_offline(child, data.path());
+}
+
+/// Bytes any one file of the server may hold in the storage-fault test: the ledger's
+/// WAL fills it within a few thousand gifts.
+const FULL_DISK_BYTES: u64 = 2 << 20;
+
+/// A disk that fills up mid storm: the commit that cannot be written is not retried;
+/// every gift from then on answers `unavailable`, `/healthz` says why, and the process
+/// exits non-zero. A restart serves exactly the gifts that were confirmed: each
+/// confirmed gift's retry is a duplicate, every other gift's retry is a first charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_server_which_confirmed_nothing_that_is_not_on_disk() {
+    let data = tempfile::tempdir().unwrap();
+    let drain = "fault_drain_ms = 2000";
+    let (mut child, addr) = spawn_server_with(data.path(), drain, Some(FULL_DISK_BYTES));
+    let senders: Vec<String> = (0..SENDERS).map(|i| format!("full-sender-{i}")).collect();
+    for id in &senders {
+        top_up(addr, id).await;
+    }
+    let storms: Vec<_> = senders
+        .iter()
+        .map(|id| {
+            let id = id.clone();
+            tokio::spawn(async move { (id.clone(), storm_through_faults(addr, id).await) })
+        })
+        .collect();
+    // A sender's gift answered `unavailable`: the server is draining.
+    let (first, _, others) = futures_util::future::select_all(storms).await;
+    let first = first.unwrap();
+    assert!(first.1.unavailable > 0, "the storm ended without a fault");
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let reason = health.text().await.unwrap();
+    assert!(reason.starts_with("ledger storage fault:"), "{reason}");
+
+    let exited = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(PATIENCE, exited)
+        .await
+        .expect("the server stops by itself after a storage fault")
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "the process exits non-zero");
+    let mut results = std::collections::HashMap::from([first]);
+    for storm in others {
+        let (id, storm) = storm.await.unwrap();
+        results.insert(id, storm);
+    }
+
+    // Restarted without the limit, on the same data directory.
+    let (child, addr) = spawn_server_with(data.path(), "", None);
+    for (
+        id,
+        Storm {
+            confirmed, sent, ..
+        },
+    ) in &results
+    {
+        let mut client = Client::connect(addr, Some(&token(id))).await;
+        client.join("crash-room").await;
+        let paid = COINS_EACH - wallet(addr, id).await;
+        let confirmed_keys: std::collections::HashMap<_, _> = confirmed.iter().cloned().collect();
+        for n in 0..*sent {
+            let key = format!("{id}-{n:06}");
+            let reply = client
+                .ok(json!({"type": "gift", "room": "crash-room", "sticker": "heart", "count": 1, "key": key}))
+                .await;
+            match confirmed_keys.get(&key) {
+                Some(gift_id) => {
+                    assert_eq!(reply["duplicate"], true, "confirmed gift {key} was lost");
+                    assert_eq!(reply["gift_id"], gift_id.as_str());
+                }
+                None => assert_eq!(
+                    reply["duplicate"], false,
+                    "unconfirmed gift {key} of {sent} was booked"
+                ),
+            }
+        }
+        assert_eq!(
+            paid,
+            confirmed.len() as u64,
+            "{id} paid for exactly its confirmed gifts"
+        );
+    }
     stop_and_check_offline(child, data.path());
 }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use ovation::auth::{Role, User};
 use ovation::config::GiftSettings;
 use ovation::gift::{GiftEngine, GiftOrder, QuestionOrder};
+use ovation::ledger::facts::{Grab, Topup, TransferMeta};
 use ovation::ledger::{
-    Account, Drawn, Ledger, LedgerError, PostgresLedger, SqliteLedger, TransferKind,
+    Account, Committed, Ledger, LedgerError, PostgresLedger, SqliteLedger, StorageFault, Transfer,
     TransferRequest,
 };
-use ovation::money::{Catalog, SplitPolicy};
+use ovation::money::{Catalog, Coins, Minor, SplitPolicy};
+use ovation::protocol::UserRef;
 use proptest::prelude::*;
-use serde_json::json;
 
 mod common;
 use common::node::PgSchema;
@@ -103,7 +104,10 @@ impl Books {
     async fn all() -> Vec<Books> {
         let dir = tempfile::tempdir().unwrap();
         let mut books = vec![Books {
-            ledger: Arc::new(SqliteLedger::open(dir.path(), &Default::default()).unwrap()),
+            ledger: Arc::new(
+                SqliteLedger::open(dir.path(), &Default::default(), StorageFault::default())
+                    .unwrap(),
+            ),
             _dir: Some(dir),
             schema: None,
         }];
@@ -115,7 +119,11 @@ impl Books {
     async fn postgres() -> Option<Books> {
         let schema = PgSchema::create("test").await?;
         Some(Books {
-            ledger: Arc::new(PostgresLedger::open(&schema.url).await.unwrap()),
+            ledger: Arc::new(
+                PostgresLedger::open(&schema.url, StorageFault::default())
+                    .await
+                    .unwrap(),
+            ),
             _dir: None,
             schema: Some(schema),
         })
@@ -126,7 +134,11 @@ impl Books {
     async fn nodes(&self) -> Vec<Arc<dyn Ledger>> {
         let mut nodes = vec![self.ledger.clone()];
         if let Some(schema) = &self.schema {
-            nodes.push(Arc::new(PostgresLedger::open(&schema.url).await.unwrap()));
+            nodes.push(Arc::new(
+                PostgresLedger::open(&schema.url, StorageFault::default())
+                    .await
+                    .unwrap(),
+            ));
         }
         nodes
     }
@@ -251,7 +263,7 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
     for (r, room) in ROOMS.iter().enumerate() {
         let statement = ledger.earnings(room).await.unwrap();
         let earned = model.earned.get(&r).copied().unwrap_or_default();
-        prop_assert_eq!((statement.gifts, statement.coins), earned);
+        prop_assert_eq!((statement.gifts, statement.coins.get()), earned);
     }
     // The books rebuilt from disk agree with the model.
     drop(engine);
@@ -319,8 +331,20 @@ proptest! {
     }
 }
 
+fn m(minor: i64) -> Minor {
+    Minor::new(minor)
+}
+
+/// Facts for transfers the tests make by hand.
+fn topup_meta() -> TransferMeta {
+    TransferMeta::Topup(Topup {
+        coins: Coins::new(1),
+    })
+}
+
 fn transfer(legs: Vec<(Account, i64)>) -> TransferRequest {
-    TransferRequest::new(TransferKind::Gift, legs).with_meta(json!({}))
+    let legs = legs.into_iter().map(|(a, amount)| (a, m(amount))).collect();
+    TransferRequest::new(legs, topup_meta())
 }
 
 #[tokio::test]
@@ -361,6 +385,45 @@ async fn refuses_unbalanced_and_overdrawing(ledger: &dyn Ledger) {
     assert!(report.ok && report.transfers == 0, "{report:?}");
 }
 
+/// A key used before decides, whatever the books say now, on every backend: the same
+/// request is a retry even when it could no longer be booked, a different one a
+/// conflict even when it could.
+#[tokio::test]
+async fn a_used_key_decides_before_the_books_on_every_ledger() {
+    for books in Books::all().await {
+        let ledger = &books.ledger;
+        let pay = |legs: Vec<(Account, i64)>, fingerprint: &str| {
+            transfer(legs).idempotent("amy", "key-1", fingerprint.into())
+        };
+        let fund = transfer(vec![
+            (Account::TopupSource, -5),
+            (Account::Wallet("amy".into()), 5),
+        ]);
+        ledger.commit(fund).await.unwrap();
+        let spend = vec![(Account::Wallet("amy".into()), -5), (Account::Platform, 5)];
+        let first = ledger.commit(pay(spend.clone(), "f")).await.unwrap();
+        // The wallet is empty now; the same request is still its first result.
+        let again = ledger.commit(pay(spend, "f")).await.unwrap();
+        assert_eq!(
+            (again.transfer_id, again.duplicate),
+            (first.transfer_id, true)
+        );
+        // An unbalanced retry of that key: the key decides, as a retry.
+        let unbalanced = vec![(Account::Wallet("amy".into()), -5), (Account::Platform, 4)];
+        let retried = ledger.commit(pay(unbalanced.clone(), "f")).await.unwrap();
+        assert!(retried.duplicate);
+        // Different content under the key: a conflict, whatever else is wrong with it.
+        let conflict = ledger.commit(pay(unbalanced, "g")).await;
+        assert!(
+            matches!(conflict, Err(LedgerError::Conflict)),
+            "{conflict:?}"
+        );
+        let report = ledger.check().await.unwrap();
+        assert_eq!((report.ok, report.transfers), (true, 2), "{report:?}");
+        books.finish().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_are_grouped_and_all_land() {
     for books in Books::all().await {
@@ -378,9 +441,7 @@ async fn concurrent_commits_all_land(ledger: Arc<dyn Ledger>) {
                     (Account::TopupSource, -100),
                     (Account::Wallet(format!("u{}", i % 7)), 100),
                 ];
-                let request = TransferRequest::new(TransferKind::Topup, legs)
-                    .idempotent("u", &format!("k{i}"), "same".into())
-                    .with_meta(json!({"i": i}));
+                let request = transfer(legs).idempotent("u", &format!("k{i}"), "same".into());
                 ledger.commit(request).await.unwrap()
             })
         })
@@ -390,14 +451,14 @@ async fn concurrent_commits_all_land(ledger: Arc<dyn Ledger>) {
     }
     let report = ledger.check().await.unwrap();
     assert_eq!((report.ok, report.transfers, report.sum), (true, 400, 0));
-    let total: i64 = ledger
+    let total: Minor = ledger
         .balances()
         .await
         .unwrap()
         .iter()
-        .map(|(_, b)| b)
+        .map(|(_, b)| *b)
         .sum();
-    assert_eq!(total, 40_000);
+    assert_eq!(total, m(40_000));
 }
 
 /// Two nodes' ledgers on one PostgreSQL database: the database keeps them honest.
@@ -407,15 +468,11 @@ async fn two_nodes_on_one_postgres_never_overspend_and_share_idempotency() {
         return;
     };
     let nodes = books.nodes().await;
-    let top_up = TransferRequest::new(
-        TransferKind::Topup,
-        vec![
-            (Account::TopupSource, -1000),
-            (Account::Wallet("amy".into()), 1000),
-        ],
-    )
-    .idempotent("amy", "top-up-1", "top-up".into())
-    .with_meta(json!({}));
+    let top_up = transfer(vec![
+        (Account::TopupSource, -1000),
+        (Account::Wallet("amy".into()), 1000),
+    ])
+    .idempotent("amy", "top-up-1", "top-up".into());
     assert!(!nodes[0].commit(top_up.clone()).await.unwrap().duplicate);
     // The retry reaches the other node: the same transfer, nothing credited twice.
     assert!(nodes[1].commit(top_up).await.unwrap().duplicate);
@@ -428,9 +485,8 @@ async fn two_nodes_on_one_postgres_never_overspend_and_share_idempotency() {
                     (Account::Wallet("amy".into()), -100),
                     (Account::Platform, 100),
                 ];
-                let request = TransferRequest::new(TransferKind::Gift, legs)
-                    .idempotent("amy", &format!("gift-{i}"), format!("gift-{i}"))
-                    .with_meta(json!({}));
+                let request =
+                    transfer(legs).idempotent("amy", &format!("gift-{i}"), format!("gift-{i}"));
                 node.commit(request).await
             })
         })
@@ -448,7 +504,7 @@ async fn two_nodes_on_one_postgres_never_overspend_and_share_idempotency() {
     assert!(report.ok, "{report:?}");
     assert_eq!(
         nodes[0].balances().await.unwrap(),
-        vec![("amy".to_owned(), 0)]
+        vec![("amy".to_owned(), Minor::ZERO)]
     );
     books.finish().await;
 }
@@ -460,31 +516,46 @@ async fn concurrent_draws_on_one_account_share_it_out_exactly() {
     for books in Books::all().await {
         let nodes = books.nodes().await;
         let pot = Account::Escrow("pot".into());
-        let fund = transfer(vec![(Account::TopupSource, -10), (pot.clone(), 10)]);
+        let fund = transfer(vec![(Account::TopupSource, -1000), (pot.clone(), 1000)]);
         nodes[0].commit(fund).await.unwrap();
         let draws: Vec<_> = (0..20)
             .map(|i| {
                 let (node, pot) = (nodes[i % nodes.len()].clone(), pot.clone());
                 let taker = Account::Wallet(format!("taker{i}"));
-                let request =
-                    TransferRequest::drawing(TransferKind::Grab, pot.clone(), move |held| {
-                        if held == 0 {
-                            return Err("the pot is empty".into());
-                        }
-                        let take = held.min(3);
-                        Ok(Drawn {
-                            legs: vec![(pot.clone(), -take), (taker.clone(), take)],
-                            meta: json!({"held": held}),
-                        })
+                // Each draw takes up to 3 coins; its facts record what the pot held.
+                let request = TransferRequest::drawing(pot.clone(), move |held| {
+                    if held == Minor::ZERO {
+                        return Err("the pot is empty".into());
+                    }
+                    let take = held.min(m(300));
+                    let by = UserRef {
+                        id: format!("taker{i}"),
+                        name: "Taker".into(),
+                    };
+                    Ok(Transfer {
+                        legs: vec![(pot.clone(), -take), (taker.clone(), take)],
+                        meta: TransferMeta::Grab(Grab {
+                            packet: "pot".into(),
+                            room: "star".into(),
+                            index: 0,
+                            coins: held.whole_coins(),
+                            left: 0,
+                            by,
+                        }),
                     })
-                    .idempotent(&format!("taker{i}"), "draw", "draw".into());
+                })
+                .idempotent(&format!("taker{i}"), "draw", "draw".into());
                 tokio::spawn(async move { node.commit(request).await })
             })
             .collect();
         let mut seen = Vec::new();
         for draw in draws {
             match draw.await.unwrap() {
-                Ok(committed) => seen.push(committed.meta["held"].as_i64().unwrap()),
+                Ok(Committed {
+                    meta: TransferMeta::Grab(grab),
+                    ..
+                }) => seen.push(grab.coins.get()),
+                Ok(other) => panic!("{other:?}"),
                 Err(LedgerError::Declined(reason)) => assert_eq!(reason, "the pot is empty"),
                 Err(other) => panic!("{other}"),
             }

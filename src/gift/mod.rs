@@ -20,8 +20,9 @@ use serde_json::json;
 
 use crate::auth::User;
 use crate::config::GiftSettings;
-use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferKind, TransferRequest};
-use crate::money::{Catalog, Minor, SplitPolicy, Wallets, MINOR_PER_COIN};
+use crate::ledger::facts::{self, TransferMeta};
+use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferRequest};
+use crate::money::{Catalog, Coins, Minor, SplitPolicy, TooLarge, Wallets};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
@@ -114,7 +115,7 @@ impl GiftEngine {
     }
 
     pub fn balance(&self, user: &str) -> u64 {
-        coins(self.wallets.available(user))
+        self.wallets.available(user).whole_coins().get()
     }
 
     pub async fn gift(&self, sender: &User, order: GiftOrder<'_>) -> Result<Charge, Rejection> {
@@ -134,15 +135,16 @@ impl GiftEngine {
         let chosen = json!({
             "room": order.room, "sticker": sticker.id, "count": order.count, "coins": value,
         });
+        let meta = TransferMeta::Gift(facts::Gift {
+            id: crate::ids::event_id(),
+            room: order.room.to_owned(),
+            from: sender.as_ref(),
+            sticker: sticker.id.clone(),
+            count: order.count,
+            coins: Coins::new(value),
+        });
         let charge = self
-            .charge(
-                sender,
-                order.room,
-                order.key,
-                TransferKind::Gift,
-                value,
-                chosen,
-            )
+            .charge(sender, order.room, order.key, chosen, meta)
             .await?;
         Ok(charge.with_event(|| {
             let combo = self
@@ -172,15 +174,15 @@ impl GiftEngine {
             )));
         }
         let chosen = json!({"room": order.room, "text": order.text, "coins": order.coins});
+        let meta = TransferMeta::Question(facts::Question {
+            id: crate::ids::event_id(),
+            room: order.room.to_owned(),
+            from: sender.as_ref(),
+            text: order.text.to_owned(),
+            coins: Coins::new(order.coins),
+        });
         let charge = self
-            .charge(
-                sender,
-                order.room,
-                order.key,
-                TransferKind::Question,
-                order.coins,
-                chosen,
-            )
+            .charge(sender, order.room, order.key, chosen, meta)
             .await?;
         Ok(charge.with_event(|| RoomEventBody::Question {
             from: sender.as_ref(),
@@ -190,24 +192,24 @@ impl GiftEngine {
         }))
     }
 
-    /// Charges `value` coins from the sender for `room`, split by the policy.
+    /// Charges a gift's or question's value (`meta`) from the sender for `room`, split
+    /// by the policy. `chosen` is what the client chose: what a retry must repeat.
     async fn charge(
         &self,
         sender: &User,
         room: &str,
         key: &str,
-        kind: TransferKind,
-        value: u64,
         chosen: serde_json::Value,
+        meta: TransferMeta,
     ) -> Result<Charge, Rejection> {
-        let amount = minor(value)?;
-        let (fingerprint, meta) = stamped(chosen, &crate::ids::event_id(), sender);
-        let request = TransferRequest::new(kind, self.split.legs(&sender.id, room, amount))
-            .in_room(room)
-            .idempotent(&sender.id, key, fingerprint)
-            .with_meta(meta);
+        let (id, value) = paid(&meta)?;
+        let (id, amount) = (id.to_owned(), value.to_minor().map_err(too_large)?);
+        let request = TransferRequest::new(self.split.legs(&sender.id, room, amount), meta)
+            .idempotent(&sender.id, key, chosen.to_string());
         let committed = self.pay(sender, amount, request).await?;
-        Ok(self.answer(sender, committed))
+        self.answer(sender, committed).inspect_err(
+            |_| tracing::error!(%id, "a payment's key holds a transfer of another kind"),
+        )
     }
 
     /// Takes `amount` from the sender's wallet by `request` (idempotent on the sender's
@@ -223,10 +225,11 @@ impl GiftEngine {
             // A retry of a charge that went through must still answer its first result,
             // even when the wallet could not pay for it again.
             None => {
-                let (_, key) = request
+                let key = &request
                     .idempotency
                     .as_ref()
-                    .expect("payments are idempotent");
+                    .expect("payments are idempotent")
+                    .key;
                 return match self
                     .ledger
                     .find(&sender.id, key)
@@ -239,7 +242,7 @@ impl GiftEngine {
                         ErrorCode::InsufficientFunds,
                         format!(
                             "this costs {} coins; your balance is {}",
-                            coins(amount),
+                            amount.whole_coins().get(),
                             self.balance(&sender.id)
                         ),
                     )),
@@ -292,41 +295,37 @@ impl GiftEngine {
     }
 
     /// Records a first charge in its room's book and builds the answer.
-    fn answer(&self, sender: &User, committed: Committed) -> Charge {
-        let id = committed.meta["id"].as_str().unwrap_or_default().to_owned();
-        let room = committed.meta["room"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let coins_given = committed.meta["coins"].as_u64().unwrap_or_default();
+    fn answer(&self, sender: &User, committed: Committed) -> Result<Charge, Rejection> {
+        let (id, value) = paid(&committed.meta)?;
         if !committed.duplicate {
-            let mut book = self.rooms.entry(room).or_default();
-            book.leaderboard.add(&sender.as_ref(), coins_given);
-            book.acknowledgeable.remember(id.clone(), sender.as_ref());
+            let room = committed.meta.room().expect("payments are made in a room");
+            let mut book = self.rooms.entry(room.to_owned()).or_default();
+            book.leaderboard.add(&sender.as_ref(), value.get());
+            book.acknowledgeable
+                .remember(id.to_owned(), sender.as_ref());
         }
-        Charge {
-            id,
+        Ok(Charge {
+            id: id.to_owned(),
             balance: self.balance(&sender.id),
             duplicate: committed.duplicate,
             event: None,
-        }
+        })
     }
 
     /// Credits a simulated store purchase (dev mode).
     pub async fn top_up(&self, user: &User, coins: u64, key: &str) -> Result<u64, Rejection> {
         check_key(key)?;
-        let amount = minor(coins)?;
-        let meta = json!({"coins": coins});
-        let fingerprint = meta.to_string();
+        let coins = Coins::new(coins);
+        let amount = coins.to_minor().map_err(too_large)?;
+        let fingerprint = json!({"coins": coins}).to_string();
         let request = TransferRequest::new(
-            TransferKind::Topup,
             vec![
                 (Account::TopupSource, -amount),
                 (Account::Wallet(user.id.clone()), amount),
             ],
+            TransferMeta::Topup(facts::Topup { coins }),
         )
-        .idempotent(&user.id, key, fingerprint)
-        .with_meta(meta);
+        .idempotent(&user.id, key, fingerprint);
         let committed = self
             .ledger
             .commit(request)
@@ -389,26 +388,20 @@ fn check_key(key: &str) -> Result<(), Rejection> {
     }
 }
 
-fn minor(coins: u64) -> Result<Minor, Rejection> {
-    i64::try_from(coins)
-        .ok()
-        .and_then(|c| c.checked_mul(MINOR_PER_COIN))
-        .ok_or_else(|| Rejection::new(ErrorCode::TooLarge, "amount is too large"))
+fn too_large(_: TooLarge) -> Rejection {
+    Rejection::new(ErrorCode::TooLarge, "amount is too large")
 }
 
-fn coins(minor: Minor) -> u64 {
-    debug_assert!(minor >= 0, "wallets never go below zero");
-    (minor / MINOR_PER_COIN) as u64
-}
-
-/// A payment's fingerprint and meta. The fingerprint is what makes a retry "the same
-/// request": everything the client chose and nothing the server assigned.
-fn stamped(chosen: serde_json::Value, id: &str, sender: &User) -> (String, serde_json::Value) {
-    let fingerprint = chosen.to_string();
-    let mut meta = chosen;
-    meta["id"] = json!(id);
-    meta["from"] = json!({"id": sender.id, "name": sender.name});
-    (fingerprint, meta)
+/// The id and value of a gift or question, from its facts.
+fn paid(meta: &TransferMeta) -> Result<(&str, Coins), Rejection> {
+    match meta {
+        TransferMeta::Gift(gift) => Ok((&gift.id, gift.coins)),
+        TransferMeta::Question(question) => Ok((&question.id, question.coins)),
+        _ => Err(Rejection::new(
+            ErrorCode::Internal,
+            "this key holds a payment of another kind",
+        )),
+    }
 }
 
 fn conflict() -> Rejection {
@@ -428,10 +421,7 @@ pub fn ledger_rejection(error: LedgerError) -> Rejection {
         ),
         other => {
             tracing::error!(error = %other, "ledger failure");
-            Rejection::new(
-                ErrorCode::Unavailable,
-                "payments are unavailable right now; try again",
-            )
+            Rejection::unavailable("payments are unavailable right now; try again")
         }
     }
 }

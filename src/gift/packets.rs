@@ -13,12 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::red_packet::{next_share, split, NoShare, SplitKind, MAX_SHARES};
-use super::{check_key, coins, ledger_rejection, minor, stamped, Charge, GiftEngine};
+use super::{check_key, ledger_rejection, too_large, Charge, GiftEngine};
 use crate::auth::User;
-use crate::ledger::{Account, Drawn, LedgerError, TransferKind, TransferRequest};
+use crate::ledger::facts::{self, TransferMeta};
+use crate::ledger::{Account, LedgerError, Transfer, TransferRequest};
+use crate::money::{Coins, Minor};
 use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UserRef};
 
 /// A validated `red_packet` request.
@@ -53,17 +55,15 @@ struct PacketFacts {
     shares: Arc<[u64]>,
 }
 
-impl PacketFacts {
-    fn from_meta(meta: &Value) -> Option<PacketFacts> {
-        Some(PacketFacts {
-            id: meta.get("id")?.as_str()?.to_owned(),
-            room: meta.get("room")?.as_str()?.to_owned(),
-            sender: serde_json::from_value(meta.get("from")?.clone()).ok()?,
-            expires_ms: meta.get("expires_ms")?.as_u64()?,
-            shares: serde_json::from_value::<Vec<u64>>(meta.get("amounts")?.clone())
-                .ok()?
-                .into(),
-        })
+impl From<facts::RedPacket> for PacketFacts {
+    fn from(packet: facts::RedPacket) -> PacketFacts {
+        PacketFacts {
+            id: packet.id,
+            room: packet.room,
+            sender: packet.from,
+            expires_ms: packet.expires_ms,
+            shares: packet.amounts.into_iter().map(Coins::get).collect(),
+        }
     }
 }
 
@@ -75,30 +75,22 @@ pub(super) struct OpenPackets {
 
 impl OpenPackets {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<PacketFacts>>> {
-        self.known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.known.lock().expect("open red packets lock")
     }
 
-    /// The packets whose escrows hold money, from their creation metas.
-    pub(super) fn new(metas: Vec<Value>) -> OpenPackets {
-        let packets = OpenPackets {
+    /// The packets whose escrows hold money, from their creation facts.
+    pub(super) fn new(packets: Vec<facts::RedPacket>) -> OpenPackets {
+        let open = OpenPackets {
             known: Mutex::default(),
             swept: Mutex::new(Instant::now()),
         };
-        packets.learn(metas);
-        packets
+        open.learn(packets);
+        open
     }
 
-    fn learn(&self, metas: Vec<Value>) {
-        for meta in metas {
-            match PacketFacts::from_meta(&meta) {
-                Some(facts) => {
-                    self.remember(facts);
-                }
-                // Its coins stay in escrow for an operator; nothing is paid out of it.
-                None => tracing::error!(%meta, "red packet with incomplete creation meta"),
-            }
+    fn learn(&self, packets: Vec<facts::RedPacket>) {
+        for packet in packets {
+            self.remember(packet.into());
         }
     }
 
@@ -129,7 +121,7 @@ impl OpenPackets {
 
     /// Whether a sweep is due now (and if so, the next one starts counting).
     fn sweep_due(&self, every: Duration) -> bool {
-        let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+        let mut swept = self.swept.lock().expect("red packet sweep lock");
         let due = swept.elapsed() >= every;
         if due {
             *swept = Instant::now();
@@ -163,37 +155,48 @@ impl GiftEngine {
                 "a red packet needs at least one coin per share",
             ));
         }
-        let amount = minor(order.coins)?;
+        let amount = Coins::new(order.coins).to_minor().map_err(too_large)?;
         let id = crate::ids::event_id();
         let chosen = json!({
             "room": order.room, "coins": order.coins, "shares": order.shares, "split": order.split,
         });
-        let (fingerprint, mut meta) = stamped(chosen, &id, sender);
         // A secure source: nobody can predict who gets the big share.
-        meta["amounts"] = json!(split(
+        let amounts = split(
             order.coins,
             order.shares,
             order.split,
-            &mut rand::rngs::OsRng
-        ));
-        meta["expires_ms"] =
-            json!(crate::ids::unix_ms().saturating_add(self.settings.red_packet_ttl_ms));
+            &mut rand::rngs::OsRng,
+        );
+        let packet = facts::RedPacket {
+            id: id.clone(),
+            room: order.room.to_owned(),
+            from: sender.as_ref(),
+            coins: Coins::new(order.coins),
+            shares: order.shares,
+            split: order.split,
+            amounts: amounts.into_iter().map(Coins::new).collect(),
+            expires_ms: crate::ids::unix_ms().saturating_add(self.settings.red_packet_ttl_ms),
+        };
         let request = TransferRequest::new(
-            TransferKind::RedPacket,
             vec![
                 (Account::Wallet(sender.id.clone()), -amount),
                 (Account::Escrow(id), amount),
             ],
+            TransferMeta::RedPacket(packet),
         )
-        .in_room(order.room)
-        .idempotent(&sender.id, order.key, fingerprint)
-        .with_meta(meta);
+        .idempotent(&sender.id, order.key, chosen.to_string());
         let committed = self.pay(sender, amount, request).await?;
-        let id = committed.meta["id"].as_str().unwrap_or_default().to_owned();
+        let TransferMeta::RedPacket(packet) = committed.meta else {
+            return Err(Rejection::new(
+                ErrorCode::Internal,
+                "this key holds a payment of another kind",
+            ));
+        };
+        let id = packet.id.clone();
         let event = if committed.duplicate {
             None
         } else {
-            self.packets.learn(vec![committed.meta]);
+            self.packets.learn(vec![packet]);
             Some(RoomEventBody::RedPacket {
                 from: sender.as_ref(),
                 coins: order.coins,
@@ -218,13 +221,13 @@ impl GiftEngine {
                 Err(not_found(id))
             };
         }
-        let meta = self
+        let facts: PacketFacts = self
             .ledger
             .red_packet(room, id)
             .await
             .map_err(ledger_rejection)?
-            .ok_or_else(|| not_found(id))?;
-        let facts = PacketFacts::from_meta(&meta).ok_or_else(|| not_found(id))?;
+            .ok_or_else(|| not_found(id))?
+            .into();
         // Past its TTL, it is refunded or about to be: as good as gone.
         if crate::ids::unix_ms() >= facts.expires_ms {
             return Err(not_found(id));
@@ -242,53 +245,41 @@ impl GiftEngine {
             ));
         }
         let escrow = Account::Escrow(id.to_owned());
-        let wallet = Account::Wallet(user.id.clone());
-        let (packet, by, shares) = (id.to_owned(), user.as_ref(), facts.shares.clone());
-        let draw_account = escrow.clone();
-        let request = TransferRequest::drawing(TransferKind::Grab, escrow.clone(), move |held| {
-            let share = next_share(&shares, coins(held)).map_err(|refusal| match refusal {
-                NoShare::Exhausted => "every share of this red packet is taken".to_owned(),
-                NoShare::Inconsistent => {
-                    tracing::error!(%packet, held, "escrow holds no share boundary");
-                    "this red packet cannot be grabbed".to_owned()
-                }
-            })?;
-            let amount = share.coins as i64 * crate::money::MINOR_PER_COIN;
-            Ok(Drawn {
-                legs: vec![(draw_account.clone(), -amount), (wallet.clone(), amount)],
-                meta: json!({
-                    "packet": packet, "index": share.index, "coins": share.coins,
-                    "left": share.left, "by": by,
-                }),
-            })
-        })
-        .in_room(room)
         // Keyed by the packet, under a name no user id can take (ids have no ':'), so
         // the ledger itself refuses a second grab by the same user.
-        .idempotent(&escrow.key(), &format!("grab:{}", user.id), "grab".into());
-        match self.ledger.commit(request).await {
-            Ok(committed) if committed.duplicate => Err(Rejection::new(
-                ErrorCode::Conflict,
-                "you already grabbed this red packet",
-            )),
-            Ok(committed) => {
-                let share = |field: &str| committed.meta[field].as_u64().unwrap_or_default();
-                let (coins, left) = (share("coins"), share("left") as u32);
-                self.wallets.credit(&user.id, minor(coins)?);
-                Ok(Grabbed {
-                    coins,
-                    balance: self.committed_balance(&user.id).await,
-                    event: RoomEventBody::Grab {
-                        packet: id.to_owned(),
-                        by: user.as_ref(),
-                        coins,
-                        left,
-                    },
-                })
+        let request = TransferRequest::drawing(escrow.clone(), grab_rule(&facts, user)).idempotent(
+            &escrow.key(),
+            &format!("grab:{}", user.id),
+            "grab".into(),
+        );
+        let grab = match self.ledger.commit(request).await {
+            Ok(committed) if committed.duplicate => {
+                return Err(Rejection::new(
+                    ErrorCode::Conflict,
+                    "you already grabbed this red packet",
+                ))
             }
-            Err(LedgerError::Declined(reason)) => Err(Rejection::new(ErrorCode::Exhausted, reason)),
-            Err(error) => Err(ledger_rejection(error)),
-        }
+            Ok(committed) => match committed.meta {
+                TransferMeta::Grab(grab) => grab,
+                other => return Err(ledger_rejection(unexpected(&other))),
+            },
+            Err(LedgerError::Declined(reason)) => {
+                return Err(Rejection::new(ErrorCode::Exhausted, reason))
+            }
+            Err(error) => return Err(ledger_rejection(error)),
+        };
+        self.wallets
+            .credit(&user.id, grab.coins.to_minor().map_err(too_large)?);
+        Ok(Grabbed {
+            coins: grab.coins.get(),
+            balance: self.committed_balance(&user.id).await,
+            event: RoomEventBody::Grab {
+                packet: id.to_owned(),
+                by: user.as_ref(),
+                coins: grab.coins.get(),
+                left: grab.left,
+            },
+        })
     }
 
     /// Returns what is left of every expired packet to its sender. Every node that
@@ -298,38 +289,32 @@ impl GiftEngine {
         let sweep_every = Duration::from_millis(self.settings.red_packet_sweep_ms);
         if self.ledger.is_shared() && self.packets.sweep_due(sweep_every) {
             match self.ledger.open_red_packets().await {
-                Ok(metas) => self.packets.learn(metas),
+                Ok(packets) => self.packets.learn(packets),
                 Err(error) => tracing::warn!(%error, "looking for open red packets failed"),
             }
         }
         let mut refunded = Vec::new();
         for facts in self.packets.due(now_ms) {
             let escrow = Account::Escrow(facts.id.clone());
-            let wallet = Account::Wallet(facts.sender.id.clone());
-            let (packet, to, draw_account) =
-                (facts.id.clone(), facts.sender.clone(), escrow.clone());
-            let request =
-                TransferRequest::drawing(TransferKind::Refund, escrow.clone(), move |held| {
-                    if held <= 0 {
-                        return Err("nothing is left in this red packet".into());
-                    }
-                    Ok(Drawn {
-                        legs: vec![(draw_account.clone(), -held), (wallet.clone(), held)],
-                        meta: json!({"packet": packet, "coins": coins(held), "to": to}),
-                    })
-                })
-                .in_room(&facts.room)
-                .idempotent(&escrow.key(), "refund", "refund".into());
+            let request = TransferRequest::drawing(escrow.clone(), refund_rule(&facts)).idempotent(
+                &escrow.key(),
+                "refund",
+                "refund".into(),
+            );
             match self.ledger.commit(request).await {
                 Ok(committed) => {
-                    if !committed.duplicate {
-                        let coins = committed.meta["coins"].as_u64().unwrap_or_default();
-                        let amount = minor(coins).expect("a refund fits: its packet did");
+                    if let (false, TransferMeta::Refund(refund)) =
+                        (committed.duplicate, &committed.meta)
+                    {
+                        let amount = refund
+                            .coins
+                            .to_minor()
+                            .expect("a refund fits: its packet did");
                         self.wallets.credit(&facts.sender.id, amount);
                         refunded.push(Refunded {
                             balance: self.committed_balance(&facts.sender.id).await,
                             sender: facts.sender.id.clone(),
-                            coins,
+                            coins: refund.coins.get(),
                         });
                     }
                     self.packets.forget(&facts.id);
@@ -343,4 +328,73 @@ impl GiftEngine {
         }
         refunded
     }
+}
+
+/// A grab's draw: the next share of what the escrow holds, to the grabber.
+fn grab_rule(
+    facts: &PacketFacts,
+    user: &User,
+) -> impl Fn(Minor) -> Result<Transfer, String> + Send + Sync + 'static {
+    let escrow = Account::Escrow(facts.id.clone());
+    let wallet = Account::Wallet(user.id.clone());
+    let (packet, room, by, shares) = (
+        facts.id.clone(),
+        facts.room.clone(),
+        user.as_ref(),
+        facts.shares.clone(),
+    );
+    move |held| {
+        let share =
+            next_share(&shares, held.whole_coins().get()).map_err(|refusal| match refusal {
+                NoShare::Exhausted => "every share of this red packet is taken".to_owned(),
+                NoShare::Inconsistent => {
+                    tracing::error!(%packet, %held, "escrow holds no share boundary");
+                    "this red packet cannot be grabbed".to_owned()
+                }
+            })?;
+        let coins = Coins::new(share.coins);
+        let amount = coins.to_minor().expect("a share fits: its packet did");
+        Ok(Transfer {
+            legs: vec![(escrow.clone(), -amount), (wallet.clone(), amount)],
+            meta: TransferMeta::Grab(facts::Grab {
+                packet: packet.clone(),
+                room: room.clone(),
+                index: share.index as u32,
+                coins,
+                left: share.left,
+                by: by.clone(),
+            }),
+        })
+    }
+}
+
+/// An expired packet's draw: whatever the escrow holds, back to the sender.
+fn refund_rule(
+    facts: &PacketFacts,
+) -> impl Fn(Minor) -> Result<Transfer, String> + Send + Sync + 'static {
+    let escrow = Account::Escrow(facts.id.clone());
+    let wallet = Account::Wallet(facts.sender.id.clone());
+    let (packet, room, to) = (facts.id.clone(), facts.room.clone(), facts.sender.clone());
+    move |held| {
+        if held <= Minor::ZERO {
+            return Err("nothing is left in this red packet".into());
+        }
+        Ok(Transfer {
+            legs: vec![(escrow.clone(), -held), (wallet.clone(), held)],
+            meta: TransferMeta::Refund(facts::Refund {
+                packet: packet.clone(),
+                room: room.clone(),
+                coins: held.whole_coins(),
+                to: to.clone(),
+            }),
+        })
+    }
+}
+
+/// A draw answered with the facts of another kind of transfer: a damaged ledger.
+fn unexpected(meta: &TransferMeta) -> LedgerError {
+    LedgerError::Storage(format!(
+        "a red packet's key holds the facts of a {}",
+        meta.kind().as_str()
+    ))
 }

@@ -44,11 +44,13 @@ pub struct AppState {
     pub connections: TaskTracker,
     /// Where connections' writer tasks run (`ws::WriterPool`).
     pub writers: tokio::runtime::Handle,
+    /// Set when the ledger met a storage fault and the server is stopping.
+    pub fault: crate::ledger::StorageFault,
 }
 
 pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> Router {
     let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/api/dev/token", post(dev_token))
@@ -72,6 +74,18 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         return router;
     }
     router.layer(cors(cors_origins))
+}
+
+/// `200 ok`; `503` with the reason once the ledger has met a storage fault.
+async fn health(State(state): State<AppState>) -> Response {
+    match state.fault.reason() {
+        None => "ok".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ledger storage fault: {reason}"),
+        )
+            .into_response(),
+    }
 }
 
 /// Lets the configured origins' pages call the API and WHIP/WHEP with a token.
@@ -103,11 +117,13 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// An HTTP error with the protocol's code, as `{"code","message"}`.
+/// An HTTP error with the protocol's code, as `{"code","message"}`; with a retry hint,
+/// also `"retry_after_ms"` and a `Retry-After` header (whole seconds, rounded up).
 pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -116,6 +132,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 }
@@ -123,11 +140,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::metrics::error_sent(self.code);
-        (
-            self.status,
-            Json(json!({"code": self.code, "message": self.message})),
-        )
-            .into_response()
+        let mut body = json!({"code": self.code, "message": self.message});
+        let Some(ms) = self.retry_after_ms else {
+            return (self.status, Json(body)).into_response();
+        };
+        body["retry_after_ms"] = ms.into();
+        let seconds = ms.div_ceil(1000).to_string();
+        (self.status, [(header::RETRY_AFTER, seconds)], Json(body)).into_response()
     }
 }
 
@@ -299,7 +318,10 @@ impl From<Rejection> for ApiError {
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, rejection.code, rejection.message)
+        ApiError {
+            retry_after_ms: rejection.retry_after_ms,
+            ..ApiError::new(status, rejection.code, rejection.message)
+        }
     }
 }
 
@@ -395,4 +417,40 @@ async fn ledger_check(
         StatusCode::INTERNAL_SERVER_ERROR
     };
     Ok((status, Json(report)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parts(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), MAX_JSON_BODY)
+            .await
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_retry_hint_becomes_503_with_retry_after_in_whole_seconds() {
+        let (status, retry_after, body) =
+            parts(Rejection::unavailable("the ledger is down").into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["code"], "unavailable");
+        assert_eq!(body["retry_after_ms"], 1000);
+        // Rounded up: never earlier than the hint.
+        let hinted = Rejection::new(ErrorCode::Unavailable, "busy").retry_after(1500);
+        assert_eq!(parts(hinted.into()).await.1.as_deref(), Some("2"));
+        // No hint, no header.
+        let (status, retry_after, body) =
+            parts(Rejection::bad_request("coins must be 1 to 10").into()).await;
+        assert_eq!((status, retry_after), (StatusCode::BAD_REQUEST, None));
+        assert!(body.get("retry_after_ms").is_none());
+    }
 }

@@ -8,10 +8,12 @@
 //! afterwards is either in the snapshot (skipped by seq) or the next event.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +25,12 @@ use crate::protocol::{LeaderEntry, RoomEventBody, UnsequencedEvent, UserRef};
 /// How long the follower waits before resubscribing after losing the bus.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(250);
 
+/// Announcements waiting for the bus. Each is a name and a short frame (a few hundred
+/// bytes, so about a megabyte when full) and one bus round trip (thousands a second):
+/// room for seconds of a gift storm's balance events or a sweep's refunds, so a full
+/// queue means the bus has stalled (its commands time out after 2 s), not a burst.
+const OUTGOING_CAPACITY: usize = 4096;
+
 pub struct Cluster {
     bus: Arc<dyn Bus>,
     /// This node in presence counts: random per process, so a restarted node's old
@@ -31,7 +39,7 @@ pub struct Cluster {
     /// This node's base URL, where WHEP viewers of the rooms whose video it hosts go.
     url: String,
     seeds: mpsc::Sender<SeedRequest>,
-    outgoing: mpsc::UnboundedSender<Outgoing>,
+    outgoing: Outbound,
     /// Rooms whose video this node hosts, claimed again on every tick.
     hosted: Mutex<HashSet<String>>,
     announced_tops: Mutex<HashMap<String, Vec<LeaderEntry>>>,
@@ -45,6 +53,67 @@ enum Outgoing {
     ToUser { user: String, frame: String },
 }
 
+impl Outgoing {
+    /// Its label in metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            Outgoing::Video { .. } => "video",
+            Outgoing::ToUser { .. } => "user",
+        }
+    }
+}
+
+/// The bounded, ordered queue of announcements to the bus (`tell_cluster` drains it).
+struct Outbound {
+    queue: mpsc::Sender<Outgoing>,
+    /// Set while announcements are being dropped, so that each episode logs once.
+    dropping: AtomicBool,
+}
+
+impl Outbound {
+    fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Outgoing>) {
+        let (queue, receiver) = mpsc::channel(capacity);
+        let outbound = Outbound {
+            queue,
+            dropping: AtomicBool::new(false),
+        };
+        (outbound, receiver)
+    }
+
+    /// Queues `what` after everything queued before it; whether it was queued. When
+    /// the queue is full, `what` is dropped: the callers cannot wait (the relay's
+    /// callback, a payment already settled) and the room never does. That is what
+    /// `tell_cluster` does with an announcement the bus refuses: a private event is
+    /// not recoverable anyway (a client's balance comes back with its next reply or
+    /// payment); the tick keeps claiming this node's videos and ends orphaned ones,
+    /// but a dropped start's `stream live:true` event is lost, as when refused.
+    fn tell(&self, what: Outgoing) -> bool {
+        let kind = what.kind();
+        match self.queue.try_send(what) {
+            Ok(()) => {
+                if self.dropping.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the bus takes announcements again");
+                }
+                true
+            }
+            // Dropped like an announcement the bus refused: nobody here may wait for it.
+            Err(TrySendError::Full(_)) => {
+                crate::metrics::bus_announcement_dropped(kind);
+                if !self.dropping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        queued = OUTGOING_CAPACITY,
+                        "the bus is not keeping up: dropping private events and video \
+                         announcements until it does"
+                    );
+                }
+                false
+            }
+            // The node is stopping.
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 struct SeedRequest {
     room: Arc<Room>,
     done: oneshot::Sender<Result<(), BusError>>,
@@ -53,13 +122,13 @@ struct SeedRequest {
 /// The tasks a cluster hub needs, started by `run` once the hub exists.
 pub struct ClusterTasks {
     seeds: mpsc::Receiver<SeedRequest>,
-    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    outgoing: mpsc::Receiver<Outgoing>,
 }
 
 impl Cluster {
     pub fn new(bus: Arc<dyn Bus>, url: String) -> (Cluster, ClusterTasks) {
         let (seeds, seed_requests) = mpsc::channel(1024);
-        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let (outgoing, outgoing_rx) = Outbound::channel(OUTGOING_CAPACITY);
         let cluster = Cluster {
             bus,
             node: format!("{:016x}", rand::random::<u64>()),
@@ -143,8 +212,7 @@ impl Cluster {
     }
 
     fn tell(&self, what: Outgoing) {
-        // Fails only when the node is stopping.
-        let _ = self.outgoing.send(what);
+        self.outgoing.tell(what);
     }
 
     /// Adds a payment to the room's cluster leaderboard; a failure only costs the
@@ -337,7 +405,7 @@ async fn tell_cluster(
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
     url: String,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -374,4 +442,48 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(user: &str) -> Outgoing {
+        Outgoing::ToUser {
+            user: user.into(),
+            frame: "{}".into(),
+        }
+    }
+
+    fn users(queue: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+        let mut users = Vec::new();
+        while let Ok(what) = queue.try_recv() {
+            match what {
+                Outgoing::ToUser { user, .. } => users.push(user),
+                Outgoing::Video { room, .. } => panic!("a video announcement for {room}"),
+            }
+        }
+        users
+    }
+
+    #[test]
+    fn a_full_queue_drops_what_comes_next_without_waiting_or_reordering() {
+        let (outbound, mut queue) = Outbound::channel(2);
+        assert!(outbound.tell(to("a")));
+        assert!(outbound.tell(to("b")));
+        assert!(!outbound.tell(to("c")), "queued beyond the capacity");
+        assert!(!outbound.tell(to("d")));
+        assert!(outbound.dropping.load(Ordering::Relaxed));
+        assert_eq!(users(&mut queue), ["a", "b"]);
+
+        // Drained: announcements are queued again, in order.
+        assert!(outbound.tell(to("e")));
+        assert!(!outbound.dropping.load(Ordering::Relaxed));
+        assert!(outbound.tell(to("f")));
+        assert_eq!(users(&mut queue), ["e", "f"]);
+
+        // A stopped node's announcer: nothing is queued, nothing panics.
+        drop(queue);
+        assert!(!outbound.tell(to("g")));
+    }
 }

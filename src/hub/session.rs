@@ -38,8 +38,29 @@ pub struct Session {
     user: Option<User>,
     outbox: Arc<Outbox>,
     joined: Vec<Arc<Room>>,
-    errors: SlidingWindow,
+    errors: ErrorStorm,
     joins: TokenBucket,
+}
+
+/// The error-storm limit: a client that gets `limit` errors within `window` is closed
+/// with 1008. Only the client's errors count; the server's own faults
+/// (`ErrorCode::is_server_fault`) never do, so a client retrying through an outage is
+/// not taken for a hostile one.
+struct ErrorStorm {
+    window: SlidingWindow,
+}
+
+impl ErrorStorm {
+    fn new(limit: usize, window: std::time::Duration) -> ErrorStorm {
+        ErrorStorm {
+            window: SlidingWindow::new(limit, window),
+        }
+    }
+
+    /// Records an error sent with `code`; true when it trips the limit.
+    fn record(&mut self, code: ErrorCode, now: Instant) -> bool {
+        !code.is_server_fault() && self.window.record(now)
+    }
 }
 
 impl Session {
@@ -49,7 +70,7 @@ impl Session {
         user: Option<User>,
         outbox: Arc<Outbox>,
     ) -> Session {
-        let errors = SlidingWindow::new(
+        let errors = ErrorStorm::new(
             hub.limits.error_storm_count,
             Limits::ms(hub.limits.error_storm_window_ms),
         );
@@ -97,11 +118,12 @@ impl Session {
         Flow::Continue
     }
 
-    /// Sends an error; too many errors in a short time close the connection with 1008.
+    /// Sends an error; too many client errors in a short time close the connection
+    /// with 1008 (server faults do not count: `ErrorStorm`).
     pub fn reject(&mut self, rid: &Option<Rid>, rejection: &Rejection, now: Instant) -> Flow {
         crate::metrics::error_sent(rejection.code);
         self.outbox.push(error_reply(rid, rejection).into());
-        if self.errors.record(now) {
+        if self.errors.record(rejection.code, now) {
             Flow::Close(close::POLICY_VIOLATION)
         } else {
             Flow::Continue
@@ -375,5 +397,54 @@ fn checked_room_id(room: &str) -> Result<(), Rejection> {
         Ok(())
     } else {
         Err(Rejection::bad_request("room must match [a-z0-9_-]{1,64}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The default limit: 20 errors within 10 s.
+    fn storm() -> ErrorStorm {
+        ErrorStorm::new(20, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn server_faults_never_trip_the_error_storm_limit() {
+        let t0 = Instant::now();
+        let mut errors = storm();
+        for i in 0..30 {
+            let code = if i % 2 == 0 {
+                ErrorCode::Unavailable
+            } else {
+                ErrorCode::Internal
+            };
+            assert!(
+                !errors.record(code, t0),
+                "server fault {i} tripped the limit"
+            );
+        }
+        // Nor do they bring a client closer to it.
+        for i in 1..20 {
+            assert!(
+                !errors.record(ErrorCode::BadRequest, t0),
+                "client error {i}"
+            );
+        }
+        assert!(errors.record(ErrorCode::BadRequest, t0));
+    }
+
+    #[test]
+    fn twenty_client_errors_still_trip_it() {
+        let t0 = Instant::now();
+        for code in ErrorCode::ALL.into_iter().filter(|c| !c.is_server_fault()) {
+            let mut errors = storm();
+            for i in 1..20 {
+                let now = t0 + Duration::from_millis(i * 100);
+                assert!(!errors.record(code, now), "{code:?} {i}");
+            }
+            assert!(errors.record(code, t0 + Duration::from_secs(2)), "{code:?}");
+        }
     }
 }

@@ -53,8 +53,8 @@ pub struct Split {
 
 /// `amount * bps / 10000`, rounded down, without overflow.
 fn part(amount: Minor, bps: u32) -> Minor {
-    let exact = i128::from(amount) * i128::from(bps) / i128::from(BPS_WHOLE);
-    Minor::try_from(exact).expect("a part is never larger than the whole")
+    let exact = i128::from(amount.get()) * i128::from(bps) / i128::from(BPS_WHOLE);
+    Minor::new(i64::try_from(exact).expect("a part is never larger than the whole"))
 }
 
 impl SplitPolicy {
@@ -86,7 +86,7 @@ impl SplitPolicy {
     }
 
     pub fn split(&self, value: Minor, broadcaster: &str) -> Split {
-        assert!(value >= 0, "a paid value is never negative");
+        assert!(!value.is_negative(), "a paid value is never negative");
         let app_store = part(value, self.app_store_bps);
         let gross = part(value - app_store, self.broadcaster_bps);
         let agency_bps = self.agency_of(broadcaster).map_or(0, |(_, bps)| bps);
@@ -100,7 +100,7 @@ impl SplitPolicy {
             platform,
         };
         assert_eq!(app_store + broadcaster + agency + platform, value);
-        assert!(platform >= 0);
+        assert!(!platform.is_negative());
         split
     }
 
@@ -116,8 +116,12 @@ impl SplitPolicy {
             (Account::Agency(agency.unwrap_or_default()), split.agency),
             (Account::Platform, split.platform),
         ];
-        legs.extend(parts.into_iter().filter(|(_, amount)| *amount != 0));
-        debug_assert_eq!(legs.iter().map(|(_, a)| a).sum::<Minor>(), 0);
+        legs.extend(
+            parts
+                .into_iter()
+                .filter(|(_, amount)| *amount != Minor::ZERO),
+        );
+        debug_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Minor>(), Minor::ZERO);
         legs
     }
 }
@@ -146,14 +150,14 @@ mod tests {
 
     #[test]
     fn default_policy_on_a_round_value() {
-        let split = SplitPolicy::default().split(3000, "alice");
+        let split = SplitPolicy::default().split(Minor::new(3000), "alice");
         assert_eq!(
             split,
             Split {
-                app_store: 900,
-                broadcaster: 1050,
-                agency: 0,
-                platform: 1050
+                app_store: Minor::new(900),
+                broadcaster: Minor::new(1050),
+                agency: Minor::ZERO,
+                platform: Minor::new(1050)
             }
         );
     }
@@ -161,27 +165,30 @@ mod tests {
     #[test]
     fn rounding_remainders_go_to_the_platform() {
         // 1 minor unit: every floor gives 0, so the platform keeps it.
-        assert_eq!(SplitPolicy::default().split(1, "a").platform, 1);
-        let split = with_agency(3000, 5000, 1000).split(333, "alice");
+        let platform = SplitPolicy::default().split(Minor::new(1), "a").platform;
+        assert_eq!(platform, Minor::new(1));
+        let split = with_agency(3000, 5000, 1000).split(Minor::new(333), "alice");
         // store floor(99.9)=99, gross floor(117)=117, agency floor(11.7)=11, broadcaster floor(105.3)=105
         assert_eq!(
-            (
+            [
                 split.app_store,
                 split.agency,
                 split.broadcaster,
                 split.platform
-            ),
-            (99, 11, 105, 118)
+            ]
+            .map(Minor::get),
+            [99, 11, 105, 118]
         );
     }
 
     #[test]
     fn only_assigned_broadcasters_pay_an_agency() {
         let policy = with_agency(3000, 5000, 2000);
-        assert_eq!(policy.split(10_000, "bob").agency, 0);
-        assert_eq!(policy.split(10_000, "alice").agency, 700);
-        let legs = policy.legs("viewer", "alice", 10_000);
-        assert!(legs.contains(&(Account::Agency("stars".into()), 700)));
+        let value = Minor::new(10_000);
+        assert_eq!(policy.split(value, "bob").agency, Minor::ZERO);
+        assert_eq!(policy.split(value, "alice").agency, Minor::new(700));
+        let legs = policy.legs("viewer", "alice", value);
+        assert!(legs.contains(&(Account::Agency("stars".into()), Minor::new(700))));
     }
 
     proptest! {
@@ -190,17 +197,17 @@ mod tests {
             value in 0i64..=i64::MAX / 2,
             app in 0u32..=10_000, share in 0u32..=10_000, cut in 0u32..=10_000,
         ) {
-            let split = with_agency(app, share, cut).split(value, "alice");
-            prop_assert_eq!(split.app_store + split.broadcaster + split.agency + split.platform, value);
+            let split = with_agency(app, share, cut).split(Minor::new(value), "alice");
+            prop_assert_eq!((split.app_store + split.broadcaster + split.agency + split.platform).get(), value);
             let v = i128::from(value);
             let store = v * i128::from(app) / 10_000;
             let gross = (v - store) * i128::from(share) / 10_000;
-            prop_assert_eq!(i128::from(split.app_store), store);
-            prop_assert_eq!(i128::from(split.agency), gross * i128::from(cut) / 10_000);
-            prop_assert_eq!(i128::from(split.broadcaster), gross * i128::from(10_000 - cut) / 10_000);
-            prop_assert!(split.platform >= 0 && split.broadcaster >= 0 && split.agency >= 0);
-            let legs = with_agency(app, share, cut).legs("v", "alice", value);
-            prop_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<i64>(), 0);
+            prop_assert_eq!(i128::from(split.app_store.get()), store);
+            prop_assert_eq!(i128::from(split.agency.get()), gross * i128::from(cut) / 10_000);
+            prop_assert_eq!(i128::from(split.broadcaster.get()), gross * i128::from(10_000 - cut) / 10_000);
+            prop_assert!(!(split.platform.is_negative() || split.broadcaster.is_negative() || split.agency.is_negative()));
+            let legs = with_agency(app, share, cut).legs("v", "alice", Minor::new(value));
+            prop_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Minor>(), Minor::ZERO);
         }
     }
 }

@@ -37,12 +37,15 @@ impl Wallets {
     pub fn load(balances: impl IntoIterator<Item = (String, Minor)>) -> Wallets {
         let wallets = DashMap::new();
         for (user, balance) in balances {
-            assert!(balance >= 0, "wallet {user} is below zero in the ledger");
+            assert!(
+                !balance.is_negative(),
+                "wallet {user} is below zero in the ledger"
+            );
             wallets.insert(
                 user,
                 Wallet {
                     available: balance,
-                    held: 0,
+                    held: Minor::ZERO,
                 },
             );
         }
@@ -50,19 +53,19 @@ impl Wallets {
     }
 
     pub fn available(&self, user: &str) -> Minor {
-        self.wallets.get(user).map_or(0, |w| w.available)
+        self.wallets.get(user).map_or(Minor::ZERO, |w| w.available)
     }
 
     /// Takes the committed balance read from a shared ledger (other nodes may have
     /// charged or credited this wallet), keeping this node's reservations held.
     pub fn resync(&self, user: &str, committed: Minor) {
         let mut wallet = self.wallets.entry(user.to_owned()).or_default();
-        wallet.available = (committed - wallet.held).max(0);
+        wallet.available = (committed - wallet.held).max(Minor::ZERO);
     }
 
     /// Checks and holds `amount` in one step, so concurrent charges never overspend.
     pub fn reserve(&self, user: &str, amount: Minor) -> Result<Reservation<'_>, Insufficient> {
-        assert!(amount >= 0);
+        assert!(!amount.is_negative());
         let mut wallet = self.wallets.entry(user.to_owned()).or_default();
         if wallet.available < amount {
             return Err(Insufficient {
@@ -81,7 +84,7 @@ impl Wallets {
 
     /// Adds committed money (a top-up, a grab, a refund).
     pub fn credit(&self, user: &str, amount: Minor) {
-        assert!(amount >= 0);
+        assert!(!amount.is_negative());
         self.wallets.entry(user.to_owned()).or_default().available += amount;
     }
 }
@@ -110,43 +113,47 @@ impl Drop for Reservation<'_> {
 mod tests {
     use super::*;
 
+    fn m(minor: i64) -> Minor {
+        Minor::new(minor)
+    }
+
     #[test]
     fn reservations_hold_funds_until_settled_or_dropped() {
-        let wallets = Wallets::load([("bob".to_owned(), 100)]);
-        let held = wallets.reserve("bob", 60).unwrap();
+        let wallets = Wallets::load([("bob".to_owned(), m(100))]);
+        let held = wallets.reserve("bob", m(60)).unwrap();
         assert_eq!(
-            wallets.reserve("bob", 50).err(),
-            Some(Insufficient { available: 40 })
+            wallets.reserve("bob", m(50)).err(),
+            Some(Insufficient { available: m(40) })
         );
         drop(held);
-        assert_eq!(wallets.available("bob"), 100);
-        wallets.reserve("bob", 60).unwrap().settle();
-        assert_eq!(wallets.available("bob"), 40);
-        assert!(wallets.reserve("nobody", 1).is_err());
+        assert_eq!(wallets.available("bob"), m(100));
+        wallets.reserve("bob", m(60)).unwrap().settle();
+        assert_eq!(wallets.available("bob"), m(40));
+        assert!(wallets.reserve("nobody", m(1)).is_err());
     }
 
     #[test]
     fn a_resync_keeps_what_this_node_holds() {
-        let wallets = Wallets::load([("bob".to_owned(), 100)]);
-        let held = wallets.reserve("bob", 30).unwrap();
+        let wallets = Wallets::load([("bob".to_owned(), m(100))]);
+        let held = wallets.reserve("bob", m(30)).unwrap();
         // Another node credited 50: the ledger says 150, of which 30 are held here.
-        wallets.resync("bob", 150);
-        assert_eq!(wallets.available("bob"), 120);
+        wallets.resync("bob", m(150));
+        assert_eq!(wallets.available("bob"), m(120));
         held.settle();
-        assert_eq!(wallets.available("bob"), 120);
-        wallets.resync("bob", 120);
-        assert_eq!(wallets.available("bob"), 120);
+        assert_eq!(wallets.available("bob"), m(120));
+        wallets.resync("bob", m(120));
+        assert_eq!(wallets.available("bob"), m(120));
     }
 
     #[test]
     fn concurrent_reservations_never_overspend() {
-        let wallets = Wallets::load([("bob".to_owned(), 1_000)]);
+        let wallets = Wallets::load([("bob".to_owned(), m(1_000))]);
         let settled = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..100 {
-                        if let Ok(r) = wallets.reserve("bob", 3) {
+                        if let Ok(r) = wallets.reserve("bob", m(3)) {
                             r.settle();
                             settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -155,6 +162,6 @@ mod tests {
             }
         });
         assert_eq!(settled.into_inner(), 333);
-        assert_eq!(wallets.available("bob"), 1);
+        assert_eq!(wallets.available("bob"), m(1));
     }
 }

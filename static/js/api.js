@@ -49,9 +49,18 @@ export function newKey() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** A server fault's retry hint in ms: the body's `retry_after_ms`, else `Retry-After` (seconds). */
+function retryAfterMs(res, data) {
+  if (data && Number.isFinite(data.retry_after_ms)) return data.retry_after_ms;
+  const header = res.headers.get('Retry-After');
+  const seconds = header === null || header.trim() === '' ? NaN : Number(header);
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
+}
+
 /**
  * fetch() with JSON in and out. Throws {code, message, status} on failure,
- * with the protocol's error code when the server gave one.
+ * with the protocol's error code when the server gave one, and `retry_after_ms`
+ * when the server asked for a retry later.
  */
 export async function api(path, { method = 'GET', body, token } = {}) {
   const headers = {};
@@ -68,10 +77,12 @@ export async function api(path, { method = 'GET', body, token } = {}) {
   try { data = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
   if (!res.ok) {
     const fallback = { 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'conflict', 413: 'too_large', 429: 'rate_limited' };
+    const retryAfter = retryAfterMs(res, data);
     throw {
       code: (data && data.code) || fallback[res.status] || (res.status >= 500 ? 'unavailable' : 'bad_request'),
       message: (data && data.message) || text || res.statusText,
       status: res.status,
+      ...(retryAfter === undefined ? {} : { retry_after_ms: retryAfter }),
     };
   }
   return data;

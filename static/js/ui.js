@@ -30,6 +30,7 @@ const MESSAGES = {
 
 /** A sentence for an error from the server, fetch or anything else; `overrides` maps codes to sentences. */
 export function describeError(error, overrides = {}) {
+  if (error && error.gaveUp) return `Payments are still unavailable after ${error.retries} retries — please try again later.`;
   const code = error && error.code;
   if (code && overrides[code]) return overrides[code];
   if (code && MESSAGES[code]) return MESSAGES[code];

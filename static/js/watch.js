@@ -3,6 +3,7 @@ import { getToken, currentUser, getCatalog, getWallet, getLeaderboard, topUp, ne
 import { OvationSocket } from './ws.js';
 import { play } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
+import { isServerFault, retryServerFaults, MAX_RETRIES, RETRY_CAP_MS } from './retry.js';
 
 const room = new URLSearchParams(location.search).get('room') || '';
 if (!/^[a-z0-9_-]{1,64}$/.test(room)) location.replace('/');
@@ -218,19 +219,39 @@ function setBalance(coins) {
   $('balance').dataset.coins = coins;
 }
 
-/** Sends a charged message with an idempotency key, retrying safely after a lost connection. */
-async function charge(message) {
-  const key = newKey();
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const ok = await ws.request({ ...message, room, key });
-      if (typeof ok.balance === 'number') setBalance(ok.balance);
-      return ok;
-    } catch (e) {
-      if (e.code === 'unavailable' && attempt < 2) { await sleep(1000 * (attempt + 1)); continue; }
-      throw e;
-    }
+/**
+ * Runs a paid action, retrying it through a server fault (payments down) with back-off
+ * and a notice on screen. `attempt` must send the same request, with the same key, each time.
+ */
+async function paid(attempt) {
+  let notice = null;
+  const onRetry = ({ retry, delay }) => {
+    const text = `Payments are unavailable, retrying in ${Math.ceil(delay / 1000)} s… (${retry} of ${MAX_RETRIES})`;
+    if (notice && notice.isConnected) notice.textContent = text;
+    else notice = toast(text, 'info', RETRY_CAP_MS + 10000);
+  };
+  try {
+    return await retryServerFaults(attempt, { onRetry });
+  } finally {
+    if (notice) notice.remove();
   }
+}
+
+/** Sends a charged message with one idempotency key, retrying safely after a lost connection or a server fault. */
+async function charge(message) {
+  const request = { ...message, room, key: newKey() };
+  const ok = await paid(async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await ws.request(request);
+      } catch (e) {
+        if (e.code === 'unavailable' && !isServerFault(e) && attempt < 2) { await sleep(1000 * (attempt + 1)); continue; }
+        throw e;
+      }
+    }
+  });
+  if (typeof ok.balance === 'number') setBalance(ok.balance);
+  return ok;
 }
 
 const OWN_ROOM = { forbidden: 'You cannot send gifts in your own room.' };
@@ -249,7 +270,8 @@ async function grab(packet, button) {
   if (!token) { toast('Sign in to grab red packets.', 'error'); return; }
   button.disabled = true;
   try {
-    const ok = await ws.request({ type: 'grab', room, packet });
+    const request = { type: 'grab', room, packet };
+    const ok = await paid(() => ws.request(request));
     if (typeof ok.balance === 'number') setBalance(ok.balance);
     button.textContent = `Got ${ok.coins}`;
     toast(`You grabbed ${formatCoins(ok.coins)} coin${ok.coins === 1 ? '' : 's'}!`, 'success');
@@ -302,7 +324,8 @@ $('topup').addEventListener('click', async () => {
   if (!token) { toast('Sign in to top up.', 'error'); return; }
   $('topup').disabled = true;
   try {
-    const { coins } = await topUp(token, 1000);
+    const key = newKey();
+    const { coins } = await paid(() => topUp(token, 1000, key));
     setBalance(coins);
     toast('Added 1,000 coins.', 'success');
   } catch (e) { showError(e, { not_found: 'Top-up is only available in dev mode.' }); }

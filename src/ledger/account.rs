@@ -1,0 +1,127 @@
+//! Accounts and kinds of transfer, and the one place their stored names are spelled.
+
+/// Every account money can sit in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Account {
+    /// A user's spendable coins.
+    Wallet(String),
+    /// What a broadcaster earned (their room id is their user id).
+    Earnings(String),
+    Agency(String),
+    Platform,
+    AppStore,
+    /// Where simulated store purchases come from; it goes negative as coins are sold.
+    TopupSource,
+    /// Coins held in a red packet until grabbed or refunded.
+    Escrow(String),
+}
+
+impl Account {
+    const WALLET: &'static str = "wallet:";
+    const EARNINGS: &'static str = "earnings:";
+    const AGENCY: &'static str = "agency:";
+    const ESCROW: &'static str = "escrow:";
+    const PLATFORM: &'static str = "platform";
+    const APP_STORE: &'static str = "app_store";
+    const TOPUP_SOURCE: &'static str = "topup_source";
+
+    /// SQL `LIKE` patterns matching the stored names of held accounts.
+    pub const HELD_PATTERNS: [&'static str; 2] = ["wallet:%", "escrow:%"];
+    /// The SQL `LIKE` pattern matching every wallet's stored name.
+    pub const WALLET_PATTERN: &'static str = "wallet:%";
+    /// The SQL `LIKE` pattern matching every escrow's stored name.
+    pub const ESCROW_PATTERN: &'static str = "escrow:%";
+
+    /// The stored name, e.g. `wallet:bob`.
+    pub fn key(&self) -> String {
+        match self {
+            Account::Wallet(id) => format!("{}{id}", Self::WALLET),
+            Account::Earnings(id) => format!("{}{id}", Self::EARNINGS),
+            Account::Agency(id) => format!("{}{id}", Self::AGENCY),
+            Account::Platform => Self::PLATFORM.into(),
+            Account::AppStore => Self::APP_STORE.into(),
+            Account::TopupSource => Self::TOPUP_SOURCE.into(),
+            Account::Escrow(id) => format!("{}{id}", Self::ESCROW),
+        }
+    }
+
+    /// The account a stored name names; `None` for a name no account has.
+    pub fn parse(name: &str) -> Option<Account> {
+        let owned = |id: &str| (!id.is_empty()).then(|| id.to_owned());
+        Some(match name {
+            Self::PLATFORM => Account::Platform,
+            Self::APP_STORE => Account::AppStore,
+            Self::TOPUP_SOURCE => Account::TopupSource,
+            _ => {
+                let (prefix, id) = name.split_at(name.find(':')? + 1);
+                let id = owned(id)?;
+                match prefix {
+                    Self::WALLET => Account::Wallet(id),
+                    Self::EARNINGS => Account::Earnings(id),
+                    Self::AGENCY => Account::Agency(id),
+                    Self::ESCROW => Account::Escrow(id),
+                    _ => return None,
+                }
+            }
+        })
+    }
+
+    /// Accounts that hold someone's money may never go below zero.
+    pub fn is_held(&self) -> bool {
+        matches!(self, Account::Wallet(_) | Account::Escrow(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    Topup,
+    Gift,
+    Question,
+    RedPacket,
+    Grab,
+    Refund,
+}
+
+impl TransferKind {
+    /// Payments to a broadcaster: what their earnings statement counts.
+    pub const PAID: [TransferKind; 2] = [TransferKind::Gift, TransferKind::Question];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Topup => "topup",
+            TransferKind::Gift => "gift",
+            TransferKind::Question => "question",
+            TransferKind::RedPacket => "red_packet",
+            TransferKind::Grab => "grab",
+            TransferKind::Refund => "refund",
+        }
+    }
+
+    pub fn is_paid(self) -> bool {
+        Self::PAID.contains(&self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_account_reads_back_from_its_stored_name() {
+        let accounts = [
+            Account::Wallet("bob".into()),
+            Account::Earnings("alice".into()),
+            Account::Agency("stars".into()),
+            Account::Platform,
+            Account::AppStore,
+            Account::TopupSource,
+            Account::Escrow("p1".into()),
+        ];
+        for account in accounts {
+            assert_eq!(Account::parse(&account.key()), Some(account));
+        }
+        for name in ["wallet:", "purse:bob", "", "platforms"] {
+            assert_eq!(Account::parse(name), None, "{name:?}");
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The shared ledger on PostgreSQL, for several Ovation nodes (`--ledger postgres://…`).
+//!
+//! The same rulebook as the embedded ledger (`rules`), executed on balances the
+//! database locks, so that the rules hold across processes: a unique constraint on
+//! (user, key) makes a key committed by one node a retry on every other, and the
+//! `accounts` table keeps each balance, with a CHECK constraint that keeps held
+//! accounts at or above zero as a second line of defence. Each node group-commits
+//! through its own writer task (`writer`); connections lost are opened again
+//! (`connection`).
+
+mod audit;
+mod connection;
+mod writer;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::facts::RedPacket;
+use super::{
+    answered, queue_full, writer_stopped, Account, CheckReport, Committed, Earnings, Job, Ledger,
+    LedgerError, StorageFault, TransferKind, TransferMeta, TransferRequest, QUEUE_CAPACITY,
+};
+use crate::money::Minor;
+use connection::{connect, Backoff, Reader};
+
+/// Migrations, in one transaction under an advisory lock: nodes starting together
+/// would otherwise race on `CREATE … IF NOT EXISTS` (it is not atomic in PostgreSQL).
+const SCHEMA: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(7415161718);
+CREATE TABLE IF NOT EXISTS transfers (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    room TEXT,
+    created_ms BIGINT NOT NULL,
+    idem_user TEXT,
+    idem_key TEXT,
+    fingerprint TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    UNIQUE (idem_user, idem_key)
+);
+CREATE TABLE IF NOT EXISTS legs (
+    transfer_id BIGINT NOT NULL REFERENCES transfers(id),
+    n INT NOT NULL,
+    account TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    PRIMARY KEY (transfer_id, n)
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    balance BIGINT NOT NULL,
+    CONSTRAINT held_money_never_below_zero
+        CHECK (balance >= 0 OR NOT (name LIKE 'wallet:%' OR name LIKE 'escrow:%'))
+);
+CREATE INDEX IF NOT EXISTS transfers_by_room ON transfers (room, kind);
+CREATE INDEX IF NOT EXISTS legs_by_account ON legs (account);
+-- Version 3 stores a transfer's facts tagged with its kind, and the facts of a grab
+-- or a refund name their room. Books written before versions were kept are migrated.
+CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL);
+UPDATE transfers SET meta = (meta::jsonb || jsonb_build_object('kind', kind))::text
+    WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+UPDATE transfers SET meta = (meta::jsonb || jsonb_build_object('room', room))::text
+    WHERE kind IN ('grab', 'refund') AND room IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM schema_version);
+INSERT INTO schema_version SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+COMMIT;
+";
+
+/// The schema version this server reads and writes.
+const SCHEMA_VERSION: i32 = 3;
+
+pub struct PostgresLedger {
+    submit: mpsc::Sender<Job>,
+    reader: Reader,
+}
+
+impl PostgresLedger {
+    /// Connects, creates or migrates the tables, and starts the writer task. A panic
+    /// of the writer (a broken rule) trips `fault`.
+    pub async fn open(url: &str, fault: StorageFault) -> Result<PostgresLedger, LedgerError> {
+        let client = connect(url).await?;
+        client.batch_execute(SCHEMA).await?;
+        let version: i32 = client
+            .query_one("SELECT version FROM schema_version", &[])
+            .await?
+            .get(0);
+        if version != SCHEMA_VERSION {
+            return Err(LedgerError::Storage(format!(
+                "ledger schema version {version} is not this server's {SCHEMA_VERSION}"
+            )));
+        }
+        let writer = writer::Writer {
+            connection: Some(writer::Connection::open(url).await?),
+            url: url.to_owned(),
+            backoff: Backoff::new(std::time::Instant::now()),
+        };
+        let (submit, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let task = tokio::spawn(writer.run(jobs));
+        tokio::spawn(async move {
+            if let Err(error) = task.await {
+                fault.trip(format!("the ledger writer stopped: {error}"));
+            }
+        });
+        Ok(PostgresLedger {
+            submit,
+            reader: Reader::new(url, client),
+        })
+    }
+}
+
+#[async_trait]
+impl Ledger for PostgresLedger {
+    async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError> {
+        let (answer, answer_rx) = oneshot::channel();
+        self.submit
+            .try_send(Job { request, answer })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => queue_full(),
+                mpsc::error::TrySendError::Closed(_) => writer_stopped(),
+            })?;
+        answered(answer_rx).await
+    }
+
+    async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError> {
+        let row = self
+            .reader
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, fingerprint, meta FROM transfers WHERE idem_user = $1 AND idem_key = $2",
+                &[&user, &key],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Committed {
+            transfer_id: row.get(0),
+            duplicate: true,
+            fingerprint: row.get(1),
+            meta: TransferMeta::parse(row.get(2))?,
+        }))
+    }
+
+    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        let rows = self
+            .reader
+            .client()
+            .await?
+            .query(
+                "SELECT name, balance FROM accounts WHERE name LIKE $1",
+                &[&Account::WALLET_PATTERN],
+            )
+            .await?;
+        let mut balances = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(Account::Wallet(user)) = Account::parse(row.get(0)) {
+                balances.push((user, Minor::new(row.get(1))));
+            }
+        }
+        Ok(balances)
+    }
+
+    async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError> {
+        let row = self
+            .reader
+            .client()
+            .await?
+            .query_opt(
+                "SELECT balance FROM accounts WHERE name = $1",
+                &[&Account::Wallet(user.to_owned()).key()],
+            )
+            .await?;
+        // No row: the wallet was never credited.
+        Ok(Some(Minor::new(row.map_or(0, |row| row.get(0)))))
+    }
+
+    async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
+        let paid = TransferKind::PAID.map(TransferKind::as_str);
+        let client = self.reader.client().await?;
+        let gifts: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM transfers WHERE room = $1 AND kind IN ($2, $3)",
+                &[&broadcaster, &paid[0], &paid[1]],
+            )
+            .await?
+            .get(0);
+        let rows = client
+            .query(
+                "SELECT l.account, SUM(l.amount)::BIGINT FROM legs l JOIN transfers t ON t.id = l.transfer_id
+                 WHERE t.room = $1 AND t.kind IN ($2, $3) GROUP BY l.account",
+                &[&broadcaster, &paid[0], &paid[1]],
+            )
+            .await?;
+        let mut earnings = Earnings {
+            gifts: gifts as u64,
+            ..Earnings::default()
+        };
+        for row in rows {
+            let name: &str = row.get(0);
+            let account = Account::parse(name).ok_or_else(|| {
+                LedgerError::Storage(format!("the ledger holds an unknown account {name:?}"))
+            })?;
+            earnings.add(broadcaster, &account, Minor::new(row.get(1)));
+        }
+        Ok(earnings)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn open_red_packets(&self) -> Result<Vec<RedPacket>, LedgerError> {
+        let rows = self
+            .reader
+            .client()
+            .await?
+            .query(
+                "SELECT t.meta FROM accounts a
+                 JOIN legs l ON l.account = a.name JOIN transfers t ON t.id = l.transfer_id
+                 WHERE a.name LIKE $1 AND a.balance > 0 AND t.kind = $2",
+                &[&Account::ESCROW_PATTERN, &TransferKind::RedPacket.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| RedPacket::parse(row.get(0)))
+            .collect()
+    }
+
+    async fn red_packet(&self, room: &str, id: &str) -> Result<Option<RedPacket>, LedgerError> {
+        let row = self
+            .reader
+            .client()
+            .await?
+            .query_opt(
+                "SELECT meta FROM transfers
+                 WHERE room = $1 AND kind = $2 AND meta::jsonb ->> 'id' = $3",
+                &[&room, &TransferKind::RedPacket.as_str(), &id],
+            )
+            .await?;
+        row.map(|row| RedPacket::parse(row.get(0))).transpose()
+    }
+
+    async fn check(&self) -> Result<CheckReport, LedgerError> {
+        audit::check(&*self.reader.client().await?).await
+    }
+}

@@ -1,0 +1,169 @@
+//! The embedded ledger on SQLite (WAL, `synchronous=FULL`) in the data directory.
+//!
+//! One writer thread group-commits (`writer`), a checkpointer thread keeps the WAL
+//! short (`wal`), reads go through their own connection (`reads`, `audit`), and the
+//! file's schema and migrations are in `schema`. Balances and the broadcasters'
+//! earnings statements live in memory (rebuilt from the legs at open), so deciding a
+//! transfer never reads the disk and a gift adds no entry to a per-room index.
+
+mod audit;
+mod reads;
+mod schema;
+mod wal;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use super::facts::RedPacket;
+use super::{
+    answered, queue_full, writer_stopped, CheckReport, Committed, Earnings, Job, Ledger,
+    LedgerError, StorageFault, TransferRequest, QUEUE_CAPACITY,
+};
+use crate::config::LedgerSettings;
+use crate::ledger::Account;
+use crate::money::Minor;
+use schema::{configure, migrate, BUSY_TIMEOUT, FILE_NAME};
+use wal::RestartWal;
+use writer::Writer;
+
+/// Each broadcaster's earnings statement, by room, as committed.
+type Statements = Arc<Mutex<HashMap<String, Earnings>>>;
+
+pub struct SqliteLedger {
+    submit: mpsc::SyncSender<Job>,
+    reader: Arc<Mutex<Connection>>,
+    statements: Statements,
+    /// Dropping it stops the checkpointer.
+    _checkpoints: mpsc::Sender<()>,
+}
+
+impl SqliteLedger {
+    /// Opens (creating or migrating if needed) the ledger in `dir` and starts its
+    /// writer and checkpointer threads, which trip `fault` if storage fails.
+    pub fn open(
+        dir: &Path,
+        settings: &LedgerSettings,
+        fault: StorageFault,
+    ) -> Result<SqliteLedger, LedgerError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(FILE_NAME);
+        let mut connection = Connection::open(&path)?;
+        configure(&connection)?;
+        migrate(&mut connection)?;
+        let balances = reads::all_balances(&connection)?;
+        let statements = Arc::new(Mutex::new(reads::all_statements(&connection)?));
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let restart_wal = RestartWal::default();
+        let (checkpoints, stop) = mpsc::channel();
+        let (wal_limit_mib, restart, checkpoint_fault) =
+            (settings.wal_limit_mib, restart_wal.clone(), fault.clone());
+        std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || {
+                wal::checkpoint_until_closed(&path, wal_limit_mib, restart, stop, checkpoint_fault)
+            })?;
+        let (submit, jobs) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            connection,
+            balances,
+            statements: statements.clone(),
+            restart_wal,
+            fault,
+        };
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(jobs))?;
+        Ok(SqliteLedger {
+            submit,
+            reader: Arc::new(Mutex::new(reader)),
+            statements,
+            _checkpoints: checkpoints,
+        })
+    }
+
+    /// Runs a query on the read connection without blocking the async runtime.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = reader.lock().expect("ledger reader lock");
+            query(&connection)
+        })
+        .await
+        .map_err(|e| LedgerError::Storage(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError> {
+        let (answer, answer_rx) = oneshot::channel();
+        self.submit
+            .try_send(Job { request, answer })
+            .map_err(|error| match error {
+                mpsc::TrySendError::Full(_) => queue_full(),
+                mpsc::TrySendError::Disconnected(_) => writer_stopped(),
+            })?;
+        answered(answer_rx).await
+    }
+
+    async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError> {
+        let (user, key) = (user.to_owned(), key.to_owned());
+        let prior = self
+            .read(move |c| reads::find_prior(c, &user, &key))
+            .await?;
+        Ok(prior.map(|prior| prior.retried()))
+    }
+
+    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        self.read(|c| {
+            Ok(reads::all_balances(c)?
+                .into_iter()
+                .filter_map(|(account, balance)| match account {
+                    Account::Wallet(user) => Some((user, balance)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn shared_balance(&self, _user: &str) -> Result<Option<Minor>, LedgerError> {
+        Ok(None) // only this process writes the file
+    }
+
+    async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
+        let statements = self.statements.lock().expect("earnings statements lock");
+        Ok(statements.get(broadcaster).cloned().unwrap_or_default())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn open_red_packets(&self) -> Result<Vec<RedPacket>, LedgerError> {
+        self.read(reads::open_red_packets).await
+    }
+
+    async fn red_packet(&self, room: &str, id: &str) -> Result<Option<RedPacket>, LedgerError> {
+        let (room, id) = (room.to_owned(), id.to_owned());
+        self.read(move |c| reads::red_packet(c, &room, &id)).await
+    }
+
+    async fn check(&self) -> Result<CheckReport, LedgerError> {
+        self.read(audit::check).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+use super::schema::{SCHEMA, SCHEMA_VERSION};
+use super::wal::{catch_up, restart_wal};
+use super::*;
+use crate::ledger::{facts, TransferKind};
+use crate::money::Coins;
+use crate::protocol::{SplitKind, UserRef};
+use rusqlite::params;
+
+/// The schema as version 1 created it.
+const SCHEMA_1: &str = "
+    CREATE TABLE schema_version (version INTEGER NOT NULL);
+    INSERT INTO schema_version (version) VALUES (1);
+    CREATE TABLE transfers (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, room TEXT, created_ms INTEGER NOT NULL,
+        idem_user TEXT, idem_key TEXT, fingerprint TEXT NOT NULL, meta TEXT NOT NULL,
+        UNIQUE (idem_user, idem_key));
+    CREATE TABLE legs (
+        transfer_id INTEGER NOT NULL REFERENCES transfers(id), n INTEGER NOT NULL,
+        account TEXT NOT NULL, amount INTEGER NOT NULL,
+        PRIMARY KEY (transfer_id, n)) WITHOUT ROWID;
+    CREATE INDEX transfers_by_room ON transfers (room, kind);
+    INSERT INTO transfers VALUES (1, 'topup', NULL, 0, 'bob', 't1', 'f', '{\"coins\":10}');
+    INSERT INTO legs VALUES (1, 0, 'topup_source', -1000), (1, 1, 'wallet:bob', 1000);
+    INSERT INTO transfers VALUES (2, 'gift', 'alice', 0, 'bob', 'g1', 'f',
+        '{\"room\":\"alice\",\"sticker\":\"rose\",\"count\":1,\"coins\":5,\"id\":\"g-1\",\"from\":{\"id\":\"bob\",\"name\":\"Bob\"}}');
+    INSERT INTO legs VALUES (2, 0, 'wallet:bob', -500), (2, 1, 'earnings:alice', 300),
+        (2, 2, 'platform', 200);
+    INSERT INTO transfers VALUES (3, 'red_packet', 'alice', 0, 'bob', 'r1', 'f',
+        '{\"room\":\"alice\",\"coins\":1,\"shares\":1,\"split\":\"even\",\"id\":\"p1\",
+          \"from\":{\"id\":\"bob\",\"name\":\"Bob\"},\"amounts\":[1],\"expires_ms\":99}');
+    INSERT INTO legs VALUES (3, 0, 'wallet:bob', -100), (3, 1, 'escrow:p1', 100);
+";
+
+fn indexes(connection: &Connection) -> Vec<String> {
+    let mut statement = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        .unwrap();
+    let names = statement.query_map([], |row| row.get(0)).unwrap();
+    names.collect::<Result<_, _>>().unwrap()
+}
+
+#[tokio::test]
+async fn a_version_1_ledger_opens_with_its_statements_and_red_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    Connection::open(dir.path().join(FILE_NAME))
+        .unwrap()
+        .execute_batch(SCHEMA_1)
+        .unwrap();
+
+    let ledger = SqliteLedger::open(
+        dir.path(),
+        &LedgerSettings::default(),
+        StorageFault::default(),
+    )
+    .unwrap();
+
+    let earnings = ledger.earnings("alice").await.unwrap();
+    let expected = Earnings {
+        gifts: 1,
+        coins: Coins::new(5),
+        broadcaster: Minor::new(300),
+        platform: Minor::new(200),
+        ..Earnings::default()
+    };
+    assert_eq!(earnings, expected);
+    let packet = ledger.red_packet("alice", "p1").await.unwrap();
+    let bob = UserRef {
+        id: "bob".into(),
+        name: "Bob".into(),
+    };
+    let expected = facts::RedPacket {
+        id: "p1".into(),
+        room: "alice".into(),
+        from: bob,
+        coins: Coins::new(1),
+        shares: 1,
+        split: SplitKind::Even,
+        amounts: vec![Coins::new(1)],
+        expires_ms: 99,
+    };
+    assert_eq!(packet, Some(expected));
+    assert!(ledger.check().await.unwrap().ok);
+    let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    assert_eq!(indexes(&connection), ["red_packets_by_room"]);
+    let version: i64 = connection
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_wal_past_its_limit_is_caught_up_then_restarted_from_its_beginning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut writer = Connection::open(&path).unwrap();
+    configure(&writer).unwrap();
+    migrate(&mut writer).unwrap();
+    writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    let checkpointer = Connection::open(&path).unwrap();
+    configure(&checkpointer).unwrap();
+    let database = std::fs::File::open(&path).unwrap();
+    let commit = |n: i64| {
+        writer
+            .execute(
+                "INSERT INTO transfers (kind, created_ms, fingerprint, meta)
+                 VALUES ('topup', ?1, 'f', '{}')",
+                [n],
+            )
+            .unwrap();
+    };
+    // Each commit appends at least one frame.
+    for n in 0..100 {
+        commit(n);
+    }
+    let frames_in_wal = || -> i64 {
+        checkpointer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .unwrap()
+    };
+    // Under load, the writer has always appended frames that the last checkpoint
+    // did not copy, so it never starts the WAL again by itself. A reader that
+    // holds on to the WAL across the next commit puts the test in that state.
+    let reader = Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM transfers;")
+        .unwrap();
+
+    assert!(!catch_up(&checkpointer, &database, 1_000_000).unwrap());
+    assert!(catch_up(&checkpointer, &database, 100).unwrap());
+    commit(100);
+    assert!(
+        !restart_wal(&writer).unwrap(),
+        "the reader is still on the WAL"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    assert!(restart_wal(&writer).unwrap());
+    commit(101);
+
+    // One commit's frames, not the hundred before them.
+    let frames = frames_in_wal();
+    assert!((1..10).contains(&frames), "{frames} frames in the WAL");
+    let transfers: i64 = writer
+        .query_row("SELECT count(*) FROM transfers", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(transfers, 102);
+}
+
+#[test]
+fn red_packets_are_found_by_the_partial_index() {
+    let connection = Connection::open_in_memory().unwrap();
+    connection.execute_batch(SCHEMA).unwrap();
+    // The index and the query spell the kind out; it must be the stored one.
+    assert_eq!(TransferKind::RedPacket.as_str(), "red_packet");
+    let plan: String = connection
+        .query_row(
+            &format!("EXPLAIN QUERY PLAN {}", reads::RED_PACKET_BY_ID),
+            params!["alice", "p1"],
+            |row| row.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("red_packets_by_room"), "{plan}");
+}
