@@ -420,7 +420,7 @@ pub fn ledger_rejection(error: LedgerError) -> Rejection {
             "your balance is too low for this",
         ),
         other => {
-            tracing::error!(error = %other, "ledger failure");
+            tracing::warn!(error = %other, "ledger failure");
             Rejection::unavailable("payments are unavailable right now; try again")
         }
     }

@@ -91,7 +91,15 @@ impl Reader {
 
 impl From<tokio_postgres::Error> for LedgerError {
     fn from(error: tokio_postgres::Error) -> Self {
-        LedgerError::Unavailable(format!("the ledger database: {error}"))
+        LedgerError::Unavailable(format!("the ledger database: {}", describe(&error)))
+    }
+}
+
+/// The error with the database's own message, which `Display` leaves out.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{error}: {} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement, Transaction};
 
-use super::connection::{connect, Backoff};
+use super::connection::{connect, describe, Backoff};
 use crate::ledger::rules::{self, Balances, BalancesMut, Plan, Prior};
 use crate::ledger::{
     answer_batch, refuse_batch, take_batch, Account, Committed, Job, LedgerError, TransferMeta,
@@ -99,7 +99,7 @@ impl From<LedgerError> for BatchError {
 impl std::fmt::Display for BatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BatchError::Database(error) => write!(f, "{error}"),
+            BatchError::Database(error) => write!(f, "{}", describe(error)),
             BatchError::Books(error) => write!(f, "{error}"),
         }
     }
