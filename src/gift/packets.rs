@@ -32,6 +32,23 @@ pub struct RedPacketOrder<'a> {
     pub key: &'a str,
 }
 
+impl RedPacketOrder<'_> {
+    fn check(&self) -> Result<(), Rejection> {
+        check_key(self.key)?;
+        if !(1..=MAX_SHARES).contains(&self.shares) {
+            return Err(Rejection::bad_request(format!(
+                "shares must be 1 to {MAX_SHARES}"
+            )));
+        }
+        if u64::from(self.shares) > self.coins {
+            return Err(Rejection::bad_request(
+                "a red packet needs at least one coin per share",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A successful grab: the grabber's share, their new balance, the event to fan out.
 pub struct Grabbed {
     pub coins: u64,
@@ -144,17 +161,7 @@ impl GiftEngine {
         sender: &User,
         order: RedPacketOrder<'_>,
     ) -> Result<Charge, Rejection> {
-        check_key(order.key)?;
-        if !(1..=MAX_SHARES).contains(&order.shares) {
-            return Err(Rejection::bad_request(format!(
-                "shares must be 1 to {MAX_SHARES}"
-            )));
-        }
-        if u64::from(order.shares) > order.coins {
-            return Err(Rejection::bad_request(
-                "a red packet needs at least one coin per share",
-            ));
-        }
+        order.check()?;
         let amount = Coins::new(order.coins).to_minor().map_err(too_large)?;
         let id = crate::ids::event_id();
         let chosen = json!({
