@@ -109,16 +109,20 @@ impl SplitPolicy {
     pub fn legs(&self, payer: &str, room: &str, value: Minor) -> Vec<(Account, Minor)> {
         let split = self.split(value, room);
         let mut legs = vec![(Account::Wallet(payer.to_owned()), -value)];
-        let agency = self.agency_of(room).map(|(agency, _)| agency.to_owned());
+        // Without an agency, its part is zero and it has no leg.
+        let agency = self
+            .agency_of(room)
+            .map(|(agency, _)| (Account::Agency(agency.to_owned()), split.agency));
         let parts = [
-            (Account::AppStore, split.app_store),
-            (Account::Earnings(room.to_owned()), split.broadcaster),
-            (Account::Agency(agency.unwrap_or_default()), split.agency),
-            (Account::Platform, split.platform),
+            Some((Account::AppStore, split.app_store)),
+            Some((Account::Earnings(room.to_owned()), split.broadcaster)),
+            agency,
+            Some((Account::Platform, split.platform)),
         ];
         legs.extend(
             parts
                 .into_iter()
+                .flatten()
                 .filter(|(_, amount)| *amount != Minor::ZERO),
         );
         debug_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Minor>(), Minor::ZERO);

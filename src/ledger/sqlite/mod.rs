@@ -80,7 +80,14 @@ impl SqliteLedger {
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer.run(jobs))?;
+            .spawn(move || {
+                // A panic is a broken rule (`Plan::apply`'s assertions): the money stops.
+                let fault = writer.fault.clone();
+                let run = std::panic::AssertUnwindSafe(|| writer.run(jobs));
+                if std::panic::catch_unwind(run).is_err() {
+                    fault.trip("the ledger writer panicked");
+                }
+            })?;
         Ok(SqliteLedger {
             submit,
             reader: Arc::new(Mutex::new(reader)),

@@ -160,3 +160,58 @@ fn red_packets_are_found_by_the_partial_index() {
         .unwrap();
     assert!(plan.contains("red_packets_by_room"), "{plan}");
 }
+
+/// While the writer cannot write (another connection holds the write lock), requests
+/// queue up to `QUEUE_CAPACITY`; the next one is answered `unavailable` at once instead
+/// of queueing without bound, and is never booked.
+#[tokio::test]
+async fn a_full_queue_answers_unavailable_at_once_and_books_nothing() {
+    use futures_util::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = SqliteLedger::open(
+        dir.path(),
+        &LedgerSettings::default(),
+        StorageFault::default(),
+    )
+    .unwrap();
+    let blocker = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let top_up = |n: usize| {
+        let legs = vec![
+            (Account::TopupSource, -Minor::new(100)),
+            (Account::Wallet(format!("u{n}")), Minor::new(100)),
+        ];
+        let meta = facts::TransferMeta::Topup(facts::Topup {
+            coins: Coins::new(1),
+        });
+        TransferRequest::new(legs, meta).idempotent("u", &format!("k{n}"), "f".into())
+    };
+    // The writer takes at most one batch before it waits for the lock; the rest waits
+    // in the queue.
+    let mut waiting = Vec::new();
+    let refused = loop {
+        let mut commit = ledger.commit(top_up(waiting.len())).boxed();
+        match (&mut commit).now_or_never() {
+            None => waiting.push(commit),
+            Some(answer) => break answer,
+        }
+        assert!(waiting.len() <= QUEUE_CAPACITY + 4096 + 1, "the queue never filled");
+    };
+    let queued = waiting.len();
+    assert!(
+        matches!(&refused, Err(LedgerError::Unavailable(_))),
+        "{refused:?}"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    // Everything queued is booked once the lock is free; the refused one never is.
+    for answer in futures_util::future::join_all(waiting).await {
+        assert!(!answer.unwrap().duplicate);
+    }
+    let report = ledger.check().await.unwrap();
+    assert_eq!(
+        (report.ok, report.transfers as usize),
+        (true, queued),
+        "{report:?}"
+    );
+    assert!(ledger.find("u", &format!("k{queued}")).await.unwrap().is_none());
+}
