@@ -195,7 +195,10 @@ async fn a_full_queue_answers_unavailable_at_once_and_books_nothing() {
             None => waiting.push(commit),
             Some(answer) => break answer,
         }
-        assert!(waiting.len() <= QUEUE_CAPACITY + 4096 + 1, "the queue never filled");
+        assert!(
+            waiting.len() <= QUEUE_CAPACITY + 4096 + 1,
+            "the queue never filled"
+        );
     };
     let queued = waiting.len();
     assert!(
@@ -213,5 +216,9 @@ async fn a_full_queue_answers_unavailable_at_once_and_books_nothing() {
         (true, queued),
         "{report:?}"
     );
-    assert!(ledger.find("u", &format!("k{queued}")).await.unwrap().is_none());
+    assert!(ledger
+        .find("u", &format!("k{queued}"))
+        .await
+        .unwrap()
+        .is_none());
 }
