@@ -261,6 +261,10 @@ impl GiftEngine {
         };
         if committed.duplicate {
             drop(reservation); // nothing was charged this time
+                               // If the first attempt was answered `unavailable` but did commit (a lost
+                               // database connection), this node gave its coins back in memory: the
+                               // books know better. A no-op for a ledger only this process writes.
+            self.resync(&sender.id).await;
         } else {
             reservation.settle();
         }
