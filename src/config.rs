@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::money::{Catalog, SplitPolicy};
+use crate::money::{Catalog, CoinPack, SplitPolicy};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +50,44 @@ pub struct FileConfig {
     pub rtc: RtcSettings,
     pub http: HttpSettings,
     pub ledger: LedgerSettings,
+    pub payments: PaymentSettings,
+    /// The packs of coins a viewer can buy (`GET /api/coin-packs`).
+    pub coin_packs: Vec<CoinPack>,
+}
+
+/// Payment systems' notifications (`docs/payments.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// The Standard Webhooks secret (`whsec_…`) of the platform's payment backend;
+    /// without it, `POST /api/payments/standard` answers 404.
+    pub standard_secret: Option<String>,
+    /// How far a notification's timestamp may be from now.
+    pub tolerance_s: u64,
+    /// The largest notification body taken; larger answers 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            standard_secret: None,
+            tolerance_s: 300,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl PaymentSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.standard_secret {
+            crate::payments::standard::Secret::parse(secret).context("payments.standard_secret")?;
+        }
+        if self.max_body_bytes == 0 {
+            bail!("payments.max_body_bytes must be greater than zero");
+        }
+        Ok(())
+    }
 }
 
 /// The ledger: the embedded SQLite file's WAL, and what happens after a storage fault.
@@ -332,6 +370,8 @@ impl FileConfig {
         self.split.validate()?;
         self.rtc.validate()?;
         self.ledger.validate()?;
+        self.payments.validate()?;
+        crate::money::CoinPack::validate_all(&self.coin_packs)?;
         for origin in &self.http.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {
                 bail!(

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod ledger;
 pub mod metrics;
 pub mod money;
+pub mod payments;
 pub mod protocol;
 pub mod relay;
 mod serve;
@@ -89,6 +90,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         connections: connections.clone(),
         writers: writers.handle(),
         fault: fault.clone(),
+        payments: Arc::new(
+            payments::Payments::new(&config.file.payments, config.file.coin_packs.clone())
+                .context("payments settings")?,
+        ),
     };
     tokio::spawn(stop_on_fault(
         fault.clone(),

@@ -9,6 +9,7 @@
 mod combo;
 mod leaderboard;
 mod packets;
+mod purchases;
 mod red_packet;
 mod refs;
 
@@ -29,6 +30,7 @@ use leaderboard::Leaderboard;
 pub use leaderboard::TOP as LEADERBOARD_TOP;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
+pub use purchases::Credited;
 use refs::Acknowledgeable;
 
 /// Gifts and questions per room that the broadcaster can still acknowledge.

@@ -3,6 +3,7 @@
 //! gift engine or the relay (`media.rs`: WHIP and WHEP).
 
 mod media;
+mod payments;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub writers: tokio::runtime::Handle,
     /// Set when the ledger met a storage fault and the server is stopping.
     pub fault: crate::ledger::StorageFault,
+    /// Payment systems' secrets and the coin packs.
+    pub payments: Arc<crate::payments::Payments>,
 }
 
 pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> Router {
@@ -62,6 +65,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .route("/api/me/earnings", get(earnings))
         .route("/api/admin/ledger/check", get(ledger_check))
         .merge(media::routes(state.relay.settings().max_sdp_bytes))
+        .merge(payments::routes(state.payments.max_body_bytes))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -12,6 +12,8 @@ pub enum Account {
     AppStore,
     /// Where simulated store purchases come from; it goes negative as coins are sold.
     TopupSource,
+    /// Where coins bought with real money come from; it goes negative as they are sold.
+    Purchases,
     /// Coins held in a red packet until grabbed or refunded.
     Escrow(String),
 }
@@ -24,6 +26,7 @@ impl Account {
     const PLATFORM: &'static str = "platform";
     const APP_STORE: &'static str = "app_store";
     const TOPUP_SOURCE: &'static str = "topup_source";
+    const PURCHASES: &'static str = "purchases";
 
     /// SQL `LIKE` patterns matching the stored names of held accounts.
     pub const HELD_PATTERNS: [&'static str; 2] = ["wallet:%", "escrow:%"];
@@ -41,6 +44,7 @@ impl Account {
             Account::Platform => Self::PLATFORM.into(),
             Account::AppStore => Self::APP_STORE.into(),
             Account::TopupSource => Self::TOPUP_SOURCE.into(),
+            Account::Purchases => Self::PURCHASES.into(),
             Account::Escrow(id) => format!("{}{id}", Self::ESCROW),
         }
     }
@@ -52,6 +56,7 @@ impl Account {
             Self::PLATFORM => Account::Platform,
             Self::APP_STORE => Account::AppStore,
             Self::TOPUP_SOURCE => Account::TopupSource,
+            Self::PURCHASES => Account::Purchases,
             _ => {
                 let (prefix, id) = name.split_at(name.find(':')? + 1);
                 let id = owned(id)?;
@@ -80,6 +85,7 @@ pub enum TransferKind {
     RedPacket,
     Grab,
     Refund,
+    Purchase,
 }
 
 impl TransferKind {
@@ -94,6 +100,7 @@ impl TransferKind {
             TransferKind::RedPacket => "red_packet",
             TransferKind::Grab => "grab",
             TransferKind::Refund => "refund",
+            TransferKind::Purchase => "purchase",
         }
     }
 
@@ -115,6 +122,7 @@ mod tests {
             Account::Platform,
             Account::AppStore,
             Account::TopupSource,
+            Account::Purchases,
             Account::Escrow("p1".into()),
         ];
         for account in accounts {

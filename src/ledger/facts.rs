@@ -18,6 +18,7 @@ pub enum TransferMeta {
     RedPacket(RedPacket),
     Grab(Grab),
     Refund(Refund),
+    Purchase(Purchase),
 }
 
 /// Coins bought (simulated in dev mode).
@@ -83,6 +84,26 @@ pub struct Refund {
     pub to: UserRef,
 }
 
+/// Coins bought with real money, as the payment system notified them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchase {
+    /// Which payment system (`standard`, …) said so.
+    pub provider: String,
+    /// The payment system's id of the purchase: one purchase, one credit.
+    pub purchase_id: String,
+    /// The notification that first reported it.
+    pub event_id: String,
+    pub user: String,
+    pub coins: Coins,
+    /// The coin pack bought, if the payment named one.
+    pub pack: Option<String>,
+    /// What was paid, in the currency's minor unit.
+    pub amount: u64,
+    pub currency: String,
+    /// Where it was paid (`apple`, `google`, `web`, …).
+    pub store: String,
+}
+
 impl TransferMeta {
     pub fn kind(&self) -> TransferKind {
         match self {
@@ -92,13 +113,14 @@ impl TransferMeta {
             TransferMeta::RedPacket(_) => TransferKind::RedPacket,
             TransferMeta::Grab(_) => TransferKind::Grab,
             TransferMeta::Refund(_) => TransferKind::Refund,
+            TransferMeta::Purchase(_) => TransferKind::Purchase,
         }
     }
 
     /// The room the transfer happened in, if any.
     pub fn room(&self) -> Option<&str> {
         match self {
-            TransferMeta::Topup(_) => None,
+            TransferMeta::Topup(_) | TransferMeta::Purchase(_) => None,
             TransferMeta::Gift(gift) => Some(&gift.room),
             TransferMeta::Question(question) => Some(&question.room),
             TransferMeta::RedPacket(packet) => Some(&packet.room),
@@ -181,7 +203,10 @@ impl Earnings {
             Account::Wallet(_) => self.coins += (-amount).whole_coins(),
             Account::Platform => self.platform += amount,
             Account::AppStore => self.app_store += amount,
-            Account::Earnings(_) | Account::TopupSource | Account::Escrow(_) => {}
+            Account::Earnings(_)
+            | Account::TopupSource
+            | Account::Purchases
+            | Account::Escrow(_) => {}
         }
     }
 }

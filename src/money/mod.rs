@@ -4,11 +4,13 @@
 
 mod amount;
 mod catalog;
+mod packs;
 mod split;
 mod wallets;
 
 pub use amount::{Coins, Minor, TooLarge, MINOR_PER_COIN};
 pub use catalog::{Catalog, Sticker};
+pub use packs::{is_currency, CoinPack};
 pub use split::{AgencyAssignment, Split, SplitPolicy};
 pub use wallets::{Insufficient, Reservation, Wallets};
 

@@ -70,8 +70,13 @@ impl TestServer {
 
     /// A node of a cluster whose ledger is the PostgreSQL database at `ledger`.
     pub async fn node(ledger: &str) -> TestServer {
+        TestServer::node_with_config(ledger, FileConfig::default()).await
+    }
+
+    /// As `node`, with `file` as its configuration.
+    pub async fn node_with_config(ledger: &str, file: FileConfig) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        TestServer::launch_on(data_dir, true, FileConfig::default(), Some(ledger.into())).await
+        TestServer::launch_on(data_dir, true, file, Some(ledger.into())).await
     }
 
     async fn launch_on(

@@ -32,7 +32,7 @@ const PROBLEMS: [(&str, &str); 6] = [
     ),
     (
         "SELECT DISTINCT account, 0::BIGINT FROM legs WHERE account NOT LIKE '%:_%'
-         AND account NOT IN ('platform', 'app_store', 'topup_source')",
+         AND account NOT IN ('platform', 'app_store', 'topup_source', 'purchases')",
         "unknown account",
     ),
 ];

@@ -39,7 +39,7 @@ pub fn check(connection: &Connection) -> Result<CheckReport, LedgerError> {
         ),
         (
             "SELECT DISTINCT account, 0 FROM legs WHERE account NOT LIKE '%:_%'
-             AND account NOT IN ('platform', 'app_store', 'topup_source')",
+             AND account NOT IN ('platform', 'app_store', 'topup_source', 'purchases')",
             "unknown account",
         ),
     ];

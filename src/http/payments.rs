@@ -1,0 +1,112 @@
+//! Payment systems' notifications and the coin packs on sale. A notification's
+//! signature is verified over the raw body before the body is parsed; nothing a
+//! request says chooses the secret.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{not_found, ApiError, AppState};
+use crate::ledger::LedgerError;
+use crate::payments::notification::Notification;
+use crate::payments::standard::{self, Signed};
+use crate::payments::Unprocessable;
+use crate::protocol::{ErrorCode, Rejection};
+
+pub fn routes(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/api/coin-packs", get(coin_packs))
+        .route(
+            "/api/payments/standard",
+            post(standard_webhook).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+}
+
+async fn coin_packs(State(state): State<AppState>) -> Json<Value> {
+    let packs: Vec<Value> = (state.payments.packs().iter())
+        .map(|pack| {
+            json!({
+                "id": pack.id, "coins": pack.coins,
+                "price": {"amount": pack.amount, "currency": pack.currency},
+            })
+        })
+        .collect();
+    Json(json!({ "packs": packs }))
+}
+
+/// `POST /api/payments/standard`: a Standard Webhooks notification from the
+/// platform's payment backend.
+async fn standard_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(secret) = &state.payments.standard else {
+        return Err(not_found());
+    };
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let signed = Signed {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+    };
+    let now_s = crate::ids::unix_ms() as i64 / 1000;
+    standard::verify(secret, &signed, &body, now_s, state.payments.tolerance_s).map_err(
+        |error| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                error.to_string(),
+            )
+        },
+    )?;
+    let event_id = signed.id.expect("a verified notification has an id");
+    let notification: Notification = serde_json::from_slice(&body).map_err(|error| {
+        Rejection::bad_request(format!("not a notification this server takes: {error}"))
+    })?;
+    match notification {
+        Notification::PurchaseCompleted(completed) => {
+            let purchase = (state.payments)
+                .purchase("standard", event_id, completed)
+                .map_err(unprocessable)?;
+            let user = purchase.user.clone();
+            let credited =
+                state
+                    .gifts
+                    .credit_purchase(purchase)
+                    .await
+                    .map_err(|error| match error {
+                        LedgerError::Conflict => ApiError::new(
+                            StatusCode::CONFLICT,
+                            ErrorCode::Conflict,
+                            "this purchase id was notified before with different content",
+                        ),
+                        other => crate::gift::ledger_rejection(other).into(),
+                    })?;
+            if credited.duplicate {
+                return Ok(Json(json!({"status": "duplicate"})));
+            }
+            let balance = crate::protocol::EphemeralEvent::Balance {
+                coins: credited.balance,
+            };
+            state
+                .hub
+                .send_to_user(&user, crate::protocol::to_json(&balance).into());
+            Ok(Json(json!({"status": "applied"})))
+        }
+    }
+}
+
+fn unprocessable(error: Unprocessable) -> ApiError {
+    match error {
+        Unprocessable::Shape(message) => Rejection::bad_request(message).into(),
+        unknown => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::NotFound,
+            unknown.to_string(),
+        ),
+    }
+}

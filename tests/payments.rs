@@ -1,0 +1,235 @@
+//! Coins bought with real money through signed Standard Webhooks notifications, sent as
+//! a payment backend sends them to a real server: credited exactly once, and anything
+//! unsigned, stale, malformed or unknown refused with the books unchanged. Runs on the
+//! embedded ledger and, with `OVATION_TEST_PG`, on PostgreSQL.
+
+mod common;
+
+use common::node::PgSchema;
+use common::*;
+use ovation::auth::Role;
+use ovation::config::FileConfig;
+use ovation::money::{CoinPack, Coins};
+use ovation::payments::standard::Secret;
+use serde_json::{json, Value};
+
+/// The Standard Webhooks specification's example secret.
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config() -> FileConfig {
+    let mut file = FileConfig::default();
+    file.payments.standard_secret = Some(WEBHOOK_SECRET.into());
+    file.payments.max_body_bytes = 32 * 1024;
+    file.coin_packs = vec![
+        CoinPack {
+            id: "p100".into(),
+            coins: Coins::new(100),
+            amount: 99,
+            currency: "USD".into(),
+        },
+        CoinPack {
+            id: "p1200".into(),
+            coins: Coins::new(1200),
+            amount: 999,
+            currency: "USD".into(),
+        },
+    ];
+    file
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A notification as the payment backend sends it; `sign` decides its headers.
+struct Notification {
+    id: String,
+    timestamp: i64,
+    body: String,
+}
+
+impl Notification {
+    fn new(id: &str, body: Value) -> Notification {
+        Notification {
+            id: id.into(),
+            timestamp: now_s(),
+            body: body.to_string(),
+        }
+    }
+
+    fn signature(&self) -> String {
+        let secret = Secret::parse(WEBHOOK_SECRET).unwrap();
+        secret.sign(&self.id, self.timestamp, self.body.as_bytes())
+    }
+
+    async fn send_signed_as(&self, api: &Api, signature: Option<&str>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(api.url("/api/payments/standard"))
+            .header("content-type", "application/json")
+            .header("webhook-id", &self.id)
+            .header("webhook-timestamp", self.timestamp.to_string())
+            .body(self.body.clone());
+        if let Some(signature) = signature {
+            request = request.header("webhook-signature", signature);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, api: &Api) -> (u16, Value) {
+        self.send_signed_as(api, Some(&self.signature())).await
+    }
+}
+
+fn purchase(purchase_id: &str, user: &str, pack: &str) -> Value {
+    json!({"type": "purchase.completed", "data": {
+        "purchase_id": purchase_id, "user": user, "pack": pack,
+        "amount": 99, "currency": "USD", "store": "web",
+    }})
+}
+
+/// The books as the admin sees them: balanced, with this many transfers.
+async fn transfers(api: &Api) -> u64 {
+    api.books_balance().await["transfers"].as_u64().unwrap()
+}
+
+async fn credits_once(api: &Api) {
+    let mut viewer = api.viewer("buyer").await;
+    let first = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
+    assert_eq!(first.send(api).await, (200, json!({"status": "applied"})));
+    // The buyer's open page hears of it at once.
+    assert_eq!(viewer.next_of("balance").await["coins"], 100);
+    assert_eq!(api.wallet("buyer").await, 100);
+
+    // The payment system delivers it again (same id), or reports it in another event.
+    assert_eq!(first.send(api).await, (200, json!({"status": "duplicate"})));
+    let again = Notification::new("msg_2", purchase("order-1", "buyer", "p100"));
+    assert_eq!(again.send(api).await, (200, json!({"status": "duplicate"})));
+    // The same purchase id saying something else is refused.
+    let other = Notification::new("msg_3", purchase("order-1", "buyer", "p1200"));
+    let (status, body) = other.send(api).await;
+    assert_eq!((status, &body["code"]), (409, &json!("conflict")), "{body}");
+
+    let second = Notification::new("msg_4", purchase("order-2", "buyer", "p1200"));
+    assert_eq!(second.send(api).await.0, 200);
+    assert_eq!(api.wallet("buyer").await, 1300);
+    assert_eq!(transfers(api).await, 2);
+}
+
+#[tokio::test]
+async fn a_signed_purchase_is_credited_once_whatever_is_redelivered() {
+    let server = TestServer::with_config(|file| *file = config()).await;
+    credits_once(&server).await;
+    // Packs on sale, as configured.
+    let packs = get_json(&server.url("/api/coin-packs"), "").await;
+    assert_eq!(
+        packs["packs"][1],
+        json!({"id": "p1200", "coins": 1200, "price": {"amount": 999, "currency": "USD"}})
+    );
+}
+
+#[tokio::test]
+async fn a_signed_purchase_is_credited_once_on_postgres() {
+    let Some(schema) = PgSchema::create("payments").await else {
+        return;
+    };
+    let server = TestServer::node_with_config(&schema.url, config()).await;
+    credits_once(&server).await;
+    server.server.shutdown();
+    server.server.stopped().await.unwrap();
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn unsigned_stale_malformed_or_unknown_notifications_change_nothing() {
+    let server = TestServer::with_config(|file| *file = config()).await;
+    let api: &Api = &server;
+    let good = Notification::new("msg_ok", purchase("order-9", "buyer", "p100"));
+    let code = |(status, _): (u16, Value)| status;
+
+    // Signatures: none, someone else's, an old one.
+    assert_eq!(code(good.send_signed_as(api, None).await), 401);
+    let forged = Secret::parse("whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB").unwrap();
+    let forged = forged.sign(&good.id, good.timestamp, good.body.as_bytes());
+    assert_eq!(code(good.send_signed_as(api, Some(&forged)).await), 401);
+    let stale = Notification {
+        timestamp: now_s() - 301,
+        ..Notification::new("msg_old", purchase("order-9", "buyer", "p100"))
+    };
+    assert_eq!(code(stale.send(api).await), 401);
+    // A signature over another body.
+    let tampered = Notification {
+        body: purchase("order-9", "buyer", "p1200").to_string(),
+        ..Notification::new("msg_ok", purchase("order-9", "buyer", "p100"))
+    };
+    assert_eq!(
+        code(tampered.send_signed_as(api, Some(&good.signature())).await),
+        401
+    );
+
+    // Well signed, but not what this server takes.
+    for body in [
+        json!("not an object"),
+        json!({"type": "purchase.completed", "data": {"purchase_id": "x"}}),
+        json!({"type": "something.else", "data": {}}),
+        json!({"type": "purchase.completed", "data": {
+            "purchase_id": "o", "user": "buyer", "pack": "p100", "coins": 5,
+            "amount": 1, "currency": "USD", "store": "web"}}),
+        json!({"type": "purchase.completed", "data": {
+            "purchase_id": "o", "user": "buyer", "pack": "p100",
+            "amount": 1, "currency": "dollars", "store": "web"}}),
+    ] {
+        let (status, reply) = Notification::new("msg_bad", body.clone()).send(api).await;
+        assert_eq!(
+            (status, &reply["code"]),
+            (400, &json!("bad_request")),
+            "{body}"
+        );
+    }
+    let raw = Notification {
+        body: "{not json".into(),
+        ..Notification::new("msg_raw", json!(null))
+    };
+    assert_eq!(code(raw.send(api).await), 400);
+    // Names it does not know.
+    for body in [
+        purchase("order-9", "buyer", "p999"),
+        purchase("order-9", "Not A User!", "p100"),
+    ] {
+        assert_eq!(code(Notification::new("msg_x", body).send(api).await), 422);
+    }
+    // Too large.
+    let mut huge = purchase("order-9", "buyer", "p100");
+    huge["padding"] = json!("x".repeat(40 * 1024));
+    assert_eq!(
+        code(Notification::new("msg_big", huge).send(api).await),
+        413
+    );
+    // Larger than the JSON routes take, within the payments limit: taken.
+    let mut padded = purchase("order-10", "buyer", "p100");
+    padded["padding"] = json!("x".repeat(20 * 1024));
+    assert_eq!(
+        code(Notification::new("msg_pad", padded).send(api).await),
+        200
+    );
+
+    assert_eq!(api.wallet("buyer").await, 100);
+    assert_eq!(transfers(api).await, 1);
+    let token = api.token("buyer", Role::Viewer);
+    assert_eq!(
+        get_json(&api.url("/api/me/wallet"), &token).await["coins"],
+        100
+    );
+}
+
+#[tokio::test]
+async fn without_a_secret_the_route_does_not_exist() {
+    let server = TestServer::start().await;
+    let notification = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
+    assert_eq!(notification.send(&server).await.0, 404);
+    assert_eq!(server.wallet("buyer").await, 0);
+}
