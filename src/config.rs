@@ -62,6 +62,9 @@ pub struct PaymentSettings {
     /// The Standard Webhooks secret (`whsec_…`) of the platform's payment backend;
     /// without it, `POST /api/payments/standard` answers 404.
     pub standard_secret: Option<String>,
+    /// The Stripe endpoint's signing secret (`whsec_…`); without it,
+    /// `POST /api/payments/stripe` answers 404.
+    pub stripe_secret: Option<String>,
     /// How far a notification's timestamp may be from now.
     pub tolerance_s: u64,
     /// The largest notification body taken; larger answers 413.
@@ -72,6 +75,7 @@ impl Default for PaymentSettings {
     fn default() -> Self {
         PaymentSettings {
             standard_secret: None,
+            stripe_secret: None,
             tolerance_s: 300,
             max_body_bytes: 64 * 1024,
         }
@@ -82,6 +86,9 @@ impl PaymentSettings {
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(secret) = &self.standard_secret {
             crate::payments::standard::Secret::parse(secret).context("payments.standard_secret")?;
+        }
+        if matches!(&self.stripe_secret, Some(secret) if !secret.starts_with("whsec_")) {
+            bail!("payments.stripe_secret: a Stripe endpoint secret starts with whsec_");
         }
         if self.max_body_bytes == 0 {
             bail!("payments.max_body_bytes must be greater than zero");

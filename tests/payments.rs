@@ -15,10 +15,13 @@ use serde_json::{json, Value};
 
 /// The Standard Webhooks specification's example secret.
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// A Stripe endpoint's signing secret.
+const STRIPE_SECRET: &str = "whsec_stripe_endpoint_secret_for_tests";
 
 fn config() -> FileConfig {
     let mut file = FileConfig::default();
     file.payments.standard_secret = Some(WEBHOOK_SECRET.into());
+    file.payments.stripe_secret = Some(STRIPE_SECRET.into());
     file.payments.max_body_bytes = 32 * 1024;
     file.coin_packs = vec![
         CoinPack {
@@ -232,4 +235,72 @@ async fn without_a_secret_the_route_does_not_exist() {
     let notification = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
     assert_eq!(notification.send(&server).await.0, 404);
     assert_eq!(server.wallet("buyer").await, 0);
+}
+
+/// A Stripe event sent as Stripe sends it: signed over the exact bytes.
+async fn stripe(api: &Api, body: &Value, signature: Option<String>) -> (u16, Value) {
+    let body = body.to_string();
+    let signature = signature.unwrap_or_else(|| {
+        ovation::payments::stripe::sign(STRIPE_SECRET, now_s(), body.as_bytes())
+    });
+    let response = reqwest::Client::new()
+        .post(api.url("/api/payments/stripe"))
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn checkout(event: &str, session: &str, pack: &str, status: &str) -> Value {
+    json!({"id": event, "type": "checkout.session.completed", "data": {"object": {
+        "id": session, "payment_status": status, "amount_total": 999, "currency": "usd",
+        "metadata": {"user": "buyer", "pack": pack},
+    }}})
+}
+
+#[tokio::test]
+async fn a_paid_stripe_checkout_is_credited_once_and_other_events_change_nothing() {
+    let server = TestServer::with_config(|file| *file = config()).await;
+    let api: &Api = &server;
+    let paid = checkout("evt_1", "cs_1", "p1200", "paid");
+    assert_eq!(
+        stripe(api, &paid, None).await,
+        (200, json!({"status": "applied"}))
+    );
+    assert_eq!(
+        stripe(api, &paid, None).await,
+        (200, json!({"status": "duplicate"}))
+    );
+    assert_eq!(api.wallet("buyer").await, 1200);
+
+    // Events the endpoint receives but this server does not act on.
+    let unpaid = checkout("evt_2", "cs_2", "p100", "unpaid");
+    assert_eq!(
+        stripe(api, &unpaid, None).await,
+        (200, json!({"status": "ignored"}))
+    );
+    let other = json!({"id": "evt_3", "type": "customer.created", "data": {"object": {}}});
+    assert_eq!(
+        stripe(api, &other, None).await,
+        (200, json!({"status": "ignored"}))
+    );
+
+    // Refused: a signature by another secret, an old one, a malformed or unknown body.
+    let forged = ovation::payments::stripe::sign("whsec_not_ours", now_s(), b"{}");
+    let fresh = checkout("evt_4", "cs_4", "p100", "paid");
+    assert_eq!(stripe(api, &fresh, Some(forged)).await.0, 401);
+    let old =
+        ovation::payments::stripe::sign(STRIPE_SECRET, now_s() - 301, fresh.to_string().as_bytes());
+    assert_eq!(stripe(api, &fresh, Some(old)).await.0, 401);
+    let malformed = json!({"id": "evt_5", "type": "checkout.session.completed", "data": {"object": {"id": "cs_5"}}});
+    assert_eq!(stripe(api, &malformed, None).await.0, 400);
+    assert_eq!(stripe(api, &json!([1, 2]), None).await.0, 400);
+    let unknown_pack = checkout("evt_6", "cs_6", "p999", "paid");
+    assert_eq!(stripe(api, &unknown_pack, None).await.0, 422);
+
+    assert_eq!(api.wallet("buyer").await, 1200);
+    assert_eq!(transfers(api).await, 1);
 }

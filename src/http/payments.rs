@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 
 use super::{not_found, ApiError, AppState};
 use crate::ledger::LedgerError;
-use crate::payments::notification::Notification;
-use crate::payments::standard::{self, Signed};
+use crate::payments::notification::{Notification, PurchaseCompleted};
+use crate::payments::standard::{self, SignatureError, Signed};
+use crate::payments::stripe::{self, Meaning};
 use crate::payments::Unprocessable;
 use crate::protocol::{ErrorCode, Rejection};
 
@@ -22,6 +23,10 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .route(
             "/api/payments/standard",
             post(standard_webhook).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route(
+            "/api/payments/stripe",
+            post(stripe_webhook).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
 }
 
@@ -53,51 +58,87 @@ async fn standard_webhook(
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
     };
-    let now_s = crate::ids::unix_ms() as i64 / 1000;
-    standard::verify(secret, &signed, &body, now_s, state.payments.tolerance_s).map_err(
-        |error| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                error.to_string(),
-            )
-        },
-    )?;
+    standard::verify(secret, &signed, &body, now_s(), state.payments.tolerance_s)
+        .map_err(unauthorized)?;
     let event_id = signed.id.expect("a verified notification has an id");
     let notification: Notification = serde_json::from_slice(&body).map_err(|error| {
         Rejection::bad_request(format!("not a notification this server takes: {error}"))
     })?;
     match notification {
         Notification::PurchaseCompleted(completed) => {
-            let purchase = (state.payments)
-                .purchase("standard", event_id, completed)
-                .map_err(unprocessable)?;
-            let user = purchase.user.clone();
-            let credited =
-                state
-                    .gifts
-                    .credit_purchase(purchase)
-                    .await
-                    .map_err(|error| match error {
-                        LedgerError::Conflict => ApiError::new(
-                            StatusCode::CONFLICT,
-                            ErrorCode::Conflict,
-                            "this purchase id was notified before with different content",
-                        ),
-                        other => crate::gift::ledger_rejection(other).into(),
-                    })?;
-            if credited.duplicate {
-                return Ok(Json(json!({"status": "duplicate"})));
-            }
-            let balance = crate::protocol::EphemeralEvent::Balance {
-                coins: credited.balance,
-            };
-            state
-                .hub
-                .send_to_user(&user, crate::protocol::to_json(&balance).into());
-            Ok(Json(json!({"status": "applied"})))
+            credit(&state, "standard", event_id, completed).await
         }
     }
+}
+
+/// `POST /api/payments/stripe`: a Stripe webhook event.
+async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(secret) = &state.payments.stripe else {
+        return Err(not_found());
+    };
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|value| value.to_str().ok());
+    stripe::verify(secret, header, &body, now_s(), state.payments.tolerance_s)
+        .map_err(unauthorized)?;
+    let event: stripe::Event = serde_json::from_slice(&body)
+        .map_err(|error| Rejection::bad_request(format!("not a Stripe event: {error}")))?;
+    match event.meaning().map_err(Rejection::bad_request)? {
+        Meaning::Purchase(completed) => credit(&state, "stripe", &event.id, completed).await,
+        Meaning::Ignored => Ok(Json(json!({"status": "ignored"}))),
+    }
+}
+
+fn now_s() -> i64 {
+    crate::ids::unix_ms() as i64 / 1000
+}
+
+fn unauthorized(error: SignatureError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        error.to_string(),
+    )
+}
+
+/// Credits a completed purchase once, tells the buyer's pages, and answers the
+/// payment system.
+async fn credit(
+    state: &AppState,
+    provider: &str,
+    event_id: &str,
+    completed: PurchaseCompleted,
+) -> Result<Json<Value>, ApiError> {
+    let purchase = (state.payments)
+        .purchase(provider, event_id, completed)
+        .map_err(unprocessable)?;
+    let user = purchase.user.clone();
+    let credited = state
+        .gifts
+        .credit_purchase(purchase)
+        .await
+        .map_err(|error| match error {
+            LedgerError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::Conflict,
+                "this purchase id was notified before with different content",
+            ),
+            other => crate::gift::ledger_rejection(other).into(),
+        })?;
+    if credited.duplicate {
+        return Ok(Json(json!({"status": "duplicate"})));
+    }
+    let balance = crate::protocol::EphemeralEvent::Balance {
+        coins: credited.balance,
+    };
+    state
+        .hub
+        .send_to_user(&user, crate::protocol::to_json(&balance).into());
+    Ok(Json(json!({"status": "applied"})))
 }
 
 fn unprocessable(error: Unprocessable) -> ApiError {

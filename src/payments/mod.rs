@@ -5,6 +5,7 @@
 
 pub mod notification;
 pub mod standard;
+pub mod stripe;
 
 use crate::config::PaymentSettings;
 use crate::ledger::facts::Purchase;
@@ -14,6 +15,7 @@ use notification::PurchaseCompleted;
 /// What the payment routes need: the secrets and the packs.
 pub struct Payments {
     pub standard: Option<standard::Secret>,
+    pub stripe: Option<String>,
     pub tolerance_s: i64,
     pub max_body_bytes: usize,
     packs: Vec<CoinPack>,
@@ -38,6 +40,7 @@ impl Payments {
                 .as_deref()
                 .map(standard::Secret::parse)
                 .transpose()?,
+            stripe: settings.stripe_secret.clone(),
             tolerance_s: i64::try_from(settings.tolerance_s)?,
             max_body_bytes: settings.max_body_bytes,
             packs,
