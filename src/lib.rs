@@ -232,7 +232,7 @@ async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: C
                     }
                 }
                 for refund in gifts.refund_expired(ids::unix_ms()).await {
-                    let frame = protocol::to_json(&protocol::EphemeralEvent::Balance { coins: refund.balance });
+                    let frame = protocol::to_json(&protocol::EphemeralEvent::Balance { coins: refund.balance, debt: gifts.debt(&refund.sender) });
                     hub.send_to_user(&refund.sender, frame.into());
                 }
             }

@@ -23,10 +23,12 @@ pub enum ErrorCode {
     Exhausted,
     Unavailable,
     Internal,
+    /// A refund left the user owing coins (v2).
+    InDebt,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -39,6 +41,7 @@ impl ErrorCode {
         ErrorCode::Exhausted,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::InDebt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Exhausted => "exhausted",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::InDebt => "in_debt",
         }
     }
 
@@ -460,6 +464,9 @@ pub enum EphemeralEvent<'a> {
     },
     Balance {
         coins: u64,
+        /// What the user owes, when they owe anything (v2).
+        #[serde(skip_serializing_if = "is_zero")]
+        debt: u64,
     },
 }
 
@@ -526,6 +533,10 @@ pub fn checked_text(text: &str, max_chars: usize, field: &str) -> Result<String,
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+fn is_zero(amount: &u64) -> bool {
+    *amount == 0
 }
 
 #[cfg(test)]

@@ -304,3 +304,118 @@ async fn a_paid_stripe_checkout_is_credited_once_and_other_events_change_nothing
     assert_eq!(api.wallet("buyer").await, 1200);
     assert_eq!(transfers(api).await, 1);
 }
+
+fn refund(kind: &str, purchase_id: &str, coins: Option<u64>) -> Value {
+    let mut data = json!({"purchase_id": purchase_id});
+    if let Some(coins) = coins {
+        data["coins"] = json!(coins);
+    }
+    json!({"type": kind, "data": data})
+}
+
+async fn standing(api: &Api, user: &str) -> Value {
+    get_json(&api.url("/api/me/wallet"), &api.token(user, Role::Viewer)).await
+}
+
+/// Coins refunded after they were spent: what the wallet holds is taken back, the
+/// rest is owed; paid actions answer `in_debt` until a purchase repays it, and the
+/// debt survives a restart.
+#[tokio::test]
+async fn a_refund_of_spent_coins_leaves_a_debt_that_the_next_purchase_repays() {
+    let server = TestServer::with_config(|file| *file = config()).await;
+    let bought = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
+    assert_eq!(bought.send(&server).await.0, 200);
+    let mut viewer = server.viewer("buyer").await;
+    viewer.join("star").await;
+    let spend = json!({"type": "gift", "room": "star", "sticker": "heart", "count": 70, "key": "spend-0001"});
+    viewer.ok(spend.clone()).await;
+
+    let refunded = Notification::new("msg_2", refund("purchase.refunded", "order-1", None));
+    assert_eq!(
+        refunded.send(&server).await,
+        (200, json!({"status": "applied"}))
+    );
+    // The page hears of it (after the gift's own balance event).
+    let balance = loop {
+        let balance = viewer.next_of("balance").await;
+        if balance["coins"] == 0 {
+            break balance;
+        }
+    };
+    assert_eq!(balance["debt"], 70);
+    assert_eq!(
+        standing(&server, "buyer").await,
+        json!({"coins": 0, "debt": 70})
+    );
+    // Redelivered: nothing more; charged back as well: a different story, refused.
+    assert_eq!(
+        refunded.send(&server).await.1,
+        json!({"status": "duplicate"})
+    );
+    let chargeback = Notification::new("msg_3", refund("purchase.charged_back", "order-1", None));
+    assert_eq!(chargeback.send(&server).await.0, 409);
+
+    // In debt: paid actions are refused, a retry of an earlier one still answers it.
+    let gift = json!({"type": "gift", "room": "star", "sticker": "heart", "count": 1, "key": "spend-0002"});
+    viewer.error(gift.clone(), "in_debt").await;
+    let question =
+        json!({"type": "question", "room": "star", "text": "hi?", "coins": 10, "key": "ask-00001"});
+    viewer.error(question, "in_debt").await;
+    assert_eq!(viewer.ok(spend).await["duplicate"], true);
+    let debts = server
+        .http(
+            reqwest::Method::GET,
+            "/api/admin/debts",
+            "auditor",
+            Role::Admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    let debts: Value = debts.json().await.unwrap();
+    assert_eq!(debts, json!({"debts": [{"user": "buyer", "coins": 70}]}));
+
+    // The debt is in the books: a restart rebuilds it.
+    drop(viewer);
+    let server = server.restart().await;
+    assert_eq!(
+        standing(&server, "buyer").await,
+        json!({"coins": 0, "debt": 70})
+    );
+    let mut viewer = server.viewer("buyer").await;
+    viewer.join("star").await;
+    viewer.error(gift.clone(), "in_debt").await;
+
+    // The next purchase repays the debt first.
+    let again = Notification::new("msg_4", purchase("order-2", "buyer", "p100"));
+    assert_eq!(again.send(&server).await.0, 200);
+    assert_eq!(
+        standing(&server, "buyer").await,
+        json!({"coins": 30, "debt": 0})
+    );
+    viewer.ok(gift).await;
+
+    // A partial refund of coins still held takes only those.
+    let big = Notification::new("msg_5", purchase("order-3", "buyer", "p1200"));
+    assert_eq!(big.send(&server).await.0, 200);
+    let partial = Notification::new("msg_6", refund("purchase.refunded", "order-3", Some(200)));
+    assert_eq!(partial.send(&server).await.0, 200);
+    assert_eq!(
+        standing(&server, "buyer").await,
+        json!({"coins": 1029, "debt": 0})
+    );
+
+    // Refunds that cannot be: an unknown purchase, more than it credited, nothing.
+    let unknown = Notification::new("msg_7", refund("purchase.refunded", "order-9", None));
+    assert_eq!(unknown.send(&server).await.0, 422);
+    let too_much = Notification::new("msg_8", refund("purchase.refunded", "order-2", Some(101)));
+    assert_eq!(too_much.send(&server).await.0, 400);
+    let nothing = Notification::new("msg_9", refund("purchase.charged_back", "order-2", Some(0)));
+    assert_eq!(nothing.send(&server).await.0, 400);
+    assert_eq!(
+        standing(&server, "buyer").await,
+        json!({"coins": 1029, "debt": 0})
+    );
+    // 3 purchases, 2 refunds, 2 gifts.
+    assert_eq!(transfers(&server).await, 7);
+}

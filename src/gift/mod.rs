@@ -30,7 +30,7 @@ use leaderboard::Leaderboard;
 pub use leaderboard::TOP as LEADERBOARD_TOP;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
-pub use purchases::Credited;
+pub use purchases::{Credited, RefundRefused};
 use refs::Acknowledgeable;
 
 /// Gifts and questions per room that the broadcaster can still acknowledge.
@@ -98,7 +98,7 @@ impl GiftEngine {
         split: SplitPolicy,
         settings: GiftSettings,
     ) -> Result<GiftEngine, LedgerError> {
-        let wallets = Wallets::load(ledger.balances().await?);
+        let wallets = Wallets::load(ledger.balances().await?, ledger.debts().await?);
         let packets = OpenPackets::new(ledger.open_red_packets().await?);
         Ok(GiftEngine {
             ledger,
@@ -118,6 +118,11 @@ impl GiftEngine {
 
     pub fn balance(&self, user: &str) -> u64 {
         self.wallets.available(user).whole_coins().get()
+    }
+
+    /// What the user owes, in whole coins (rounded up: a part of a coin is owed too).
+    pub fn debt(&self, user: &str) -> u64 {
+        self.wallets.debt(user).owed_coins().get()
     }
 
     pub async fn gift(&self, sender: &User, order: GiftOrder<'_>) -> Result<Charge, Rejection> {
@@ -222,34 +227,23 @@ impl GiftEngine {
         amount: Minor,
         request: TransferRequest,
     ) -> Result<Committed, Rejection> {
-        let reservation = match self.reserve(&sender.id, amount).await {
-            Some(reservation) => reservation,
-            // A retry of a charge that went through must still answer its first result,
-            // even when the wallet could not pay for it again.
-            None => {
-                let key = &request
-                    .idempotency
-                    .as_ref()
-                    .expect("payments are idempotent")
-                    .key;
-                return match self
-                    .ledger
-                    .find(&sender.id, key)
-                    .await
-                    .map_err(ledger_rejection)?
-                {
-                    Some(first) if first.fingerprint != request.fingerprint => Err(conflict()),
-                    Some(first) => Ok(first),
-                    None => Err(Rejection::new(
-                        ErrorCode::InsufficientFunds,
-                        format!(
-                            "this costs {} coins; your balance is {}",
-                            amount.whole_coins().get(),
-                            self.balance(&sender.id)
-                        ),
-                    )),
-                };
-            }
+        let debt = self.wallets.debt(&sender.id);
+        if debt > Minor::ZERO {
+            let owed = debt.whole_coins().get();
+            let message =
+                format!("you owe {owed} coins from a refunded purchase; buy coins to repay it");
+            return self
+                .retried_or(sender, &request, Rejection::new(ErrorCode::InDebt, message))
+                .await;
+        }
+        let Some(reservation) = self.reserve(&sender.id, amount).await else {
+            let message = format!(
+                "this costs {} coins; your balance is {}",
+                amount.whole_coins().get(),
+                self.balance(&sender.id)
+            );
+            let refusal = Rejection::new(ErrorCode::InsufficientFunds, message);
+            return self.retried_or(sender, &request, refusal).await;
         };
         let committed = match self.ledger.commit(request).await {
             Ok(committed) => committed,
@@ -262,15 +256,37 @@ impl GiftEngine {
             Err(error) => return Err(ledger_rejection(error)),
         };
         if committed.duplicate {
-            drop(reservation); // nothing was charged this time
-                               // If the first attempt was answered `unavailable` but did commit (a lost
-                               // database connection), this node gave its coins back in memory: the
-                               // books know better. A no-op for a ledger only this process writes.
+            // Nothing was charged this time. If the first attempt was answered
+            // `unavailable` but did commit (a lost database connection), this node gave
+            // its coins back in memory: the books know better (a no-op for a ledger
+            // only this process writes).
+            drop(reservation);
             self.resync(&sender.id).await;
         } else {
             reservation.settle();
         }
         Ok(committed)
+    }
+
+    /// A charge the wallet cannot make now: a retry of one that went through still
+    /// answers its first result; anything else gets `refusal`.
+    async fn retried_or(
+        &self,
+        sender: &User,
+        request: &TransferRequest,
+        refusal: Rejection,
+    ) -> Result<Committed, Rejection> {
+        let key = &request
+            .idempotency
+            .as_ref()
+            .expect("payments are idempotent")
+            .key;
+        let first = (self.ledger.find(&sender.id, key).await).map_err(ledger_rejection)?;
+        match first {
+            Some(first) if first.fingerprint != request.fingerprint => Err(conflict()),
+            Some(first) => Ok(first),
+            None => Err(refusal),
+        }
     }
 
     /// Holds `amount` of the user's coins. When the wallet looks too low, a ledger

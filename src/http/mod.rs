@@ -64,6 +64,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .route("/api/me/topup", post(top_up))
         .route("/api/me/earnings", get(earnings))
         .route("/api/admin/ledger/check", get(ledger_check))
+        .route("/api/admin/debts", get(debts))
         .merge(media::routes(state.relay.settings().max_sdp_bytes))
         .merge(payments::routes(state.payments.max_body_bytes))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -316,7 +317,7 @@ impl From<Rejection> for ApiError {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::NotJoined => StatusCode::NOT_FOUND,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
+            ErrorCode::InsufficientFunds | ErrorCode::InDebt => StatusCode::PAYMENT_REQUIRED,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Conflict | ErrorCode::Exhausted => StatusCode::CONFLICT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -349,7 +350,8 @@ async fn leaderboard(
 }
 
 async fn wallet(State(state): State<AppState>, Bearer(user): Bearer) -> Json<serde_json::Value> {
-    Json(json!({ "coins": state.gifts.committed_balance(&user.id).await }))
+    let coins = state.gifts.committed_balance(&user.id).await;
+    Json(json!({ "coins": coins, "debt": state.gifts.debt(&user.id) }))
 }
 
 #[derive(Deserialize)]
@@ -379,7 +381,10 @@ async fn top_up(
         .gifts
         .top_up(&user, request.coins, &request.key)
         .await?;
-    let balance = crate::protocol::to_json(&crate::protocol::EphemeralEvent::Balance { coins });
+    let balance = crate::protocol::to_json(&crate::protocol::EphemeralEvent::Balance {
+        coins,
+        debt: state.gifts.debt(&user.id),
+    });
     state.hub.send_to_user(&user.id, balance.into());
     Ok(Json(json!({ "coins": coins })))
 }
@@ -400,6 +405,22 @@ async fn earnings(
     Ok(Json(
         serde_json::to_value(earnings).expect("earnings serialize"),
     ))
+}
+
+/// Who owes what after refunds, from the books: `{"debts":[{"user","coins"}]}`.
+async fn debts(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if user.role != Role::Admin {
+        return Err(Rejection::new(ErrorCode::Forbidden, "debts are for admins").into());
+    }
+    let mut debts = (state.gifts.ledger().debts().await).map_err(crate::gift::ledger_rejection)?;
+    debts.sort();
+    let debts: Vec<serde_json::Value> = (debts.into_iter())
+        .map(|(user, owed)| json!({"user": user, "coins": owed.owed_coins()}))
+        .collect();
+    Ok(Json(json!({ "debts": debts })))
 }
 
 async fn ledger_check(

@@ -10,8 +10,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{not_found, ApiError, AppState};
+use crate::gift::RefundRefused;
 use crate::ledger::LedgerError;
-use crate::payments::notification::{Notification, PurchaseCompleted};
+use crate::payments::notification::{Notification, PurchaseCompleted, Refunded};
 use crate::payments::standard::{self, SignatureError, Signed};
 use crate::payments::stripe::{self, Meaning};
 use crate::payments::Unprocessable;
@@ -68,6 +69,12 @@ async fn standard_webhook(
         Notification::PurchaseCompleted(completed) => {
             credit(&state, "standard", event_id, completed).await
         }
+        Notification::PurchaseRefunded(refunded) => {
+            take_back(&state, "standard", event_id, refunded, false).await
+        }
+        Notification::PurchaseChargedBack(refunded) => {
+            take_back(&state, "standard", event_id, refunded, true).await
+        }
     }
 }
 
@@ -116,7 +123,6 @@ async fn credit(
     let purchase = (state.payments)
         .purchase(provider, event_id, completed)
         .map_err(unprocessable)?;
-    let user = purchase.user.clone();
     let credited = state
         .gifts
         .credit_purchase(purchase)
@@ -129,16 +135,54 @@ async fn credit(
             ),
             other => crate::gift::ledger_rejection(other).into(),
         })?;
+    Ok(answer(state, credited))
+}
+
+/// Takes back a refunded or charged-back purchase's coins.
+async fn take_back(
+    state: &AppState,
+    provider: &str,
+    event_id: &str,
+    refunded: Refunded,
+    chargeback: bool,
+) -> Result<Json<Value>, ApiError> {
+    let purchase_id = &refunded.purchase_id;
+    let refund = state
+        .gifts
+        .refund_purchase(provider, event_id, purchase_id, refunded.coins, chargeback)
+        .await;
+    let credited = refund.map_err(|refused| match refused {
+        RefundRefused::UnknownPurchase => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::NotFound,
+            format!("no purchase {purchase_id:?} was credited"),
+        ),
+        RefundRefused::Coins(message) => Rejection::bad_request(message).into(),
+        RefundRefused::Ledger(LedgerError::Conflict) => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "this purchase was refunded or charged back before, differently",
+        ),
+        RefundRefused::Ledger(other) => crate::gift::ledger_rejection(other).into(),
+    })?;
+    Ok(answer(state, credited))
+}
+
+/// Tells the user's pages their new balance (when something changed) and answers the
+/// payment system.
+fn answer(state: &AppState, credited: crate::gift::Credited) -> Json<Value> {
+    let user = &credited.user;
     if credited.duplicate {
-        return Ok(Json(json!({"status": "duplicate"})));
+        return Json(json!({"status": "duplicate"}));
     }
     let balance = crate::protocol::EphemeralEvent::Balance {
         coins: credited.balance,
+        debt: state.gifts.debt(user),
     };
     state
         .hub
-        .send_to_user(&user, crate::protocol::to_json(&balance).into());
-    Ok(Json(json!({"status": "applied"})))
+        .send_to_user(user, crate::protocol::to_json(&balance).into());
+    Json(json!({"status": "applied"}))
 }
 
 fn unprocessable(error: Unprocessable) -> ApiError {

@@ -310,7 +310,8 @@ impl Session {
     }
 
     fn send_balance(&self, user: &User, coins: u64) {
-        let balance = to_json(&EphemeralEvent::Balance { coins });
+        let debt = self.gifts.debt(&user.id);
+        let balance = to_json(&EphemeralEvent::Balance { coins, debt });
         self.hub.send_to_user(&user.id, balance.into());
     }
 

@@ -16,6 +16,9 @@ pub enum Account {
     Purchases,
     /// Coins held in a red packet until grabbed or refunded.
     Escrow(String),
+    /// What a user owes after a refund took back coins already spent: at or below
+    /// zero, minus the debt. Never a negative wallet.
+    Debt(String),
 }
 
 impl Account {
@@ -23,6 +26,7 @@ impl Account {
     const EARNINGS: &'static str = "earnings:";
     const AGENCY: &'static str = "agency:";
     const ESCROW: &'static str = "escrow:";
+    const DEBT: &'static str = "debt:";
     const PLATFORM: &'static str = "platform";
     const APP_STORE: &'static str = "app_store";
     const TOPUP_SOURCE: &'static str = "topup_source";
@@ -34,6 +38,8 @@ impl Account {
     pub const WALLET_PATTERN: &'static str = "wallet:%";
     /// The SQL `LIKE` pattern matching every escrow's stored name.
     pub const ESCROW_PATTERN: &'static str = "escrow:%";
+    /// The SQL `LIKE` pattern matching every debt's stored name.
+    pub const DEBT_PATTERN: &'static str = "debt:%";
 
     /// The stored name, e.g. `wallet:bob`.
     pub fn key(&self) -> String {
@@ -46,6 +52,7 @@ impl Account {
             Account::TopupSource => Self::TOPUP_SOURCE.into(),
             Account::Purchases => Self::PURCHASES.into(),
             Account::Escrow(id) => format!("{}{id}", Self::ESCROW),
+            Account::Debt(id) => format!("{}{id}", Self::DEBT),
         }
     }
 
@@ -65,6 +72,7 @@ impl Account {
                     Self::EARNINGS => Account::Earnings(id),
                     Self::AGENCY => Account::Agency(id),
                     Self::ESCROW => Account::Escrow(id),
+                    Self::DEBT => Account::Debt(id),
                     _ => return None,
                 }
             }
@@ -74,6 +82,11 @@ impl Account {
     /// Accounts that hold someone's money may never go below zero.
     pub fn is_held(&self) -> bool {
         matches!(self, Account::Wallet(_) | Account::Escrow(_))
+    }
+
+    /// Accounts of money owed to the platform may never go above zero.
+    pub fn is_owed(&self) -> bool {
+        matches!(self, Account::Debt(_))
     }
 }
 
@@ -86,6 +99,7 @@ pub enum TransferKind {
     Grab,
     Refund,
     Purchase,
+    PurchaseRefund,
 }
 
 impl TransferKind {
@@ -101,6 +115,7 @@ impl TransferKind {
             TransferKind::Grab => "grab",
             TransferKind::Refund => "refund",
             TransferKind::Purchase => "purchase",
+            TransferKind::PurchaseRefund => "purchase_refund",
         }
     }
 
@@ -124,6 +139,7 @@ mod tests {
             Account::TopupSource,
             Account::Purchases,
             Account::Escrow("p1".into()),
+            Account::Debt("bob".into()),
         ];
         for account in accounts {
             assert_eq!(Account::parse(&account.key()), Some(account));

@@ -19,6 +19,7 @@ pub enum TransferMeta {
     Grab(Grab),
     Refund(Refund),
     Purchase(Purchase),
+    PurchaseRefund(PurchaseRefund),
 }
 
 /// Coins bought (simulated in dev mode).
@@ -102,6 +103,27 @@ pub struct Purchase {
     pub currency: String,
     /// Where it was paid (`apple`, `google`, `web`, …).
     pub store: String,
+    /// What of `coins` went to repay the user's debt rather than into the wallet.
+    #[serde(default)]
+    pub repaid: Coins,
+}
+
+/// Coins of a purchase taken back: the payment system refunded it or the buyer's
+/// bank charged it back. What the wallet no longer holds becomes debt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRefund {
+    pub provider: String,
+    pub purchase_id: String,
+    pub event_id: String,
+    pub user: String,
+    /// The coins taken back.
+    pub coins: Coins,
+    /// Of those, what the wallet still held
+    pub taken: Coins,
+    /// and what the user now owes.
+    pub owed: Coins,
+    /// A chargeback (the bank's decision) rather than a refund (the seller's).
+    pub chargeback: bool,
 }
 
 impl TransferMeta {
@@ -114,13 +136,16 @@ impl TransferMeta {
             TransferMeta::Grab(_) => TransferKind::Grab,
             TransferMeta::Refund(_) => TransferKind::Refund,
             TransferMeta::Purchase(_) => TransferKind::Purchase,
+            TransferMeta::PurchaseRefund(_) => TransferKind::PurchaseRefund,
         }
     }
 
     /// The room the transfer happened in, if any.
     pub fn room(&self) -> Option<&str> {
         match self {
-            TransferMeta::Topup(_) | TransferMeta::Purchase(_) => None,
+            TransferMeta::Topup(_)
+            | TransferMeta::Purchase(_)
+            | TransferMeta::PurchaseRefund(_) => None,
             TransferMeta::Gift(gift) => Some(&gift.room),
             TransferMeta::Question(question) => Some(&question.room),
             TransferMeta::RedPacket(packet) => Some(&packet.room),
@@ -206,7 +231,8 @@ impl Earnings {
             Account::Earnings(_)
             | Account::TopupSource
             | Account::Purchases
-            | Account::Escrow(_) => {}
+            | Account::Escrow(_)
+            | Account::Debt(_) => {}
         }
     }
 }

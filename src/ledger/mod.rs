@@ -103,6 +103,8 @@ pub trait Ledger: Send + Sync {
     async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError>;
     /// Every wallet's balance, by user id.
     async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
+    /// What each user in debt owes (a positive amount), by user id.
+    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
     /// One wallet's committed balance, when other processes may have changed it (a
     /// ledger shared by several nodes); `None` for a ledger only this process writes,
     /// whose balances this process already knows.

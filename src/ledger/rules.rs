@@ -121,7 +121,8 @@ pub trait BalancesMut: Balances {
 }
 
 /// The accounts whose balances a decision on `request` reads: the account a draw
-/// draws on, and every held account a fixed transfer takes money from.
+/// draws on, and every held account a fixed transfer takes money from or owed
+/// account it pays into.
 pub fn reads(request: &TransferRequest) -> Vec<Account> {
     match &request.content {
         Content::Drawn(draw) => vec![draw.account.clone()],
@@ -129,7 +130,7 @@ pub fn reads(request: &TransferRequest) -> Vec<Account> {
             let mut debited: Vec<Account> = transfer
                 .legs
                 .iter()
-                .filter(|(account, amount)| account.is_held() && amount.is_negative())
+                .filter(|(account, amount)| bounded_by(account, *amount))
                 .map(|(account, _)| account.clone())
                 .collect();
             debited.sort();
@@ -137,6 +138,13 @@ pub fn reads(request: &TransferRequest) -> Vec<Account> {
             debited
         }
     }
+}
+
+/// Whether moving `amount` on `account` could cross the bound the account keeps (held
+/// accounts at or above zero, owed accounts at or below): such a leg is decided on
+/// the account's balance.
+fn bounded_by(account: &Account, amount: Minor) -> bool {
+    (account.is_held() && amount.is_negative()) || (account.is_owed() && amount > Minor::ZERO)
 }
 
 /// A transfer the rules allow, ready to book: at least one leg, legs summing to zero,
@@ -165,15 +173,21 @@ impl Plan<'_> {
     }
 
     /// Applies the booked transfer to `books`, asserting what booking it must keep
-    /// true. A failure here is a broken rule, never a client's mistake: it panics.
+    /// true (legs sum to zero, held accounts at or above zero, owed accounts at or
+    /// below). A failure here is a broken rule, never a client's mistake: it panics.
     pub fn apply(&self, books: &mut impl BalancesMut) {
         let sum: Minor = self.deltas.iter().map(|&(_, delta)| delta).sum();
         assert_eq!(sum, Minor::ZERO, "a booked transfer's legs sum to zero");
         for (account, delta) in self.deltas() {
             books.add(account, delta);
+            let balance = books.balance(account);
             assert!(
-                !(account.is_held() && books.balance(account).is_negative()),
+                !(account.is_held() && balance.is_negative()),
                 "held account {account:?} went below zero"
+            );
+            assert!(
+                !(account.is_owed() && balance > Minor::ZERO),
+                "owed account {account:?} went above zero"
             );
         }
     }
@@ -198,26 +212,28 @@ pub fn plan<'a>(
                 return Err(LedgerError::InsufficientFunds);
             }
         }
+        if account.is_owed() && delta > Minor::ZERO {
+            // Paying back more than is owed: the request's arithmetic is wrong.
+            let after = books.balance(account).checked_add(delta);
+            if after.is_none_or(|after| after > Minor::ZERO) {
+                return Err(LedgerError::Unbalanced);
+            }
+        }
     }
     Ok(Plan { transfer, deltas })
 }
 
 /// A draw's transfer on its account's balance. A draw takes held money only from its
-/// own account: that is the only balance it was decided on.
+/// own account, and pays into an owed account only its own: that is the only balance
+/// it was decided on.
 fn resolve(draw: &Draw, books: &impl Balances) -> Result<Transfer, LedgerError> {
     let transfer = (draw.rule)(books.balance(&draw.account)).map_err(LedgerError::Declined)?;
+    let decided_here = |(account, amount): &(Account, Minor)| {
+        *account == draw.account || !bounded_by(account, *amount)
+    };
     assert!(
-        transfer
-            .legs
-            .iter()
-            .any(|(account, _)| *account == draw.account),
-        "a draw moves money of the account it draws on"
-    );
-    assert!(
-        transfer.legs.iter().all(|(account, amount)| {
-            *account == draw.account || !(account.is_held() && amount.is_negative())
-        }),
-        "a draw takes held money only from the account it draws on"
+        transfer.legs.iter().all(decided_here),
+        "a draw decides only on the balance of the account it draws on"
     );
     Ok(transfer)
 }

@@ -82,6 +82,19 @@ impl Minor {
         );
         Coins((self.0 / MINOR_PER_COIN) as u64)
     }
+
+    /// The whole coins of an amount owed, rounded up: a part of a coin is owed too.
+    pub fn owed_coins(self) -> Coins {
+        assert!(
+            self.0 >= 0,
+            "an amount owed is counted at or above zero: {self}"
+        );
+        Coins(
+            self.0
+                .unsigned_abs()
+                .div_ceil(MINOR_PER_COIN.unsigned_abs()),
+        )
+    }
 }
 
 impl Add for Minor {

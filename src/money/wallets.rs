@@ -13,10 +13,14 @@ pub struct Wallets {
 
 #[derive(Default, Clone, Copy)]
 struct Wallet {
-    /// Spendable: the ledger balance minus reservations in flight.
+    /// Spendable: the ledger balance minus reservations in flight. Below zero only
+    /// while a refund took back coins that charges in flight had reserved (those
+    /// charges then fail at the ledger and give them back).
     available: Minor,
     /// Reserved by charges in flight.
     held: Minor,
+    /// What the user owes after a refund took back coins already spent.
+    debt: Minor,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -34,26 +38,53 @@ pub struct Reservation<'a> {
 }
 
 impl Wallets {
-    pub fn load(balances: impl IntoIterator<Item = (String, Minor)>) -> Wallets {
-        let wallets = DashMap::new();
+    /// Wallets with their committed `balances`, and what their owners owe (`debts`).
+    pub fn load(
+        balances: impl IntoIterator<Item = (String, Minor)>,
+        debts: impl IntoIterator<Item = (String, Minor)>,
+    ) -> Wallets {
+        let wallets: DashMap<String, Wallet> = DashMap::new();
         for (user, balance) in balances {
             assert!(
                 !balance.is_negative(),
                 "wallet {user} is below zero in the ledger"
             );
-            wallets.insert(
-                user,
-                Wallet {
-                    available: balance,
-                    held: Minor::ZERO,
-                },
-            );
+            wallets.entry(user).or_default().available = balance;
+        }
+        for (user, debt) in debts {
+            assert!(!debt.is_negative(), "{user} owes less than nothing");
+            wallets.entry(user).or_default().debt = debt;
         }
         Wallets { wallets }
     }
 
+    /// What the user can spend now (never shown below zero).
     pub fn available(&self, user: &str) -> Minor {
-        self.wallets.get(user).map_or(Minor::ZERO, |w| w.available)
+        let available = self.wallets.get(user).map_or(Minor::ZERO, |w| w.available);
+        available.max(Minor::ZERO)
+    }
+
+    /// What the user owes.
+    pub fn debt(&self, user: &str) -> Minor {
+        self.wallets.get(user).map_or(Minor::ZERO, |w| w.debt)
+    }
+
+    /// A committed purchase: `credited` into the wallet, `repaid` off the debt.
+    pub fn purchased(&self, user: &str, credited: Minor, repaid: Minor) {
+        let mut wallet = self.wallets.entry(user.to_owned()).or_default();
+        wallet.available += credited;
+        wallet.debt -= repaid;
+        assert!(
+            !wallet.debt.is_negative(),
+            "{user} repaid more than they owed"
+        );
+    }
+
+    /// A committed refund: `taken` out of the wallet, `owed` added to the debt.
+    pub fn taken_back(&self, user: &str, taken: Minor, owed: Minor) {
+        let mut wallet = self.wallets.entry(user.to_owned()).or_default();
+        wallet.available -= taken;
+        wallet.debt += owed;
     }
 
     /// Takes the committed balance read from a shared ledger (other nodes may have
@@ -119,7 +150,7 @@ mod tests {
 
     #[test]
     fn reservations_hold_funds_until_settled_or_dropped() {
-        let wallets = Wallets::load([("bob".to_owned(), m(100))]);
+        let wallets = Wallets::load([("bob".to_owned(), m(100))], []);
         let held = wallets.reserve("bob", m(60)).unwrap();
         assert_eq!(
             wallets.reserve("bob", m(50)).err(),
@@ -134,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_resync_keeps_what_this_node_holds() {
-        let wallets = Wallets::load([("bob".to_owned(), m(100))]);
+        let wallets = Wallets::load([("bob".to_owned(), m(100))], []);
         let held = wallets.reserve("bob", m(30)).unwrap();
         // Another node credited 50: the ledger says 150, of which 30 are held here.
         wallets.resync("bob", m(150));
@@ -147,7 +178,7 @@ mod tests {
 
     #[test]
     fn concurrent_reservations_never_overspend() {
-        let wallets = Wallets::load([("bob".to_owned(), m(1_000))]);
+        let wallets = Wallets::load([("bob".to_owned(), m(1_000))], []);
         let settled = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..8 {

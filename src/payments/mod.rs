@@ -88,6 +88,7 @@ impl Payments {
             amount: completed.amount,
             currency: completed.currency,
             store: completed.store,
+            repaid: Coins::ZERO,
         })
     }
 }

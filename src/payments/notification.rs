@@ -9,6 +9,19 @@ use serde::Deserialize;
 pub enum Notification {
     #[serde(rename = "purchase.completed")]
     PurchaseCompleted(PurchaseCompleted),
+    /// The seller gave the money back.
+    #[serde(rename = "purchase.refunded")]
+    PurchaseRefunded(Refunded),
+    /// The buyer's bank took it back.
+    #[serde(rename = "purchase.charged_back")]
+    PurchaseChargedBack(Refunded),
+}
+
+/// Coins of a purchase to take back: `coins` of them, or all.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refunded {
+    pub purchase_id: String,
+    pub coins: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

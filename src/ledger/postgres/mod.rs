@@ -161,6 +161,25 @@ impl Ledger for PostgresLedger {
         Ok(balances)
     }
 
+    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        let rows = self
+            .reader
+            .client()
+            .await?
+            .query(
+                "SELECT name, balance FROM accounts WHERE name LIKE $1 AND balance != 0",
+                &[&Account::DEBT_PATTERN],
+            )
+            .await?;
+        let mut debts = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(Account::Debt(user)) = Account::parse(row.get(0)) {
+                debts.push((user, -Minor::new(row.get(1))));
+            }
+        }
+        Ok(debts)
+    }
+
     async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError> {
         let row = self
             .reader

@@ -296,9 +296,10 @@ async fn book(
     };
     plan.apply(&mut locked);
     for (account, delta) in plan.deltas() {
-        // Held and debited accounts now (their rows are locked by now, or new);
+        // Held, debited and decided-on accounts now (their rows are locked by now, or
+        // new), so that the batch's next decision reads them as this one left them;
         // what is only credited at the end of the batch, in account order.
-        if account.is_held() || delta.is_negative() {
+        if account.is_held() || delta.is_negative() || locked.0.contains_key(account) {
             add_to_account(transaction, statements, &account.key(), delta).await?;
         } else {
             *credits.entry(account.clone()).or_default() += delta;

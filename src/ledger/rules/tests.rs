@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::ledger::facts::{Topup, TransferMeta};
+use crate::ledger::Account;
 use crate::money::Coins;
 
 /// The accounts the tests move money between: two held, three not.
@@ -226,4 +227,29 @@ fn a_draw_that_takes_held_money_from_another_account_is_a_broken_rule() {
         plan(&request, &books).map(|_| ())
     }));
     assert!(outcome.is_err(), "the rulebook must refuse to plan it");
+}
+
+#[test]
+fn an_owed_account_is_paid_back_at_most_what_it_owes() {
+    let debt = Account::Debt("amy".into());
+    let mut books = Books::default();
+    books.add(&debt, Minor::new(-70));
+    books.add(&Account::Purchases, Minor::new(70));
+    let repay = |amount: i64| {
+        let legs = vec![
+            (Account::Purchases, Minor::new(-amount)),
+            (debt.clone(), Minor::new(amount)),
+        ];
+        TransferRequest::new(legs, meta())
+    };
+    assert_eq!(reads(&repay(70)), vec![debt.clone()]);
+    let exact = repay(70);
+    let plan = plan(&exact, &books).unwrap();
+    let mut after = books.clone();
+    plan.apply(&mut after);
+    assert_eq!(after.balance(&debt), Minor::ZERO);
+    assert!(matches!(
+        super::plan(&repay(71), &books),
+        Err(LedgerError::Unbalanced)
+    ));
 }

@@ -145,6 +145,19 @@ impl Ledger for SqliteLedger {
         .await
     }
 
+    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        self.read(|c| {
+            Ok(reads::all_balances(c)?
+                .into_iter()
+                .filter_map(|(account, balance)| match account {
+                    Account::Debt(user) if balance != Minor::ZERO => Some((user, -balance)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn shared_balance(&self, _user: &str) -> Result<Option<Minor>, LedgerError> {
         Ok(None) // only this process writes the file
     }
