@@ -419,3 +419,52 @@ async fn a_refund_of_spent_coins_leaves_a_debt_that_the_next_purchase_repays() {
     // 3 purchases, 2 refunds, 2 gifts.
     assert_eq!(transfers(&server).await, 7);
 }
+
+/// Two nodes on one PostgreSQL ledger: a purchase notified to one is spendable on the
+/// other at once, and a refund notified to the other puts the wallet in debt on both.
+#[tokio::test]
+async fn purchases_and_refunds_hold_across_the_nodes_of_a_cluster() {
+    let Some(schema) = PgSchema::create("payments_nodes").await else {
+        return;
+    };
+    let a = TestServer::node_with_config(&schema.url, config()).await;
+    let b = TestServer::node_with_config(&schema.url, config()).await;
+    let bought = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
+    assert_eq!(bought.send(&a).await.0, 200);
+
+    let mut on_b = b.viewer("buyer").await;
+    on_b.join("star").await;
+    let spend = json!({"type": "gift", "room": "star", "sticker": "heart", "count": 60, "key": "spend-0001"});
+    assert_eq!(on_b.ok(spend).await["balance"], 40);
+
+    let refunded = Notification::new("msg_2", refund("purchase.refunded", "order-1", None));
+    assert_eq!(refunded.send(&b).await.0, 200);
+    assert_eq!(refunded.send(&a).await.1, json!({"status": "duplicate"}));
+    for node in [&a, &b] {
+        assert_eq!(
+            standing(node, "buyer").await,
+            json!({"coins": 0, "debt": 60})
+        );
+    }
+    let mut on_a = a.viewer("buyer").await;
+    on_a.join("star").await;
+    let gift = json!({"type": "gift", "room": "star", "sticker": "heart", "count": 1, "key": "spend-0002"});
+    on_a.error(gift.clone(), "in_debt").await;
+
+    let again = Notification::new("msg_3", purchase("order-2", "buyer", "p100"));
+    assert_eq!(again.send(&a).await.0, 200);
+    for node in [&a, &b] {
+        assert_eq!(
+            standing(node, "buyer").await,
+            json!({"coins": 40, "debt": 0})
+        );
+    }
+    assert_eq!(on_b.ok(gift).await["balance"], 39);
+    a.books_balance().await;
+    drop((on_a, on_b));
+    for node in [a, b] {
+        node.server.shutdown();
+        node.server.stopped().await.unwrap();
+    }
+    schema.drop().await;
+}

@@ -227,22 +227,19 @@ impl GiftEngine {
         amount: Minor,
         request: TransferRequest,
     ) -> Result<Committed, Rejection> {
-        let debt = self.wallets.debt(&sender.id);
-        if debt > Minor::ZERO {
-            let owed = debt.whole_coins().get();
-            let message =
-                format!("you owe {owed} coins from a refunded purchase; buy coins to repay it");
-            return self
-                .retried_or(sender, &request, Rejection::new(ErrorCode::InDebt, message))
-                .await;
+        if let Some(in_debt) = self.in_debt(&sender.id) {
+            return self.retried_or(sender, &request, in_debt).await;
         }
         let Some(reservation) = self.reserve(&sender.id, amount).await else {
-            let message = format!(
-                "this costs {} coins; your balance is {}",
-                amount.whole_coins().get(),
-                self.balance(&sender.id)
-            );
-            let refusal = Rejection::new(ErrorCode::InsufficientFunds, message);
+            // Reserving read a shared ledger's standing again: the user may owe coins.
+            let refusal = self.in_debt(&sender.id).unwrap_or_else(|| {
+                let message = format!(
+                    "this costs {} coins; your balance is {}",
+                    amount.whole_coins().get(),
+                    self.balance(&sender.id)
+                );
+                Rejection::new(ErrorCode::InsufficientFunds, message)
+            });
             return self.retried_or(sender, &request, refusal).await;
         };
         let committed = match self.ledger.commit(request).await {
@@ -266,6 +263,16 @@ impl GiftEngine {
             reservation.settle();
         }
         Ok(committed)
+    }
+
+    /// The refusal of a paid action while the user owes coins.
+    fn in_debt(&self, user: &str) -> Option<Rejection> {
+        let owed = self.debt(user);
+        (owed > 0).then(|| {
+            let message =
+                format!("you owe {owed} coins from a refunded purchase; buy coins to repay it");
+            Rejection::new(ErrorCode::InDebt, message)
+        })
     }
 
     /// A charge the wallet cannot make now: a retry of one that went through still
@@ -309,8 +316,8 @@ impl GiftEngine {
     /// Takes a wallet's committed balance from a shared ledger (a no-op for a ledger
     /// only this process writes).
     async fn resync(&self, user: &str) {
-        match self.ledger.shared_balance(user).await {
-            Ok(Some(committed)) => self.wallets.resync(user, committed),
+        match self.ledger.shared_standing(user).await {
+            Ok(Some(standing)) => (self.wallets).resync(user, standing.wallet, standing.debt),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "reading a shared balance failed"),
         }

@@ -64,6 +64,15 @@ impl From<std::io::Error> for LedgerError {
     }
 }
 
+/// A user's money as the books hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The wallet's balance.
+    pub wallet: Minor,
+    /// What the user owes (at or above zero).
+    pub debt: Minor,
+}
+
 /// The result of checking the books.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
@@ -105,10 +114,10 @@ pub trait Ledger: Send + Sync {
     async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
     /// What each user in debt owes (a positive amount), by user id.
     async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
-    /// One wallet's committed balance, when other processes may have changed it (a
+    /// One user's committed standing, when other processes may have changed it (a
     /// ledger shared by several nodes); `None` for a ledger only this process writes,
     /// whose balances this process already knows.
-    async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError>;
+    async fn shared_standing(&self, user: &str) -> Result<Option<Standing>, LedgerError>;
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError>;
     /// Whether other processes write this ledger too (a cluster's shared ledger).
     fn is_shared(&self) -> bool;

@@ -87,11 +87,12 @@ impl Wallets {
         wallet.debt += owed;
     }
 
-    /// Takes the committed balance read from a shared ledger (other nodes may have
-    /// charged or credited this wallet), keeping this node's reservations held.
-    pub fn resync(&self, user: &str, committed: Minor) {
+    /// Takes the committed balance and debt read from a shared ledger (other nodes may
+    /// have charged, credited or refunded), keeping this node's reservations held.
+    pub fn resync(&self, user: &str, committed: Minor, debt: Minor) {
         let mut wallet = self.wallets.entry(user.to_owned()).or_default();
         wallet.available = (committed - wallet.held).max(Minor::ZERO);
+        wallet.debt = debt;
     }
 
     /// Checks and holds `amount` in one step, so concurrent charges never overspend.
@@ -168,11 +169,11 @@ mod tests {
         let wallets = Wallets::load([("bob".to_owned(), m(100))], []);
         let held = wallets.reserve("bob", m(30)).unwrap();
         // Another node credited 50: the ledger says 150, of which 30 are held here.
-        wallets.resync("bob", m(150));
+        wallets.resync("bob", m(150), Minor::ZERO);
         assert_eq!(wallets.available("bob"), m(120));
         held.settle();
         assert_eq!(wallets.available("bob"), m(120));
-        wallets.resync("bob", m(120));
+        wallets.resync("bob", m(120), Minor::ZERO);
         assert_eq!(wallets.available("bob"), m(120));
     }
 

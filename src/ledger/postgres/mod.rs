@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::facts::RedPacket;
 use super::{
     answered, queue_full, writer_stopped, Account, CheckReport, Committed, Earnings, Job, Ledger,
-    LedgerError, StorageFault, TransferKind, TransferMeta, TransferRequest, QUEUE_CAPACITY,
+    LedgerError, Standing, StorageFault, TransferKind, TransferMeta, TransferRequest,
+    QUEUE_CAPACITY,
 };
 use crate::money::Minor;
 use connection::{connect, Backoff, Reader};
@@ -180,18 +181,33 @@ impl Ledger for PostgresLedger {
         Ok(debts)
     }
 
-    async fn shared_balance(&self, user: &str) -> Result<Option<Minor>, LedgerError> {
-        let row = self
+    async fn shared_standing(&self, user: &str) -> Result<Option<Standing>, LedgerError> {
+        let (wallet, debt) = (
+            Account::Wallet(user.to_owned()),
+            Account::Debt(user.to_owned()),
+        );
+        let rows = self
             .reader
             .client()
             .await?
-            .query_opt(
-                "SELECT balance FROM accounts WHERE name = $1",
-                &[&Account::Wallet(user.to_owned()).key()],
+            .query(
+                "SELECT name, balance FROM accounts WHERE name = $1 OR name = $2",
+                &[&wallet.key(), &debt.key()],
             )
             .await?;
-        // No row: the wallet was never credited.
-        Ok(Some(Minor::new(row.map_or(0, |row| row.get(0)))))
+        // No row: never credited, never in debt.
+        let mut standing = Standing {
+            wallet: Minor::ZERO,
+            debt: Minor::ZERO,
+        };
+        for row in rows {
+            let balance = Minor::new(row.get(1));
+            match Account::parse(row.get(0)) {
+                Some(Account::Debt(_)) => standing.debt = -balance,
+                _ => standing.wallet = balance,
+            }
+        }
+        Ok(Some(standing))
     }
 
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {

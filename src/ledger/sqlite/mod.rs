@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::facts::RedPacket;
 use super::{
     answered, queue_full, writer_stopped, CheckReport, Committed, Earnings, Job, Ledger,
-    LedgerError, StorageFault, TransferRequest, QUEUE_CAPACITY,
+    LedgerError, Standing, StorageFault, TransferRequest, QUEUE_CAPACITY,
 };
 use crate::config::LedgerSettings;
 use crate::ledger::Account;
@@ -158,7 +158,7 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn shared_balance(&self, _user: &str) -> Result<Option<Minor>, LedgerError> {
+    async fn shared_standing(&self, _user: &str) -> Result<Option<Standing>, LedgerError> {
         Ok(None) // only this process writes the file
     }
 
