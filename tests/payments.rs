@@ -254,10 +254,11 @@ async fn stripe(api: &Api, body: &Value, signature: Option<String>) -> (u16, Val
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn checkout(event: &str, session: &str, pack: &str, status: &str) -> Value {
+/// A Checkout Session of `pack`, paid through `intent`.
+fn checkout(event: &str, intent: &str, pack: &str, status: &str) -> Value {
     json!({"id": event, "type": "checkout.session.completed", "data": {"object": {
-        "id": session, "payment_status": status, "amount_total": 999, "currency": "usd",
-        "metadata": {"user": "buyer", "pack": pack},
+        "id": format!("cs_{intent}"), "payment_intent": intent, "payment_status": status,
+        "amount_total": 999, "currency": "usd", "metadata": {"user": "buyer", "pack": pack},
     }}})
 }
 
@@ -467,4 +468,52 @@ async fn purchases_and_refunds_hold_across_the_nodes_of_a_cluster() {
         node.server.stopped().await.unwrap();
     }
     schema.drop().await;
+}
+
+/// Stripe takes money back: a refund of part of a charge takes back that share of its
+/// coins (rounded up); a dispute takes back all of them, into debt if spent.
+#[tokio::test]
+async fn a_stripe_refund_takes_back_its_share_and_a_dispute_all_of_it() {
+    let server = TestServer::with_config(|file| *file = config()).await;
+    let api: &Api = &server;
+    for (event, intent) in [("evt_1", "pi_1"), ("evt_2", "pi_2")] {
+        let paid = checkout(event, intent, "p1200", "paid");
+        assert_eq!(stripe(api, &paid, None).await.0, 200);
+    }
+    assert_eq!(api.wallet("buyer").await, 2400);
+    // A third of the first charge's money (333 of 999 cents): 400 of its 1200 coins.
+    let refunded = json!({"id": "evt_3", "type": "charge.refunded", "data": {"object": {
+        "id": "ch_1", "payment_intent": "pi_1", "amount": 999, "amount_refunded": 333,
+    }}});
+    assert_eq!(
+        stripe(api, &refunded, None).await,
+        (200, json!({"status": "applied"}))
+    );
+    assert_eq!(
+        stripe(api, &refunded, None).await.1,
+        json!({"status": "duplicate"})
+    );
+    assert_eq!(
+        standing(api, "buyer").await,
+        json!({"coins": 2000, "debt": 0})
+    );
+
+    let mut viewer = api.viewer("buyer").await;
+    viewer.join("star").await;
+    let spend = json!({"type": "gift", "room": "star", "sticker": "crown", "count": 3, "key": "spend-0001"});
+    viewer.ok(spend).await;
+    // 500 coins left; the dispute of the second charge takes back its 1200.
+    let disputed = json!({"id": "evt_4", "type": "charge.dispute.created", "data": {"object": {
+        "id": "dp_1", "payment_intent": "pi_2", "amount": 999,
+    }}});
+    assert_eq!(stripe(api, &disputed, None).await.0, 200);
+    assert_eq!(
+        standing(api, "buyer").await,
+        json!({"coins": 0, "debt": 700})
+    );
+    let unknown = json!({"id": "evt_5", "type": "charge.dispute.created", "data": {"object": {
+        "id": "dp_2", "payment_intent": "pi_9", "amount": 999,
+    }}});
+    assert_eq!(stripe(api, &unknown, None).await.0, 422);
+    api.books_balance().await;
 }

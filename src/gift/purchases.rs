@@ -10,6 +10,7 @@ use super::GiftEngine;
 use crate::ledger::facts::{Purchase, PurchaseRefund, TransferMeta};
 use crate::ledger::{Account, LedgerError, Transfer, TransferRequest};
 use crate::money::Minor;
+use crate::payments::RefundShare;
 
 /// Why a refund cannot be booked.
 #[derive(Debug)]
@@ -61,14 +62,13 @@ impl GiftEngine {
         })
     }
 
-    /// Takes back `coins` (all of them when `None`) of the purchase `purchase_id` that
-    /// `provider` notified: what the buyer's wallet holds, and the rest as debt.
+    /// Takes back a `share` of the purchase `purchase_id` that `provider` notified: what the buyer's wallet holds, and the rest as debt.
     pub async fn refund_purchase(
         &self,
         provider: &str,
         event_id: &str,
         purchase_id: &str,
-        coins: Option<u64>,
+        share: RefundShare,
         chargeback: bool,
     ) -> Result<Credited, RefundRefused> {
         let payer = format!("purchase:{provider}");
@@ -78,13 +78,12 @@ impl GiftEngine {
         else {
             return Err(RefundRefused::UnknownPurchase);
         };
-        let coins = coins.map_or(purchase.coins, crate::money::Coins::new);
-        if coins == crate::money::Coins::ZERO || coins > purchase.coins {
+        let Some(coins) = share.of(purchase.coins) else {
             let bought = purchase.coins.get();
             return Err(RefundRefused::Coins(format!(
                 "a refund takes back 1 to {bought} coins of this purchase"
             )));
-        }
+        };
         let refund = PurchaseRefund {
             provider: provider.to_owned(),
             purchase_id: purchase_id.to_owned(),

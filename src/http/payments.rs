@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 use super::{not_found, ApiError, AppState};
 use crate::gift::RefundRefused;
 use crate::ledger::LedgerError;
-use crate::payments::notification::{Notification, PurchaseCompleted, Refunded};
+use crate::payments::notification::{Notification, PurchaseCompleted};
 use crate::payments::standard::{self, SignatureError, Signed};
 use crate::payments::stripe::{self, Meaning};
+use crate::payments::RefundShare;
 use crate::payments::Unprocessable;
 use crate::protocol::{ErrorCode, Rejection};
 
@@ -70,10 +71,28 @@ async fn standard_webhook(
             credit(&state, "standard", event_id, completed).await
         }
         Notification::PurchaseRefunded(refunded) => {
-            take_back(&state, "standard", event_id, refunded, false).await
+            let share = refunded.coins.map_or(RefundShare::All, RefundShare::Coins);
+            take_back(
+                &state,
+                "standard",
+                event_id,
+                &refunded.purchase_id,
+                share,
+                false,
+            )
+            .await
         }
         Notification::PurchaseChargedBack(refunded) => {
-            take_back(&state, "standard", event_id, refunded, true).await
+            let share = refunded.coins.map_or(RefundShare::All, RefundShare::Coins);
+            take_back(
+                &state,
+                "standard",
+                event_id,
+                &refunded.purchase_id,
+                share,
+                true,
+            )
+            .await
         }
     }
 }
@@ -96,6 +115,21 @@ async fn stripe_webhook(
         .map_err(|error| Rejection::bad_request(format!("not a Stripe event: {error}")))?;
     match event.meaning().map_err(Rejection::bad_request)? {
         Meaning::Purchase(completed) => credit(&state, "stripe", &event.id, completed).await,
+        Meaning::Refund {
+            payment_intent,
+            share,
+            chargeback,
+        } => {
+            take_back(
+                &state,
+                "stripe",
+                &event.id,
+                &payment_intent,
+                share,
+                chargeback,
+            )
+            .await
+        }
         Meaning::Ignored => Ok(Json(json!({"status": "ignored"}))),
     }
 }
@@ -143,13 +177,13 @@ async fn take_back(
     state: &AppState,
     provider: &str,
     event_id: &str,
-    refunded: Refunded,
+    purchase_id: &str,
+    share: RefundShare,
     chargeback: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let purchase_id = &refunded.purchase_id;
     let refund = state
         .gifts
-        .refund_purchase(provider, event_id, purchase_id, refunded.coins, chargeback)
+        .refund_purchase(provider, event_id, purchase_id, share, chargeback)
         .await;
     let credited = refund.map_err(|refused| match refused {
         RefundRefused::UnknownPurchase => ApiError::new(

@@ -92,3 +92,55 @@ impl Payments {
         })
     }
 }
+
+/// How much of a purchase a refund takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundShare {
+    All,
+    Coins(u64),
+    /// `refunded` of the `paid` money: that share of the coins, rounded up.
+    Money {
+        refunded: u64,
+        paid: u64,
+    },
+}
+
+impl RefundShare {
+    /// The coins taken back of a purchase of `bought` coins; `None` for none or more
+    /// than were bought.
+    pub fn of(self, bought: crate::money::Coins) -> Option<crate::money::Coins> {
+        let coins = match self {
+            RefundShare::All => bought.get(),
+            RefundShare::Coins(coins) => coins,
+            RefundShare::Money { refunded, paid } if paid > 0 => {
+                let share = u128::from(bought.get()) * u128::from(refunded);
+                u64::try_from(share.div_ceil(u128::from(paid))).ok()?
+            }
+            RefundShare::Money { .. } => return None,
+        };
+        (1..=bought.get())
+            .contains(&coins)
+            .then_some(crate::money::Coins::new(coins))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refund_takes_back_its_share_of_the_coins_rounded_up_never_more() {
+        let bought = Coins::new(1200);
+        let money = |refunded, paid| RefundShare::Money { refunded, paid }.of(bought);
+        assert_eq!(RefundShare::All.of(bought), Some(bought));
+        assert_eq!(RefundShare::Coins(5).of(bought), Some(Coins::new(5)));
+        assert_eq!(money(333, 999), Some(Coins::new(400)));
+        assert_eq!(money(1, 999), Some(Coins::new(2)));
+        assert_eq!(money(999, 999), Some(bought));
+        for refused in [money(0, 999), money(1000, 999), money(1, 0)] {
+            assert_eq!(refused, None);
+        }
+        assert_eq!(RefundShare::Coins(1201).of(bought), None);
+        assert_eq!(RefundShare::Coins(0).of(bought), None);
+    }
+}

@@ -9,6 +9,7 @@ use sha2::Sha256;
 
 use super::notification::PurchaseCompleted;
 use super::standard::SignatureError;
+use super::RefundShare;
 
 /// The `Stripe-Signature` header value for a body (what Stripe sends; for tests and
 /// the dev store).
@@ -73,10 +74,10 @@ pub struct EventData {
 }
 
 /// A paid Checkout Session: the platform's checkout put the buyer and the pack in its
-/// metadata.
+/// metadata. Its payment intent is the purchase's id: refunds and disputes name it.
 #[derive(Debug, Deserialize)]
 struct CheckoutSession {
-    id: String,
+    payment_intent: String,
     payment_status: String,
     amount_total: u64,
     currency: String,
@@ -89,9 +90,30 @@ struct Metadata {
     pack: String,
 }
 
+/// A charge some of whose money was given back (`amount_refunded` so far, of
+/// `amount`).
+#[derive(Debug, Deserialize)]
+struct Charge {
+    payment_intent: String,
+    amount: u64,
+    amount_refunded: u64,
+}
+
+/// A charge the buyer's bank disputes: its money is held back from the platform.
+#[derive(Debug, Deserialize)]
+struct Dispute {
+    payment_intent: String,
+}
+
 /// What a Stripe event means to this server.
 pub enum Meaning {
     Purchase(PurchaseCompleted),
+    /// Coins of the purchase paid by `payment_intent` to take back.
+    Refund {
+        payment_intent: String,
+        share: RefundShare,
+        chargeback: bool,
+    },
     /// An event type this server does not act on (Stripe sends what the endpoint is
     /// subscribed to): acknowledged, nothing changes.
     Ignored,
@@ -99,21 +121,50 @@ pub enum Meaning {
 
 impl Event {
     pub const CHECKOUT_COMPLETED: &'static str = "checkout.session.completed";
+    pub const CHARGE_REFUNDED: &'static str = "charge.refunded";
+    pub const DISPUTE_CREATED: &'static str = "charge.dispute.created";
 
-    /// The purchase in a paid checkout; `Err` for an event of a handled type whose
-    /// object is not what it should be.
+    /// What the event asks for; `Err` for an event of a handled type whose object is
+    /// not what it should be.
     pub fn meaning(&self) -> Result<Meaning, String> {
-        if self.kind != Self::CHECKOUT_COMPLETED {
-            return Ok(Meaning::Ignored);
+        match self.kind.as_str() {
+            Self::CHECKOUT_COMPLETED => self.checkout(),
+            Self::CHARGE_REFUNDED => {
+                let charge: Charge = self.object("charge")?;
+                Ok(Meaning::Refund {
+                    payment_intent: charge.payment_intent,
+                    share: RefundShare::Money {
+                        refunded: charge.amount_refunded,
+                        paid: charge.amount,
+                    },
+                    chargeback: false,
+                })
+            }
+            Self::DISPUTE_CREATED => {
+                let dispute: Dispute = self.object("dispute")?;
+                Ok(Meaning::Refund {
+                    payment_intent: dispute.payment_intent,
+                    share: RefundShare::All,
+                    chargeback: true,
+                })
+            }
+            _ => Ok(Meaning::Ignored),
         }
-        let session: CheckoutSession = serde_json::from_value(self.data.object.clone())
-            .map_err(|error| format!("not a checkout session: {error}"))?;
+    }
+
+    fn object<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, String> {
+        serde_json::from_value(self.data.object.clone())
+            .map_err(|error| format!("not a {what}: {error}"))
+    }
+
+    fn checkout(&self) -> Result<Meaning, String> {
+        let session: CheckoutSession = self.object("checkout session")?;
         if session.payment_status != "paid" {
             // Paid later (a delayed method): Stripe sends another event then.
             return Ok(Meaning::Ignored);
         }
         Ok(Meaning::Purchase(PurchaseCompleted {
-            purchase_id: session.id,
+            purchase_id: session.payment_intent,
             user: session.metadata.user,
             pack: Some(session.metadata.pack),
             coins: None,
