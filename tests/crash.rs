@@ -2,7 +2,8 @@
 //! grabs, loses nothing that was confirmed and changes no amount. The servers restart
 //! their ledger's WAL every MiB of frames, so the storm goes through several restarts.
 //! A disk that fills up in the middle of a storm stops the server, which confirmed
-//! nothing that is not on disk.
+//! nothing that is not on disk. Purchase notifications cut off by `kill -9` credit
+//! each purchase once when the payment system sends them again.
 
 mod common;
 
@@ -19,18 +20,18 @@ const SENDERS: usize = 20;
 const COINS_EACH: u64 = 100_000;
 
 fn spawn_server(data_dir: &Path) -> (Child, SocketAddr) {
-    spawn_server_with(data_dir, "wal_limit_mib = 1", None)
+    spawn_server_with(data_dir, "[ledger]\nwal_limit_mib = 1", None)
 }
 
-/// A server whose `[ledger]` settings are `ledger`; with `file_size_limit`, no file it
-/// writes may grow past that many bytes (`RLIMIT_FSIZE`): a disk that is full.
+/// A server configured by `toml`; with `file_size_limit`, no file it writes may grow
+/// past that many bytes (`RLIMIT_FSIZE`): a disk that is full.
 fn spawn_server_with(
     data_dir: &Path,
-    ledger: &str,
+    toml: &str,
     file_size_limit: Option<u64>,
 ) -> (Child, SocketAddr) {
     let config = data_dir.join("ovation.toml");
-    std::fs::write(&config, format!("[ledger]\n{ledger}\n")).unwrap();
+    std::fs::write(&config, toml).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ovation"));
     if let Some(limit) = file_size_limit {
         use std::os::unix::process::CommandExt;
@@ -345,7 +346,7 @@ const FULL_DISK_BYTES: u64 = 2 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_server_which_confirmed_nothing_that_is_not_on_disk() {
     let data = tempfile::tempdir().unwrap();
-    let drain = "fault_drain_ms = 2000";
+    let drain = "[ledger]\nfault_drain_ms = 2000";
     let (mut child, addr) = spawn_server_with(data.path(), drain, Some(FULL_DISK_BYTES));
     let senders: Vec<String> = (0..SENDERS).map(|i| format!("full-sender-{i}")).collect();
     for id in &senders {
@@ -415,6 +416,103 @@ async fn a_full_disk_stops_the_server_which_confirmed_nothing_that_is_not_on_dis
             confirmed.len() as u64,
             "{id} paid for exactly its confirmed gifts"
         );
+    }
+    stop_and_check_offline(child, data.path());
+}
+
+const PAYMENTS: &str = "[payments]
+standard_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"
+[[coin_packs]]
+id = \"p100\"
+coins = 100
+amount = 99
+currency = \"USD\"
+";
+
+/// Sends one signed `purchase.completed` of pack p100; the answer's status (`applied`
+/// or `duplicate`), or `None` if the server died first.
+async fn notify_purchase(addr: SocketAddr, user: &str, purchase_id: &str) -> Option<String> {
+    let secret =
+        ovation::payments::standard::Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+    let body = json!({"type": "purchase.completed", "data": {
+        "purchase_id": purchase_id, "user": user, "pack": "p100",
+        "amount": 99, "currency": "USD", "store": "web",
+    }})
+    .to_string();
+    let id = format!("msg_{purchase_id}");
+    let now = (ovation::ids::unix_ms() / 1000) as i64;
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/payments/standard"))
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", secret.sign(&id, now, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.ok()?;
+    Some(answer["status"].as_str().unwrap().to_owned())
+}
+
+/// The payment system notifies purchases while the server is killed; it sends every
+/// notification again after the restart, as payment systems retry: each purchase is
+/// credited exactly once, whether or not its first notification was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_purchase_notifications_credits_each_purchase_once() {
+    const BUYERS: usize = 10;
+    const EACH: usize = 30;
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server_with(data.path(), PAYMENTS, None);
+    let applied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|b| {
+            let applied = applied.clone();
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for n in 0..EACH {
+                    match notify_purchase(addr, &format!("buyer-{b}"), &format!("o{b}-{n}")).await {
+                        Some(status) => {
+                            assert_eq!(status, "applied");
+                            applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            answered.push(n);
+                        }
+                        None => break,
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    while applied.load(std::sync::atomic::Ordering::Relaxed) < BUYERS * EACH / 3 {
+        tokio::task::yield_now().await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut answered = Vec::new();
+    for buyer in buyers {
+        answered.push(buyer.await.unwrap());
+    }
+
+    let (child, addr) = spawn_server_with(data.path(), PAYMENTS, None);
+    let total: usize = answered.iter().map(Vec::len).sum();
+    assert!(
+        total < BUYERS * EACH,
+        "the kill came after every notification"
+    );
+    for (b, answered) in answered.iter().enumerate() {
+        let buyer = format!("buyer-{b}");
+        for n in 0..EACH {
+            let status = notify_purchase(addr, &buyer, &format!("o{b}-{n}")).await;
+            // Answered before the kill: in the books. Not answered: in them or not.
+            if answered.contains(&n) {
+                assert_eq!(status.as_deref(), Some("duplicate"), "o{b}-{n}");
+            } else {
+                assert!(status.is_some());
+            }
+        }
+        assert_eq!(wallet(addr, &buyer).await, 100 * EACH as u64);
     }
     stop_and_check_offline(child, data.path());
 }
