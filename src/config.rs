@@ -69,6 +69,9 @@ pub struct PaymentSettings {
     pub tolerance_s: u64,
     /// The largest notification body taken; larger answers 413.
     pub max_body_bytes: usize,
+    /// Where the watch page sends a buyer to pay outside dev mode, with `{user}` and
+    /// `{pack}` replaced; without it, the page offers no purchase.
+    pub checkout_url: Option<String>,
 }
 
 impl Default for PaymentSettings {
@@ -78,6 +81,7 @@ impl Default for PaymentSettings {
             stripe_secret: None,
             tolerance_s: 300,
             max_body_bytes: 64 * 1024,
+            checkout_url: None,
         }
     }
 }

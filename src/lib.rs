@@ -91,8 +91,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         writers: writers.handle(),
         fault: fault.clone(),
         payments: Arc::new(
-            payments::Payments::new(&config.file.payments, config.file.coin_packs.clone())
-                .context("payments settings")?,
+            payments::Payments::new(
+                &config.file.payments,
+                config.file.coin_packs.clone(),
+                config.dev,
+            )
+            .context("payments settings")?,
         ),
     };
     tokio::spawn(stop_on_fault(

@@ -231,10 +231,51 @@ async fn unsigned_stale_malformed_or_unknown_notifications_change_nothing() {
 
 #[tokio::test]
 async fn without_a_secret_the_route_does_not_exist() {
-    let server = TestServer::start().await;
+    let server =
+        TestServer::launch(tempfile::tempdir().unwrap(), false, FileConfig::default()).await;
     let notification = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
     assert_eq!(notification.send(&server).await.0, 404);
-    assert_eq!(server.wallet("buyer").await, 0);
+    // A dev server makes a secret up for its simulated store: nobody else can sign.
+    let dev = TestServer::start().await;
+    assert_eq!(notification.send(&dev).await.0, 401);
+    assert_eq!(dev.wallet("buyer").await, 0);
+}
+
+async fn buy(api: &Api, user: &str, pack: &str) -> (u16, Value) {
+    let response = api
+        .http(reqwest::Method::POST, "/api/dev/store", user, Role::Viewer)
+        .json(&json!({"pack": pack}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Dev mode's simulated store pays through the real notification route, signature
+/// included: the buyer's open page hears of the coins at once.
+#[tokio::test]
+async fn the_dev_stores_purchases_go_through_the_signed_route() {
+    let server = TestServer::start().await;
+    let packs = get_json(&server.url("/api/coin-packs"), "").await;
+    assert_eq!(packs["checkout"], json!({"simulated": true}));
+    assert_eq!(packs["packs"][0]["id"], "p100");
+    let mut viewer = server.viewer("buyer").await;
+    let (status, bought) = buy(&server, "buyer", "p500").await;
+    assert_eq!((status, &bought["coins"]), (200, &json!(500)), "{bought}");
+    assert_eq!(viewer.next_of("balance").await["coins"], 500);
+    assert_eq!(buy(&server, "buyer", "p999").await.0, 404);
+    assert_eq!(server.wallet("buyer").await, 500);
+    // Outside dev mode there is no store, and the page is sent to the checkout.
+    let mut file = config();
+    file.payments.checkout_url = Some("https://pay.example.com/buy?user={user}&pack={pack}".into());
+    let live = TestServer::launch(tempfile::tempdir().unwrap(), false, file).await;
+    assert_eq!(buy(&live, "buyer", "p100").await.0, 404);
+    let packs = get_json(&live.url("/api/coin-packs"), "").await;
+    assert_eq!(
+        packs["checkout"]["url"],
+        "https://pay.example.com/buy?user={user}&pack={pack}"
+    );
 }
 
 /// A Stripe event sent as Stripe sends it: signed over the exact bytes.

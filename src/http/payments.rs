@@ -2,14 +2,18 @@
 //! signature is verified over the raw body before the body is parsed; nothing a
 //! request says chooses the secret.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
-use super::{not_found, ApiError, AppState};
+use super::{json_body, not_found, ApiError, AppState, Bearer};
 use crate::gift::RefundRefused;
 use crate::ledger::LedgerError;
 use crate::payments::notification::{Notification, PurchaseCompleted};
@@ -30,6 +34,7 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
             "/api/payments/stripe",
             post(stripe_webhook).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
+        .route("/api/dev/store", post(dev_store))
 }
 
 async fn coin_packs(State(state): State<AppState>) -> Json<Value> {
@@ -41,7 +46,69 @@ async fn coin_packs(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "packs": packs }))
+    // How the watch page has a viewer pay: the dev server's simulated store, or the
+    // platform's checkout.
+    let checkout = match (&state.payments.checkout_url, state.dev) {
+        (_, true) => json!({"simulated": true}),
+        (Some(url), false) => json!({"url": url}),
+        (None, false) => Value::Null,
+    };
+    Json(json!({ "packs": packs, "checkout": checkout }))
+}
+
+#[derive(Deserialize)]
+struct StoreRequest {
+    pack: String,
+}
+
+/// `POST /api/dev/store {"pack"}` (dev mode): the simulated store. It pays for the
+/// pack as a payment backend would, by sending a signed `purchase.completed`
+/// notification through `POST /api/payments/standard`, so that what a developer
+/// clicks through is the production path, signature included.
+async fn dev_store(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+    body: Result<Json<StoreRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !state.dev {
+        return Err(not_found());
+    }
+    let request = json_body(body)?;
+    let Some(pack) = state.payments.pack(&request.pack) else {
+        let message = format!("no coin pack {:?}", request.pack);
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            message,
+        ));
+    };
+    let secret = (state.payments.standard.as_ref()).expect("a dev server has a store secret");
+    let purchase_id = format!("dev-{}", crate::ids::event_id());
+    let body = json!({"type": "purchase.completed", "data": {
+        "purchase_id": purchase_id, "user": user.id, "pack": pack.id,
+        "amount": pack.amount, "currency": pack.currency, "store": "simulated",
+    }})
+    .to_string();
+    let (id, now) = (format!("msg_{purchase_id}"), now_s());
+    let notification = Request::post("/api/payments/standard")
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", secret.sign(&id, now, body.as_bytes()))
+        .body(Body::from(body))
+        .expect("a well-formed request");
+    let routes = routes(state.payments.max_body_bytes).with_state(state.clone());
+    let answer = routes
+        .oneshot(notification)
+        .await
+        .expect("routes never fail");
+    if !answer.status().is_success() {
+        return Ok(answer);
+    }
+    let coins = state.gifts.committed_balance(&user.id).await;
+    let debt = state.gifts.debt(&user.id);
+    let body = json!({"purchase_id": purchase_id, "coins": coins, "debt": debt});
+    Ok(Json(body).into_response())
 }
 
 /// `POST /api/payments/standard`: a Standard Webhooks notification from the

@@ -18,7 +18,20 @@ pub struct Payments {
     pub stripe: Option<String>,
     pub tolerance_s: i64,
     pub max_body_bytes: usize,
+    pub checkout_url: Option<String>,
     packs: Vec<CoinPack>,
+}
+
+/// The packs a dev server offers when none are configured.
+fn sample_packs() -> Vec<CoinPack> {
+    [("p100", 100, 99), ("p500", 500, 499), ("p1200", 1200, 999)]
+        .map(|(id, coins, amount)| CoinPack {
+            id: id.into(),
+            coins: Coins::new(coins),
+            amount,
+            currency: "USD".into(),
+        })
+        .into()
 }
 
 /// Why a well-signed notification cannot be applied.
@@ -33,13 +46,26 @@ pub enum Unprocessable {
 }
 
 impl Payments {
-    pub fn new(settings: &PaymentSettings, packs: Vec<CoinPack>) -> anyhow::Result<Payments> {
+    /// The configured payment systems and packs. A dev server without a Standard
+    /// Webhooks secret makes one up, for its simulated store, and without packs offers
+    /// sample ones.
+    pub fn new(
+        settings: &PaymentSettings,
+        mut packs: Vec<CoinPack>,
+        dev: bool,
+    ) -> anyhow::Result<Payments> {
+        let mut standard = (settings.standard_secret.as_deref())
+            .map(standard::Secret::parse)
+            .transpose()?;
+        if dev {
+            standard.get_or_insert_with(|| standard::Secret::random(&mut rand::rngs::OsRng));
+            if packs.is_empty() {
+                packs = sample_packs();
+            }
+        }
         Ok(Payments {
-            standard: settings
-                .standard_secret
-                .as_deref()
-                .map(standard::Secret::parse)
-                .transpose()?,
+            standard,
+            checkout_url: settings.checkout_url.clone(),
             stripe: settings.stripe_secret.clone(),
             tolerance_s: i64::try_from(settings.tolerance_s)?,
             max_body_bytes: settings.max_body_bytes,
@@ -49,6 +75,10 @@ impl Payments {
 
     pub fn packs(&self) -> &[CoinPack] {
         &self.packs
+    }
+
+    pub fn pack(&self, id: &str) -> Option<&CoinPack> {
+        self.packs.iter().find(|pack| pack.id == id)
     }
 
     /// The ledger purchase a completed payment makes: its coins from the pack it names,
@@ -66,7 +96,7 @@ impl Payments {
         }
         let coins = match (&completed.pack, completed.coins) {
             (Some(id), None) => {
-                let pack = self.packs.iter().find(|pack| pack.id == *id);
+                let pack = self.pack(id);
                 pack.ok_or_else(|| Unprocessable::Pack(id.clone()))?.coins
             }
             (None, Some(coins)) if coins > 0 && Coins::new(coins).to_minor().is_ok() => {

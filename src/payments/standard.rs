@@ -46,6 +46,13 @@ impl Secret {
         Ok(Secret(bytes))
     }
 
+    /// A new secret of 32 random bytes.
+    pub fn random(rng: &mut impl rand::RngCore) -> Secret {
+        let mut bytes = vec![0; 32];
+        rng.fill_bytes(&mut bytes);
+        Secret(bytes)
+    }
+
     fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key");
         mac.update(id.as_bytes());

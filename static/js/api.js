@@ -93,4 +93,6 @@ export const getRooms = () => api('/api/rooms');
 export const getLeaderboard = (room) => api(`/api/rooms/${encodeURIComponent(room)}/leaderboard`);
 export const getWallet = (token) => api('/api/me/wallet', { token });
 export const topUp = (token, coins, key = newKey()) => api('/api/me/topup', { method: 'POST', token, body: { coins, key } });
+export const getCoinPacks = () => api('/api/coin-packs');
+export const buyInDevStore = (token, pack) => api('/api/dev/store', { method: 'POST', token, body: { pack } });
 export const getEarnings = (token) => api('/api/me/earnings', { token });

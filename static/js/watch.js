@@ -1,5 +1,5 @@
 // Viewer page: WHEP video, chat, gifts, paid questions, red packets, leaderboard.
-import { getToken, currentUser, getCatalog, getWallet, getLeaderboard, topUp, newKey } from './api.js';
+import { getToken, currentUser, getCatalog, getWallet, getLeaderboard, topUp, newKey, getCoinPacks, buyInDevStore } from './api.js';
 import { OvationSocket } from './ws.js';
 import { play } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
@@ -180,7 +180,7 @@ ws.on('stream', (e, replay) => {
 
 ws.on('presence', (e) => { if (e.room === room) $('viewers').textContent = e.viewers; });
 ws.on('leaderboard', (e) => { if (e.room === room || !e.room) renderLeaderboard(e.top); });
-ws.on('balance', (e) => setBalance(e.coins));
+ws.on('balance', (e) => setBalance(e.coins, e.debt || 0));
 ws.on('error', (e) => showError(e));
 ws.on('status', (s) => {
   $('conn').textContent = s === 'open' ? '' : s === 'connecting' ? 'Connecting…' : 'Offline — reconnecting…';
@@ -214,9 +214,13 @@ function pinQuestion(e) {
 
 // ---------- money ----------
 
-function setBalance(coins) {
+function setBalance(coins, debt) {
   $('balance').textContent = formatCoins(coins);
   $('balance').dataset.coins = coins;
+  if (debt === undefined) return;
+  // A refund took back coins already spent: paid actions wait for a purchase.
+  $('debt').hidden = debt === 0;
+  $('debt').textContent = debt ? `You owe ${formatCoins(debt)} coins from a refunded purchase. Buy coins to repay them; until then gifts, questions and red packets are paused.` : '';
 }
 
 /**
@@ -305,7 +309,10 @@ async function loadCatalog() {
 
 async function loadWallet() {
   if (!token) return;
-  try { setBalance((await getWallet(token)).coins); } catch (e) { showError(e); }
+  try {
+    const wallet = await getWallet(token);
+    setBalance(wallet.coins, wallet.debt || 0);
+  } catch (e) { showError(e); }
 }
 
 function renderLeaderboard(top) {
@@ -331,6 +338,39 @@ $('topup').addEventListener('click', async () => {
   } catch (e) { showError(e, { not_found: 'Top-up is only available in dev mode.' }); }
   finally { $('topup').disabled = false; }
 });
+
+// Buy coins: dev mode's simulated store (a signed notification through the real
+// payment route), or the platform's checkout.
+async function loadCoinPacks() {
+  let offer;
+  try { offer = await getCoinPacks(); } catch { return; }
+  if (!token || !offer.checkout || !offer.packs.length) return;
+  $('buy').hidden = false;
+  $('packs').replaceChildren(...offer.packs.map((pack) => {
+    const price = `${(pack.price.amount / 100).toFixed(2)} ${pack.price.currency}`;
+    const button = el('button', { type: 'button', className: 'secondary small' },
+      `${formatCoins(pack.coins)} 🪙 · ${price}`);
+    button.addEventListener('click', () => buy(offer.checkout, pack, button));
+    return button;
+  }));
+}
+
+async function buy(checkout, pack, button) {
+  if (checkout.url) {
+    location.assign(checkout.url.replace('{user}', encodeURIComponent(me.id)).replace('{pack}', encodeURIComponent(pack.id)));
+    return;
+  }
+  button.disabled = true;
+  try {
+    const bought = await buyInDevStore(token, pack.id);
+    setBalance(bought.coins, bought.debt);
+    toast(`Bought ${formatCoins(pack.coins)} coins (simulated store).`, 'success');
+    $('packs').hidden = true;
+  } catch (e) { showError(e); }
+  finally { button.disabled = false; }
+}
+
+$('buy').addEventListener('click', () => { $('packs').hidden = !$('packs').hidden; });
 
 // ---------- forms ----------
 
@@ -391,5 +431,6 @@ if (!token) {
 }
 renderLeaderboard([]);
 loadWallet();
+loadCoinPacks();
 ws.connect();
 loadCatalog().finally(() => ws.join(room).catch((e) => showError(e, { not_found: 'This room does not exist.' })));

@@ -1,6 +1,7 @@
 // The whole product in headless Chromium: a broadcaster page goes live with the
 // fake camera over WHIP, a viewer page plays it over WHEP (frames decoded, read from
-// getStats), tops up and sends a sticker, the broadcaster taps thank-you, and the
+// getStats), tops up, buys a coin pack in the simulated store (a signed
+// notification through the real payment route) and sends a sticker, the broadcaster taps thank-you, and the
 // viewer sees the acknowledgement. Screenshots of both pages go to $ARTIFACTS.
 //
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
@@ -103,9 +104,13 @@ try {
   const size = await watch.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
   if (!(size[0] > 0 && size[1] > 0)) throw new Error(`the video element shows no picture: ${size}`);
 
-  step('viewer tops up and sends a sticker');
+  step('viewer tops up, buys a pack in the simulated store and sends a sticker');
   await watch.click('#topup');
   await watch.waitForFunction(() => Number(document.getElementById('balance').dataset.coins) > 0);
+  const toppedUp = await watch.evaluate(() => Number(document.getElementById('balance').dataset.coins));
+  await watch.click('#buy');
+  await watch.locator('#packs button').first().click();
+  await watch.waitForFunction((b) => Number(document.getElementById('balance').dataset.coins) === b + 100, toppedUp);
   const before = await watch.evaluate(() => Number(document.getElementById('balance').dataset.coins));
   await watch.click('.sticker[data-id="rose"]');
   await watch.waitForFunction((b) => Number(document.getElementById('balance').dataset.coins) < b, before);
