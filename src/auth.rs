@@ -25,6 +25,8 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// A minor (the token's `minor` claim): may watch and chat, never pay.
+    pub minor: bool,
 }
 
 impl User {
@@ -47,6 +49,8 @@ pub struct Claims {
     pub name: String,
     pub role: Role,
     pub exp: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minor: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,7 @@ impl Tokens {
             id: claims.sub,
             name: claims.name,
             role: claims.role,
+            minor: claims.minor,
         })
     }
 
@@ -105,6 +110,7 @@ impl Tokens {
             name: user.name.clone(),
             role: user.role,
             exp: unix_now_s() + ttl_s,
+            minor: user.minor,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
@@ -143,6 +149,7 @@ mod tests {
             id: "bob".into(),
             name: "Bob".into(),
             role: Role::Viewer,
+            minor: false,
         }
     }
 

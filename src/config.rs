@@ -284,6 +284,9 @@ pub struct Limits {
     /// the kernel before its queue fills and it is closed as a slow consumer:
     /// autotuning grows it to megabytes on fast links.
     pub socket_send_buffer_bytes: usize,
+    /// The most coins one gift, question or red packet may cost; more answers
+    /// `limit_reached`. None: no cap.
+    pub max_coins_per_charge: Option<u64>,
 }
 
 impl Default for Limits {
@@ -316,6 +319,7 @@ impl Default for Limits {
             http_request_timeout_ms: 30_000,
             ws_read_buffer_bytes: 512,
             socket_send_buffer_bytes: 256 * 1024,
+            max_coins_per_charge: None,
         }
     }
 }

@@ -189,7 +189,7 @@ async fn open_gift_engine(config: &Config, fault: StorageFault) -> anyhow::Resul
     )
     .await
     .context("loading wallets from the ledger")?;
-    Ok(engine)
+    Ok(engine.with_charge_cap(file.limits.max_coins_per_charge))
 }
 
 /// Crash-only money: after a storage fault, and `drain` for load balancers to see

@@ -25,10 +25,12 @@ pub enum ErrorCode {
     Internal,
     /// A refund left the user owing coins (v2).
     InDebt,
+    /// A spending cap (v2).
+    LimitReached,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -42,6 +44,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::InDebt,
+        ErrorCode::LimitReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::InDebt => "in_debt",
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 

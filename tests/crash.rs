@@ -92,6 +92,7 @@ fn token(id: &str) -> String {
         id: id.into(),
         name: display_name(id),
         role: Role::Viewer,
+        minor: false,
     };
     Tokens::new(SECRET.as_bytes(), 0).mint(&user, 3600)
 }
@@ -238,6 +239,7 @@ async fn kill_9_mid_storm_loses_no_confirmed_gift_and_the_books_balance() {
         id: "auditor".into(),
         name: "Auditor".into(),
         role: Role::Admin,
+        minor: false,
     };
     let admin_token = Tokens::new(SECRET.as_bytes(), 0).mint(&auditor, 3600);
     let report = get_json(

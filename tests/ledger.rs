@@ -78,6 +78,7 @@ fn user(index: usize) -> User {
         id: USERS[index].into(),
         name: USERS[index].to_uppercase(),
         role: Role::Viewer,
+        minor: false,
     }
 }
 
@@ -623,6 +624,7 @@ async fn a_ledger_written_by_the_previous_release_opens_and_checks_clean() {
             id: gift["user"].as_str().unwrap().into(),
             name: "Anyone".into(),
             role: Role::Viewer,
+            minor: false,
         };
         let order = GiftOrder {
             room: gift["room"].as_str().unwrap(),

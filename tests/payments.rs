@@ -558,3 +558,43 @@ async fn a_stripe_refund_takes_back_its_share_and_a_dispute_all_of_it() {
     assert_eq!(stripe(api, &unknown, None).await.0, 422);
     api.books_balance().await;
 }
+
+/// Spending protection: a charge over the per-charge cap answers `limit_reached`, a
+/// minor may watch and chat but every paid action answers `forbidden`; neither books
+/// anything.
+#[tokio::test]
+async fn caps_and_minors_stop_paid_actions_and_book_nothing() {
+    let server = TestServer::with_config(|file| {
+        *file = config();
+        file.limits.max_coins_per_charge = Some(500);
+    })
+    .await;
+    let bought = Notification::new("msg_1", purchase("order-1", "buyer", "p1200"));
+    assert_eq!(bought.send(&server).await.0, 200);
+    let mut viewer = server.viewer("buyer").await;
+    viewer.join("star").await;
+    let gift = |count: u32, key: &str| json!({"type": "gift", "room": "star", "sticker": "crown", "count": count, "key": key});
+    viewer.ok(gift(1, "within-cap")).await;
+    let over = viewer.error(gift(2, "over-the-cap"), "limit_reached").await;
+    assert!(over["message"].as_str().unwrap().contains("500"), "{over}");
+    let packet = json!({"type": "red_packet", "room": "star", "coins": 501, "shares": 5, "split": "even", "key": "packet-over"});
+    viewer.error(packet, "limit_reached").await;
+    assert_eq!(server.wallet("buyer").await, 700);
+
+    let minor = ovation::auth::User {
+        id: "kid".into(),
+        name: "Kid".into(),
+        role: Role::Viewer,
+        minor: true,
+    };
+    let mut kid = Client::connect(server.addr, Some(&server.token_of(minor))).await;
+    kid.join("star").await;
+    kid.ok(json!({"type": "chat", "room": "star", "text": "hello!"}))
+        .await;
+    kid.error(gift(1, "kid-gift-1"), "forbidden").await;
+    let question =
+        json!({"type": "question", "room": "star", "text": "hi?", "coins": 10, "key": "kid-ask-1"});
+    kid.error(question, "forbidden").await;
+    // 1 purchase, 1 gift.
+    assert_eq!(transfers(&server).await, 2);
+}

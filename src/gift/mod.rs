@@ -42,6 +42,8 @@ pub struct GiftEngine {
     pub catalog: Catalog,
     split: SplitPolicy,
     settings: GiftSettings,
+    /// The most one charge may cost (`[limits] max_coins_per_charge`).
+    charge_cap: Option<Minor>,
     combos: Mutex<Combos>,
     rooms: DashMap<String, RoomBook>,
     packets: OpenPackets,
@@ -107,9 +109,16 @@ impl GiftEngine {
             split,
             combos: Mutex::new(Combos::new(Duration::from_millis(settings.combo_window_ms))),
             settings,
+            charge_cap: None,
             rooms: DashMap::new(),
             packets,
         })
+    }
+
+    /// Caps what one charge may cost, in whole coins.
+    pub fn with_charge_cap(mut self, coins: Option<u64>) -> GiftEngine {
+        self.charge_cap = coins.and_then(|coins| Coins::new(coins).to_minor().ok());
+        self
     }
 
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
@@ -227,8 +236,8 @@ impl GiftEngine {
         amount: Minor,
         request: TransferRequest,
     ) -> Result<Committed, Rejection> {
-        if let Some(in_debt) = self.in_debt(&sender.id) {
-            return self.retried_or(sender, &request, in_debt).await;
+        if let Some(refusal) = self.spending_refusal(sender, amount) {
+            return self.retried_or(sender, &request, refusal).await;
         }
         let Some(reservation) = self.reserve(&sender.id, amount).await else {
             // Reserving read a shared ledger's standing again: the user may owe coins.
@@ -263,6 +272,20 @@ impl GiftEngine {
             reservation.settle();
         }
         Ok(committed)
+    }
+
+    /// Spending protection: why `user` may not spend `amount` at all, if so.
+    fn spending_refusal(&self, user: &User, amount: Minor) -> Option<Rejection> {
+        if user.minor {
+            let message = "minors may watch and chat, but not pay";
+            return Some(Rejection::new(ErrorCode::Forbidden, message));
+        }
+        if let Some(cap) = self.charge_cap.filter(|cap| amount > *cap) {
+            let cap = cap.whole_coins().get();
+            let message = format!("one payment may cost at most {cap} coins");
+            return Some(Rejection::new(ErrorCode::LimitReached, message));
+        }
+        self.in_debt(&user.id)
     }
 
     /// The refusal of a paid action while the user owes coins.

@@ -213,6 +213,9 @@ pub struct DevTokenRequest {
     user: String,
     name: Option<String>,
     role: Option<Role>,
+    /// A minor's token (may watch and chat, never pay).
+    #[serde(default)]
+    minor: bool,
 }
 
 async fn dev_token(
@@ -230,6 +233,7 @@ async fn dev_token(
         id: request.user,
         name,
         role: request.role.unwrap_or(Role::Viewer),
+        minor: request.minor,
     };
     let token = state.tokens.mint(&user, state.hub.limits.dev_token_ttl_s);
     Ok(Json(json!({ "token": token })))
@@ -314,7 +318,7 @@ impl From<Rejection> for ApiError {
         let status = match rejection.code {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::LimitReached => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::NotJoined => StatusCode::NOT_FOUND,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InsufficientFunds | ErrorCode::InDebt => StatusCode::PAYMENT_REQUIRED,

@@ -114,11 +114,16 @@ impl Api {
     }
 
     pub fn token(&self, id: &str, role: Role) -> String {
-        let user = User {
+        self.token_of(User {
             id: id.into(),
             name: display_name(id),
             role,
-        };
+            minor: false,
+        })
+    }
+
+    /// A token for `user` as given (a minor's, say).
+    pub fn token_of(&self, user: User) -> String {
         self.tokens.mint(&user, 3600)
     }
 
