@@ -4,12 +4,13 @@
 bench_toml="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/bench.toml"
 
 # Starts BIN_DIR/ovation with a fresh data directory under WORK and waits until it
-# answers; sets $server to its pid.
+# answers; sets $server to its pid. EXTRA, a TOML file, is added to bench.toml.
 start_bench_server() {
-  local bin_dir=$1 work=$2
+  local bin_dir=$1 work=$2 extra=${3:-/dev/null}
   rm -rf "$work/data"
+  cat "$bench_toml" "$extra" > "$work/bench.toml"
   "$bin_dir/ovation" --listen 127.0.0.1:8080 --data-dir "$work/data" \
-    --config "$bench_toml" > "$work/server.log" 2>&1 &
+    --config "$work/bench.toml" > "$work/server.log" 2>&1 &
   server=$!
   wait_until_up http://127.0.0.1:8080 "$work/server.log"
 }

@@ -113,6 +113,17 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         inflight: usize,
     },
+    /// Signed purchase notifications: credited per second and answer latency.
+    Purchases {
+        #[arg(long, default_value_t = 50)]
+        senders: usize,
+        /// The server's `[payments] standard_secret` (a dev server's own is random: set
+        /// one in its config, as loadtest/bench.toml does).
+        #[arg(long, default_value = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+        secret: String,
+        #[arg(long, default_value = "p100")]
+        pack: String,
+    },
     /// One WHIP publisher, many WHEP viewers: loss, delay and server CPU per viewer.
     Rtc {
         #[arg(long, default_value_t = 200)]
@@ -204,6 +215,20 @@ async fn run(cli: Cli, cluster: Cluster) -> anyhow::Result<()> {
             };
             let stats = watched(Stats::default());
             json!({"scenario": "gifts", "result": scenarios::gifts::run(&cluster, &load, stats).await?})
+        }
+        Scenario::Purchases {
+            senders,
+            secret,
+            pack,
+        } => {
+            let load = scenarios::purchases::PurchaseLoad {
+                senders: *senders,
+                secret: secret.clone(),
+                pack: pack.clone(),
+                duration,
+            };
+            let stats = watched(Stats::default());
+            json!({"scenario": "purchases", "result": scenarios::purchases::run(&cluster, &load, stats).await?})
         }
         Scenario::Rtc {
             viewers,

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod gifts;
 pub mod idle;
+pub mod purchases;
 pub mod rtc;
 
 use std::sync::Arc;
