@@ -53,7 +53,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let limits = config.file.limits.clone();
+    let (file, limits) = (&config.file, config.file.limits.clone());
     let secret = match &config.token_secret {
         Some(secret) => secret.as_bytes().to_vec(),
         None => auth::dev_secret(&config.data_dir)?,
@@ -73,7 +73,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let live_rooms = hub.clone();
     let relay = Relay::new(
         config.listen,
-        config.file.rtc.clone(),
+        file.rtc.clone(),
         Box::new(move |room, live| live_rooms.set_live(room, live)),
     )
     .await
@@ -91,21 +91,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         writers: writers.handle(),
         fault: fault.clone(),
         payments: Arc::new(
-            payments::Payments::new(
-                &config.file.payments,
-                config.file.coin_packs.clone(),
-                config.dev,
-            )
-            .context("payments settings")?,
+            payments::Payments::new(&file.payments, file.coin_packs.clone(), config.dev)
+                .context("payments settings")?,
         ),
     };
-    tokio::spawn(stop_on_fault(
-        fault.clone(),
-        Limits::ms(config.file.ledger.fault_drain_ms),
-        shutdown.clone(),
-    ));
+    let drain = Limits::ms(file.ledger.fault_drain_ms);
+    tokio::spawn(stop_on_fault(fault.clone(), drain, shutdown.clone()));
     tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
-    let app = http::router(state, default_static_dir(), &config.file.http.cors_origins);
+    let app = http::router(state, default_static_dir(), &file.http.cors_origins);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         serve::serve(
@@ -117,15 +110,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             limits.socket_send_buffer_bytes,
         )
         .await;
-        // No new connections now; the open ones were told to close with 1001.
-        relay.close_all();
-        connections.close();
-        if tokio::time::timeout(Limits::ms(limits.shutdown_grace_ms), connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not close within the shutdown grace period");
-        }
+        close_connections(&relay, &connections, Limits::ms(limits.shutdown_grace_ms)).await;
         drop(writers);
         Ok(())
     });
@@ -136,6 +121,23 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         fault,
         task,
     })
+}
+
+/// After the listener stopped: ends the WebRTC sessions and waits (up to `grace`)
+/// for the WebSocket connections, which were told to close with 1001.
+async fn close_connections(
+    relay: &Arc<Relay>,
+    connections: &TaskTracker,
+    grace: std::time::Duration,
+) {
+    relay.close_all();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within the shutdown grace period");
+    }
 }
 
 /// The hub, on the cluster's bus when there is one.
