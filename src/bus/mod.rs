@@ -64,8 +64,7 @@ pub enum BusError {
 impl From<BusError> for crate::protocol::Rejection {
     fn from(error: BusError) -> Self {
         tracing::warn!(%error, "the cluster bus failed a request");
-        crate::protocol::Rejection::new(
-            crate::protocol::ErrorCode::Unavailable,
+        crate::protocol::Rejection::unavailable(
             "the cluster is unreachable from this node; try again",
         )
     }

@@ -29,7 +29,7 @@ pub use room::{Published, Room};
 pub use session::{Flow, Session};
 
 use crate::config::Limits;
-use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UserRef};
+use crate::protocol::{Rejection, RoomEventBody, UserRef};
 use rate::TokenBucket;
 
 pub struct Hub {
@@ -134,8 +134,7 @@ impl Hub {
         with: impl FnOnce(&Arc<Room>) -> T,
     ) -> Result<T, Rejection> {
         if !self.rooms.contains_key(name) && self.rooms.len() >= self.limits.max_rooms {
-            return Err(Rejection::new(
-                ErrorCode::Unavailable,
+            return Err(Rejection::unavailable(
                 "the server holds as many rooms as it can; try again later",
             ));
         }
@@ -147,8 +146,7 @@ impl Hub {
             // Freed and created again while it was seeded (it sat empty for the
             // whole linger time): rare enough to refuse and let the client retry.
             if !room.is_seeded() {
-                return Err(Rejection::new(
-                    ErrorCode::Unavailable,
+                return Err(Rejection::unavailable(
                     "the room is being loaded; try again",
                 ));
             }
