@@ -100,7 +100,8 @@ impl GiftEngine {
         split: SplitPolicy,
         settings: GiftSettings,
     ) -> Result<GiftEngine, LedgerError> {
-        let wallets = Wallets::load(ledger.balances().await?, ledger.debts().await?);
+        let holdings = ledger.holdings().await?;
+        let wallets = Wallets::load(holdings.wallets, holdings.debts);
         let packets = OpenPackets::new(ledger.open_red_packets().await?);
         Ok(GiftEngine {
             ledger,

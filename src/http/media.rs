@@ -139,9 +139,7 @@ async fn rtc_sessions(
     State(state): State<AppState>,
     Bearer(user): Bearer,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if user.role != Role::Admin {
-        return Err(Rejection::new(ErrorCode::Forbidden, "relay sessions are for admins").into());
-    }
+    super::only(&user, Role::Admin, "relay sessions are for admins")?;
     let counts = state.relay.counts();
     Ok(Json(
         json!({"publishers": counts.publishers, "viewers": counts.viewers}),

@@ -248,6 +248,15 @@ fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "not found")
 }
 
+/// `forbidden` (with `why`) unless `user` has `role`.
+fn only(user: &User, role: Role, why: &str) -> Result<(), ApiError> {
+    if user.role == role {
+        Ok(())
+    } else {
+        Err(Rejection::new(ErrorCode::Forbidden, why).into())
+    }
+}
+
 /// The user proven by an `Authorization: Bearer` token; 401 without one.
 pub struct Bearer(pub User);
 
@@ -397,9 +406,7 @@ async fn earnings(
     State(state): State<AppState>,
     Bearer(user): Bearer,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if user.role != Role::Broadcaster {
-        return Err(Rejection::new(ErrorCode::Forbidden, "earnings are for broadcasters").into());
-    }
+    only(&user, Role::Broadcaster, "earnings are for broadcasters")?;
     let earnings = state
         .gifts
         .ledger()
@@ -416,9 +423,7 @@ async fn debts(
     State(state): State<AppState>,
     Bearer(user): Bearer,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if user.role != Role::Admin {
-        return Err(Rejection::new(ErrorCode::Forbidden, "debts are for admins").into());
-    }
+    only(&user, Role::Admin, "debts are for admins")?;
     let mut debts = (state.gifts.ledger().debts().await).map_err(crate::gift::ledger_rejection)?;
     debts.sort();
     let debts: Vec<serde_json::Value> = (debts.into_iter())
@@ -431,9 +436,7 @@ async fn ledger_check(
     State(state): State<AppState>,
     Bearer(user): Bearer,
 ) -> Result<Response, ApiError> {
-    if user.role != Role::Admin {
-        return Err(Rejection::new(ErrorCode::Forbidden, "the books are for admins").into());
-    }
+    only(&user, Role::Admin, "the books are for admins")?;
     let report = state
         .gifts
         .ledger()

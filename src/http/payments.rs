@@ -133,35 +133,16 @@ async fn standard_webhook(
     let notification: Notification = serde_json::from_slice(&body).map_err(|error| {
         Rejection::bad_request(format!("not a notification this server takes: {error}"))
     })?;
-    match notification {
+    let (refunded, chargeback) = match notification {
         Notification::PurchaseCompleted(completed) => {
-            credit(&state, "standard", event_id, completed).await
+            return credit(&state, "standard", event_id, completed).await
         }
-        Notification::PurchaseRefunded(refunded) => {
-            let share = refunded.coins.map_or(RefundShare::All, RefundShare::Coins);
-            take_back(
-                &state,
-                "standard",
-                event_id,
-                &refunded.purchase_id,
-                share,
-                false,
-            )
-            .await
-        }
-        Notification::PurchaseChargedBack(refunded) => {
-            let share = refunded.coins.map_or(RefundShare::All, RefundShare::Coins);
-            take_back(
-                &state,
-                "standard",
-                event_id,
-                &refunded.purchase_id,
-                share,
-                true,
-            )
-            .await
-        }
-    }
+        Notification::PurchaseRefunded(refunded) => (refunded, false),
+        Notification::PurchaseChargedBack(refunded) => (refunded, true),
+    };
+    let share = refunded.coins.map_or(RefundShare::All, RefundShare::Coins);
+    let purchase_id = &refunded.purchase_id;
+    take_back(&state, "standard", event_id, purchase_id, share, chargeback).await
 }
 
 /// `POST /api/payments/stripe`: a Stripe webhook event.

@@ -73,6 +73,31 @@ pub struct Standing {
     pub debt: Minor,
 }
 
+/// What users hold and owe, by user id.
+#[derive(Debug, Default)]
+pub struct Holdings {
+    pub wallets: Vec<(String, Minor)>,
+    /// Positive amounts owed; users who owe nothing are left out.
+    pub debts: Vec<(String, Minor)>,
+}
+
+impl Holdings {
+    /// Sorts accounts and their balances into wallets and debts; others are ignored.
+    pub fn of(accounts: impl IntoIterator<Item = (Account, Minor)>) -> Holdings {
+        let mut holdings = Holdings::default();
+        for (account, balance) in accounts {
+            match account {
+                Account::Wallet(user) => holdings.wallets.push((user, balance)),
+                Account::Debt(user) if balance != Minor::ZERO => {
+                    holdings.debts.push((user, -balance))
+                }
+                _ => {}
+            }
+        }
+        holdings
+    }
+}
+
 /// The result of checking the books.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
@@ -110,10 +135,16 @@ pub trait Ledger: Send + Sync {
     async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
     /// The transfer committed for (user, key), if any.
     async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError>;
+    /// Every user's wallet balance and debt, from one read of the books.
+    async fn holdings(&self) -> Result<Holdings, LedgerError>;
     /// Every wallet's balance, by user id.
-    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
+    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        Ok(self.holdings().await?.wallets)
+    }
     /// What each user in debt owes (a positive amount), by user id.
-    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError>;
+    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+        Ok(self.holdings().await?.debts)
+    }
     /// One user's committed standing, when other processes may have changed it (a
     /// ledger shared by several nodes); `None` for a ledger only this process writes,
     /// whose balances this process already knows.

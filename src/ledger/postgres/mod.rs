@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::facts::RedPacket;
 use super::{
-    answered, queue_full, writer_stopped, Account, CheckReport, Committed, Earnings, Job, Ledger,
-    LedgerError, Standing, StorageFault, TransferKind, TransferMeta, TransferRequest,
+    answered, queue_full, writer_stopped, Account, CheckReport, Committed, Earnings, Holdings, Job,
+    Ledger, LedgerError, Standing, StorageFault, TransferKind, TransferMeta, TransferRequest,
     QUEUE_CAPACITY,
 };
 use crate::money::Minor;
@@ -143,42 +143,20 @@ impl Ledger for PostgresLedger {
         }))
     }
 
-    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
+    async fn holdings(&self) -> Result<Holdings, LedgerError> {
         let rows = self
             .reader
             .client()
             .await?
             .query(
-                "SELECT name, balance FROM accounts WHERE name LIKE $1",
-                &[&Account::WALLET_PATTERN],
+                "SELECT name, balance FROM accounts WHERE name LIKE $1 OR name LIKE $2",
+                &[&Account::WALLET_PATTERN, &Account::DEBT_PATTERN],
             )
             .await?;
-        let mut balances = Vec::with_capacity(rows.len());
-        for row in rows {
-            if let Some(Account::Wallet(user)) = Account::parse(row.get(0)) {
-                balances.push((user, Minor::new(row.get(1))));
-            }
-        }
-        Ok(balances)
-    }
-
-    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
-        let rows = self
-            .reader
-            .client()
-            .await?
-            .query(
-                "SELECT name, balance FROM accounts WHERE name LIKE $1 AND balance != 0",
-                &[&Account::DEBT_PATTERN],
-            )
-            .await?;
-        let mut debts = Vec::with_capacity(rows.len());
-        for row in rows {
-            if let Some(Account::Debt(user)) = Account::parse(row.get(0)) {
-                debts.push((user, -Minor::new(row.get(1))));
-            }
-        }
-        Ok(debts)
+        let accounts = rows
+            .iter()
+            .filter_map(|row| Some((Account::parse(row.get(0))?, Minor::new(row.get(1)))));
+        Ok(Holdings::of(accounts))
     }
 
     async fn shared_standing(&self, user: &str) -> Result<Option<Standing>, LedgerError> {

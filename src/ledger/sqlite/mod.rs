@@ -22,12 +22,10 @@ use tokio::sync::oneshot;
 
 use super::facts::RedPacket;
 use super::{
-    answered, queue_full, writer_stopped, CheckReport, Committed, Earnings, Job, Ledger,
+    answered, queue_full, writer_stopped, CheckReport, Committed, Earnings, Holdings, Job, Ledger,
     LedgerError, Standing, StorageFault, TransferRequest, QUEUE_CAPACITY,
 };
 use crate::config::LedgerSettings;
-use crate::ledger::Account;
-use crate::money::Minor;
 use schema::{configure, migrate, BUSY_TIMEOUT, FILE_NAME};
 use wal::RestartWal;
 use writer::Writer;
@@ -132,30 +130,9 @@ impl Ledger for SqliteLedger {
         Ok(prior.map(|prior| prior.retried()))
     }
 
-    async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
-        self.read(|c| {
-            Ok(reads::all_balances(c)?
-                .into_iter()
-                .filter_map(|(account, balance)| match account {
-                    Account::Wallet(user) => Some((user, balance)),
-                    _ => None,
-                })
-                .collect())
-        })
-        .await
-    }
-
-    async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
-        self.read(|c| {
-            Ok(reads::all_balances(c)?
-                .into_iter()
-                .filter_map(|(account, balance)| match account {
-                    Account::Debt(user) if balance != Minor::ZERO => Some((user, -balance)),
-                    _ => None,
-                })
-                .collect())
-        })
-        .await
+    async fn holdings(&self) -> Result<Holdings, LedgerError> {
+        self.read(|c| Ok(Holdings::of(reads::all_balances(c)?)))
+            .await
     }
 
     async fn shared_standing(&self, _user: &str) -> Result<Option<Standing>, LedgerError> {

@@ -1,8 +1,9 @@
 use super::schema::{SCHEMA, SCHEMA_VERSION};
 use super::wal::{catch_up, restart_wal};
 use super::*;
-use crate::ledger::{facts, TransferKind};
+use crate::ledger::{facts, Account, TransferKind};
 use crate::money::Coins;
+use crate::money::Minor;
 use crate::protocol::{SplitKind, UserRef};
 use rusqlite::params;
 
