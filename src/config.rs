@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::money::{Catalog, CoinPack, SplitPolicy};
 
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Config {
     /// The cluster bus; `None` keeps rooms in this process.
     pub bus: Option<BusConfig>,
     pub file: FileConfig,
+    /// The time of day, for the rules that count days (the system's clock but in tests).
+    pub clock: Clock,
 }
 
 /// How a node joins a cluster's bus.
@@ -287,6 +290,9 @@ pub struct Limits {
     /// The most coins one gift, question or red packet may cost; more answers
     /// `limit_reached`. None: no cap.
     pub max_coins_per_charge: Option<u64>,
+    /// The most coins a user may spend in a UTC day (gifts, questions, red packets);
+    /// a user may set a lower cap for themselves. None: no platform cap.
+    pub max_coins_per_day: Option<u64>,
 }
 
 impl Default for Limits {
@@ -320,6 +326,7 @@ impl Default for Limits {
             ws_read_buffer_bytes: 512,
             socket_send_buffer_bytes: 256 * 1024,
             max_coins_per_charge: None,
+            max_coins_per_day: None,
         }
     }
 }
@@ -409,6 +416,7 @@ impl Config {
             ledger: None,
             bus: None,
             file: FileConfig::default(),
+            clock: Clock::system(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod clock;
 pub mod config;
 pub mod gift;
 pub mod http;
@@ -188,10 +189,13 @@ async fn open_gift_engine(config: &Config, fault: StorageFault) -> anyhow::Resul
         file.catalog.clone(),
         file.split.clone(),
         file.gifts.clone(),
+        config.clock.clone(),
     )
     .await
     .context("loading wallets from the ledger")?;
-    Ok(engine.with_charge_cap(file.limits.max_coins_per_charge))
+    let limits = &file.limits;
+    let caps = gift::SpendingCaps::new(limits.max_coins_per_charge, limits.max_coins_per_day);
+    Ok(engine.with_caps(caps))
 }
 
 /// Crash-only money: after a storage fault, and `drain` for load balancers to see

@@ -121,6 +121,7 @@ impl ServeArgs {
                 node_url: self.node_url,
             }),
             file,
+            clock: ovation::clock::Clock::system(),
         })
     }
 }

@@ -167,6 +167,7 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
         catalog.clone(),
         SplitPolicy::default(),
         GiftSettings::default(),
+        ovation::clock::Clock::system(),
     )
     .await
     .unwrap();
@@ -273,6 +274,7 @@ async fn run_on(ledger: Arc<dyn Ledger>, ops: Vec<Op>) -> Result<(), TestCaseErr
         catalog,
         SplitPolicy::default(),
         GiftSettings::default(),
+        ovation::clock::Clock::system(),
     )
     .await
     .unwrap();
@@ -597,6 +599,7 @@ async fn a_ledger_written_by_the_previous_release_opens_and_checks_clean() {
         Catalog::default(),
         SplitPolicy::default(),
         GiftSettings::default(),
+        ovation::clock::Clock::system(),
     )
     .await
     .unwrap();

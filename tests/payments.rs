@@ -355,8 +355,10 @@ fn refund(kind: &str, purchase_id: &str, coins: Option<u64>) -> Value {
     json!({"type": kind, "data": data})
 }
 
+/// The wallet's coins and debt.
 async fn standing(api: &Api, user: &str) -> Value {
-    get_json(&api.url("/api/me/wallet"), &api.token(user, Role::Viewer)).await
+    let wallet = get_json(&api.url("/api/me/wallet"), &api.token(user, Role::Viewer)).await;
+    json!({"coins": wallet["coins"], "debt": wallet["debt"]})
 }
 
 /// Coins refunded after they were spent: what the wallet holds is taken back, the

@@ -12,6 +12,7 @@ mod packets;
 mod purchases;
 mod red_packet;
 mod refs;
+mod spending;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,10 +21,11 @@ use dashmap::DashMap;
 use serde_json::json;
 
 use crate::auth::User;
+use crate::clock::Clock;
 use crate::config::GiftSettings;
 use crate::ledger::facts::{self, TransferMeta};
 use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferRequest};
-use crate::money::{Catalog, Coins, Minor, SplitPolicy, TooLarge, Wallets};
+use crate::money::{Catalog, Coins, Day, Minor, SplitPolicy, TooLarge, Wallets};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
@@ -32,6 +34,7 @@ use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
 pub use purchases::{Credited, RefundRefused};
 use refs::Acknowledgeable;
+pub use spending::{SpendingCaps, WalletView};
 
 /// Gifts and questions per room that the broadcaster can still acknowledge.
 const ACKNOWLEDGEABLE_PER_ROOM: usize = 10_000;
@@ -42,8 +45,8 @@ pub struct GiftEngine {
     pub catalog: Catalog,
     split: SplitPolicy,
     settings: GiftSettings,
-    /// The most one charge may cost (`[limits] max_coins_per_charge`).
-    charge_cap: Option<Minor>,
+    caps: SpendingCaps,
+    clock: Clock,
     combos: Mutex<Combos>,
     rooms: DashMap<String, RoomBook>,
     packets: OpenPackets,
@@ -99,9 +102,12 @@ impl GiftEngine {
         catalog: Catalog,
         split: SplitPolicy,
         settings: GiftSettings,
+        clock: Clock,
     ) -> Result<GiftEngine, LedgerError> {
-        let holdings = ledger.holdings().await?;
-        let wallets = Wallets::load(holdings.wallets, holdings.debts);
+        let today = Day::of_unix_ms(clock.now_ms());
+        let holdings = ledger.holdings(today).await?;
+        let wallets =
+            Wallets::load(holdings.wallets, holdings.debts).with_spent(today, holdings.spent);
         let packets = OpenPackets::new(ledger.open_red_packets().await?);
         Ok(GiftEngine {
             ledger,
@@ -110,15 +116,16 @@ impl GiftEngine {
             split,
             combos: Mutex::new(Combos::new(Duration::from_millis(settings.combo_window_ms))),
             settings,
-            charge_cap: None,
+            caps: SpendingCaps::default(),
+            clock,
             rooms: DashMap::new(),
             packets,
         })
     }
 
-    /// Caps what one charge may cost, in whole coins.
-    pub fn with_charge_cap(mut self, coins: Option<u64>) -> GiftEngine {
-        self.charge_cap = coins.and_then(|coins| Coins::new(coins).to_minor().ok());
+    /// Caps what one charge and one day's charges may cost.
+    pub fn with_caps(mut self, caps: SpendingCaps) -> GiftEngine {
+        self.caps = caps;
         self
     }
 
@@ -240,6 +247,8 @@ impl GiftEngine {
         if let Some(refusal) = self.spending_refusal(sender, amount) {
             return self.retried_or(sender, &request, refusal).await;
         }
+        let day = self.today();
+        let request = self.counted(&sender.id, amount, day, request).await?;
         let Some(reservation) = self.reserve(&sender.id, amount).await else {
             // Reserving read a shared ledger's standing again: the user may owe coins.
             let refusal = self.in_debt(&sender.id).unwrap_or_else(|| {
@@ -260,6 +269,11 @@ impl GiftEngine {
                 self.resync(&sender.id).await;
                 return Err(ledger_rejection(LedgerError::InsufficientFunds));
             }
+            Err(LedgerError::LimitReached) => {
+                drop(reservation);
+                self.resync(&sender.id).await;
+                return Err(self.daily_limit_reached(&sender.id).await);
+            }
             Err(error) => return Err(ledger_rejection(error)),
         };
         if committed.duplicate {
@@ -270,33 +284,9 @@ impl GiftEngine {
             drop(reservation);
             self.resync(&sender.id).await;
         } else {
-            reservation.settle();
+            reservation.settle(day);
         }
         Ok(committed)
-    }
-
-    /// Spending protection: why `user` may not spend `amount` at all, if so.
-    fn spending_refusal(&self, user: &User, amount: Minor) -> Option<Rejection> {
-        if user.minor {
-            let message = "minors may watch and chat, but not pay";
-            return Some(Rejection::new(ErrorCode::Forbidden, message));
-        }
-        if let Some(cap) = self.charge_cap.filter(|cap| amount > *cap) {
-            let cap = cap.whole_coins().get();
-            let message = format!("one payment may cost at most {cap} coins");
-            return Some(Rejection::new(ErrorCode::LimitReached, message));
-        }
-        self.in_debt(&user.id)
-    }
-
-    /// The refusal of a paid action while the user owes coins.
-    fn in_debt(&self, user: &str) -> Option<Rejection> {
-        let owed = self.debt(user);
-        (owed > 0).then(|| {
-            let message =
-                format!("you owe {owed} coins from a refunded purchase; buy coins to repay it");
-            Rejection::new(ErrorCode::InDebt, message)
-        })
     }
 
     /// A charge the wallet cannot make now: a retry of one that went through still
@@ -340,8 +330,12 @@ impl GiftEngine {
     /// Takes a wallet's committed balance from a shared ledger (a no-op for a ledger
     /// only this process writes).
     async fn resync(&self, user: &str) {
-        match self.ledger.shared_standing(user).await {
-            Ok(Some(standing)) => (self.wallets).resync(user, standing.wallet, standing.debt),
+        let today = self.today();
+        match self.ledger.shared_standing(user, today).await {
+            Ok(Some(standing)) => {
+                let spent = (today, standing.spent);
+                (self.wallets).resync(user, standing.wallet, standing.debt, spent)
+            }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "reading a shared balance failed"),
         }
@@ -471,6 +465,10 @@ pub fn ledger_rejection(error: LedgerError) -> Rejection {
         LedgerError::InsufficientFunds => Rejection::new(
             ErrorCode::InsufficientFunds,
             "your balance is too low for this",
+        ),
+        LedgerError::LimitReached => Rejection::new(
+            ErrorCode::LimitReached,
+            "this would pass your daily spending cap",
         ),
         other => {
             tracing::warn!(error = %other, "ledger failure");

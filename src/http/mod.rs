@@ -61,6 +61,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .route("/api/rooms/{room}/leaderboard", get(leaderboard))
         .route("/api/catalog", get(catalog))
         .route("/api/me/wallet", get(wallet))
+        .route("/api/me/limits", axum::routing::put(set_limits))
         .route("/api/me/topup", post(top_up))
         .route("/api/me/earnings", get(earnings))
         .route("/api/admin/ledger/check", get(ledger_check))
@@ -178,6 +179,9 @@ async fn websocket(
         .token
         .as_deref()
         .and_then(|token| state.tokens.verify(token).ok());
+    if let Some(user) = &user {
+        note_minor(&state, user).await;
+    }
     let limits = &state.hub.limits;
     let user_id = user.as_ref().map(|u| u.id.as_str());
     let ticket = match state.hub.admission.admit(limits, peer.ip(), user_id) {
@@ -303,7 +307,17 @@ impl axum::extract::FromRequestParts<AppState> for MaybeBearer {
             .tokens
             .verify(token.trim())
             .map_err(|e| unauthorized(&e.to_string()))?;
+        note_minor(state, &user).await;
         Ok(MaybeBearer(Some(user)))
+    }
+}
+
+/// A minor's token seen: the books remember, so that no purchase is credited to them.
+async fn note_minor(state: &AppState, user: &User) {
+    if user.minor {
+        if let Err(refusal) = state.gifts.note_minor(&user.id).await {
+            tracing::warn!(user = %user.id, message = %refusal.message, "recording a minor failed");
+        }
     }
 }
 
@@ -362,9 +376,32 @@ async fn leaderboard(
     Ok(Json(json!({ "top": top })))
 }
 
-async fn wallet(State(state): State<AppState>, Bearer(user): Bearer) -> Json<serde_json::Value> {
-    let coins = state.gifts.committed_balance(&user.id).await;
-    Json(json!({ "coins": coins, "debt": state.gifts.debt(&user.id) }))
+async fn wallet(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+) -> Result<Json<crate::gift::WalletView>, ApiError> {
+    Ok(Json(state.gifts.wallet(&user.id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    /// The user's own daily cap in coins; `null` clears it.
+    daily_coins: Option<u64>,
+}
+
+/// `PUT /api/me/limits {"daily_coins": N}`: a user lowers their own daily cap.
+async fn set_limits(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+    body: Result<Json<LimitsRequest>, JsonRejection>,
+) -> Result<Json<crate::gift::WalletView>, ApiError> {
+    let request = json_body(body)?;
+    state
+        .gifts
+        .set_daily_cap(&user.id, request.daily_coins)
+        .await?;
+    Ok(Json(state.gifts.wallet(&user.id).await?))
 }
 
 #[derive(Deserialize)]

@@ -205,6 +205,17 @@ async fn credit(
     let purchase = (state.payments)
         .purchase(provider, event_id, completed)
         .map_err(unprocessable)?;
+    if state.gifts.profile(&purchase.user).await?.minor {
+        let message = format!(
+            "{:?} is a minor: no purchase is credited to them",
+            purchase.user
+        );
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Forbidden,
+            message,
+        ));
+    }
     let credited = state
         .gifts
         .credit_purchase(purchase)

@@ -1,5 +1,7 @@
 //! Accounts and kinds of transfer, and the one place their stored names are spelled.
 
+use crate::money::Day;
+
 /// Every account money can sit in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Account {
@@ -19,6 +21,11 @@ pub enum Account {
     /// What a user owes after a refund took back coins already spent: at or below
     /// zero, minus the debt. Never a negative wallet.
     Debt(String),
+    /// A counter, not money: the coins a user spent (gifts, questions, red packets) on
+    /// a UTC day, which a daily cap bounds. Its other side is `Spending`.
+    Spent(Day, String),
+    /// The other side of every `Spent` counter; it goes negative as users spend.
+    Spending,
 }
 
 impl Account {
@@ -27,6 +34,8 @@ impl Account {
     const AGENCY: &'static str = "agency:";
     const ESCROW: &'static str = "escrow:";
     const DEBT: &'static str = "debt:";
+    const SPENT: &'static str = "spent:";
+    const SPENDING: &'static str = "spending";
     const PLATFORM: &'static str = "platform";
     const APP_STORE: &'static str = "app_store";
     const TOPUP_SOURCE: &'static str = "topup_source";
@@ -53,6 +62,8 @@ impl Account {
             Account::Purchases => Self::PURCHASES.into(),
             Account::Escrow(id) => format!("{}{id}", Self::ESCROW),
             Account::Debt(id) => format!("{}{id}", Self::DEBT),
+            Account::Spent(day, id) => format!("{}{day}:{id}", Self::SPENT),
+            Account::Spending => Self::SPENDING.into(),
         }
     }
 
@@ -64,6 +75,7 @@ impl Account {
             Self::APP_STORE => Account::AppStore,
             Self::TOPUP_SOURCE => Account::TopupSource,
             Self::PURCHASES => Account::Purchases,
+            Self::SPENDING => Account::Spending,
             _ => {
                 let (prefix, id) = name.split_at(name.find(':')? + 1);
                 let id = owned(id)?;
@@ -73,6 +85,10 @@ impl Account {
                     Self::AGENCY => Account::Agency(id),
                     Self::ESCROW => Account::Escrow(id),
                     Self::DEBT => Account::Debt(id),
+                    Self::SPENT => {
+                        let (day, user) = id.split_once(':')?;
+                        Account::Spent(Day::parse(day)?, owned(user)?)
+                    }
                     _ => return None,
                 }
             }
@@ -140,11 +156,20 @@ mod tests {
             Account::Purchases,
             Account::Escrow("p1".into()),
             Account::Debt("bob".into()),
+            Account::Spent(Day::parse("2026-12-01").unwrap(), "bob".into()),
+            Account::Spending,
         ];
         for account in accounts {
             assert_eq!(Account::parse(&account.key()), Some(account));
         }
-        for name in ["wallet:", "purse:bob", "", "platforms"] {
+        for name in [
+            "wallet:",
+            "purse:bob",
+            "",
+            "platforms",
+            "spent:bob",
+            "spent:2026-12-01:",
+        ] {
             assert_eq!(Account::parse(name), None, "{name:?}");
         }
     }

@@ -232,7 +232,9 @@ impl Earnings {
             | Account::TopupSource
             | Account::Purchases
             | Account::Escrow(_)
-            | Account::Debt(_) => {}
+            | Account::Debt(_)
+            | Account::Spent(..)
+            | Account::Spending => {}
         }
     }
 }

@@ -4,9 +4,11 @@
 //! seam between the gift engine and storage. See `docs/ledger.md`.
 
 mod account;
+mod audit;
 pub mod facts;
 mod fault;
 mod postgres;
+mod profiles;
 pub mod rules;
 mod sqlite;
 
@@ -17,10 +19,11 @@ pub use account::{Account, TransferKind};
 pub use facts::{Earnings, TransferMeta};
 pub use fault::StorageFault;
 pub use postgres::PostgresLedger;
+pub use profiles::{Profile, Profiles};
 pub use rules::{Transfer, TransferRequest};
 pub use sqlite::SqliteLedger;
 
-use crate::money::Minor;
+use crate::money::{Day, Minor};
 
 /// A transfer that is in the ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +46,9 @@ pub enum LedgerError {
     Declined(String),
     #[error("the legs of the transfer do not sum to zero")]
     Unbalanced,
+    /// The transfer would take an account above its request's ceiling.
+    #[error("a spending limit would be passed")]
+    LimitReached,
     /// The books could not be written or read as they should: the ledger stops.
     #[error("ledger storage failed: {0}")]
     Storage(String),
@@ -71,6 +77,8 @@ pub struct Standing {
     pub wallet: Minor,
     /// What the user owes (at or above zero).
     pub debt: Minor,
+    /// What the user spent on the day asked about.
+    pub spent: Minor,
 }
 
 /// What users hold and owe, by user id.
@@ -79,17 +87,23 @@ pub struct Holdings {
     pub wallets: Vec<(String, Minor)>,
     /// Positive amounts owed; users who owe nothing are left out.
     pub debts: Vec<(String, Minor)>,
+    /// What users spent on the day asked about.
+    pub spent: Vec<(String, Minor)>,
 }
 
 impl Holdings {
-    /// Sorts accounts and their balances into wallets and debts; others are ignored.
-    pub fn of(accounts: impl IntoIterator<Item = (Account, Minor)>) -> Holdings {
+    /// Sorts accounts and their balances into wallets, debts and spending on `day`;
+    /// others are ignored.
+    pub fn of(day: Day, accounts: impl IntoIterator<Item = (Account, Minor)>) -> Holdings {
         let mut holdings = Holdings::default();
         for (account, balance) in accounts {
             match account {
                 Account::Wallet(user) => holdings.wallets.push((user, balance)),
                 Account::Debt(user) if balance != Minor::ZERO => {
                     holdings.debts.push((user, -balance))
+                }
+                Account::Spent(spent_on, user) if spent_on == day => {
+                    holdings.spent.push((user, balance))
                 }
                 _ => {}
             }
@@ -130,25 +144,26 @@ impl CheckReport {
 }
 
 #[async_trait]
-pub trait Ledger: Send + Sync {
+pub trait Ledger: Profiles + Send + Sync {
     /// Commits the transfer durably (or finds its first commit, for a retry).
     async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
     /// The transfer committed for (user, key), if any.
     async fn find(&self, user: &str, key: &str) -> Result<Option<Committed>, LedgerError>;
-    /// Every user's wallet balance and debt, from one read of the books.
-    async fn holdings(&self) -> Result<Holdings, LedgerError>;
+    /// Every user's wallet balance, debt and spending on `day`, from one read of the
+    /// books.
+    async fn holdings(&self, day: Day) -> Result<Holdings, LedgerError>;
     /// Every wallet's balance, by user id.
     async fn balances(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
-        Ok(self.holdings().await?.wallets)
+        Ok(self.holdings(Day::of_unix_ms(0)).await?.wallets)
     }
     /// What each user in debt owes (a positive amount), by user id.
     async fn debts(&self) -> Result<Vec<(String, Minor)>, LedgerError> {
-        Ok(self.holdings().await?.debts)
+        Ok(self.holdings(Day::of_unix_ms(0)).await?.debts)
     }
-    /// One user's committed standing, when other processes may have changed it (a
-    /// ledger shared by several nodes); `None` for a ledger only this process writes,
-    /// whose balances this process already knows.
-    async fn shared_standing(&self, user: &str) -> Result<Option<Standing>, LedgerError>;
+    /// One user's committed standing (with their spending on `day`), when other
+    /// processes may have changed it (a ledger shared by several nodes); `None` for a
+    /// ledger only this process writes, whose balances this process already knows.
+    async fn shared_standing(&self, user: &str, day: Day) -> Result<Option<Standing>, LedgerError>;
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError>;
     /// Whether other processes write this ledger too (a cluster's shared ledger).
     fn is_shared(&self) -> bool;

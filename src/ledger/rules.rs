@@ -65,6 +65,14 @@ pub struct IdempotencyKey {
     pub key: String,
 }
 
+/// A ceiling on a counter account: the transfer may not take `account` above `most`.
+/// A spending cap is one (the coins a user spent in a day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceiling {
+    pub account: Account,
+    pub most: Minor,
+}
+
 /// A transfer to commit.
 #[derive(Debug, Clone)]
 pub struct TransferRequest {
@@ -72,6 +80,7 @@ pub struct TransferRequest {
     pub idempotency: Option<IdempotencyKey>,
     /// What must match for a retry to be "the same request".
     pub fingerprint: String,
+    pub ceiling: Option<Ceiling>,
 }
 
 impl TransferRequest {
@@ -80,6 +89,7 @@ impl TransferRequest {
             content: Content::Fixed(Transfer { legs, meta }),
             idempotency: None,
             fingerprint: String::new(),
+            ceiling: None,
         }
     }
 
@@ -96,6 +106,7 @@ impl TransferRequest {
             }),
             idempotency: None,
             fingerprint: String::new(),
+            ceiling: None,
         }
     }
 
@@ -105,6 +116,13 @@ impl TransferRequest {
             key: key.to_owned(),
         });
         self.fingerprint = fingerprint;
+        self
+    }
+
+    /// Refuses the transfer (`LimitReached`) if it would take `ceiling.account` above
+    /// `ceiling.most`.
+    pub fn within(mut self, ceiling: Ceiling) -> Self {
+        self.ceiling = Some(ceiling);
         self
     }
 }
@@ -121,23 +139,27 @@ pub trait BalancesMut: Balances {
 }
 
 /// The accounts whose balances a decision on `request` reads: the account a draw
-/// draws on, and every held account a fixed transfer takes money from or owed
-/// account it pays into.
+/// draws on, every held account a fixed transfer takes money from or owed account it
+/// pays into, and the account under a ceiling.
 pub fn reads(request: &TransferRequest) -> Vec<Account> {
-    match &request.content {
+    let mut read: Vec<Account> = match &request.content {
         Content::Drawn(draw) => vec![draw.account.clone()],
-        Content::Fixed(transfer) => {
-            let mut debited: Vec<Account> = transfer
-                .legs
-                .iter()
-                .filter(|(account, amount)| bounded_by(account, *amount))
-                .map(|(account, _)| account.clone())
-                .collect();
-            debited.sort();
-            debited.dedup();
-            debited
-        }
-    }
+        Content::Fixed(transfer) => transfer
+            .legs
+            .iter()
+            .filter(|(account, amount)| bounded_by(account, *amount))
+            .map(|(account, _)| account.clone())
+            .collect(),
+    };
+    read.extend(
+        request
+            .ceiling
+            .iter()
+            .map(|ceiling| ceiling.account.clone()),
+    );
+    read.sort();
+    read.dedup();
+    read
 }
 
 /// Whether moving `amount` on `account` could cross the bound the account keeps (held
@@ -218,6 +240,15 @@ pub fn plan<'a>(
             if after.is_none_or(|after| after > Minor::ZERO) {
                 return Err(LedgerError::Unbalanced);
             }
+        }
+    }
+    if let Some(ceiling) = &request.ceiling {
+        let delta = (deltas.iter())
+            .find(|&&(leg, _)| transfer.legs[leg].0 == ceiling.account)
+            .map_or(Minor::ZERO, |&(_, delta)| delta);
+        let after = books.balance(&ceiling.account).checked_add(delta);
+        if after.is_none_or(|after| after > ceiling.most) {
+            return Err(LedgerError::LimitReached);
         }
     }
     Ok(Plan { transfer, deltas })

@@ -4,12 +4,14 @@
 
 mod amount;
 mod catalog;
+mod day;
 mod packs;
 mod split;
 mod wallets;
 
 pub use amount::{Coins, Minor, TooLarge, MINOR_PER_COIN};
 pub use catalog::{Catalog, Sticker};
+pub use day::Day;
 pub use packs::{is_currency, CoinPack};
 pub use split::{AgencyAssignment, Split, SplitPolicy};
 pub use wallets::{Insufficient, Reservation, Wallets};

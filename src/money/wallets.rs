@@ -4,7 +4,7 @@
 
 use dashmap::DashMap;
 
-use super::Minor;
+use super::{Day, Minor};
 
 #[derive(Default)]
 pub struct Wallets {
@@ -21,6 +21,8 @@ struct Wallet {
     held: Minor,
     /// What the user owes after a refund took back coins already spent.
     debt: Minor,
+    /// What the user spent on the last day they spent (a daily cap's count).
+    spent: Option<(Day, Minor)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +60,22 @@ impl Wallets {
         Wallets { wallets }
     }
 
+    /// What each user spent on `day`, as the books count it.
+    pub fn with_spent(self, day: Day, spent: impl IntoIterator<Item = (String, Minor)>) -> Self {
+        for (user, amount) in spent {
+            self.wallets.entry(user).or_default().spent = Some((day, amount));
+        }
+        self
+    }
+
+    /// What the user spent on `day` (gifts, questions, red packets).
+    pub fn spent(&self, user: &str, day: Day) -> Minor {
+        match self.wallets.get(user).and_then(|wallet| wallet.spent) {
+            Some((spent_on, amount)) if spent_on == day => amount,
+            _ => Minor::ZERO,
+        }
+    }
+
     /// What the user can spend now (never shown below zero).
     pub fn available(&self, user: &str) -> Minor {
         let available = self.wallets.get(user).map_or(Minor::ZERO, |w| w.available);
@@ -87,12 +105,14 @@ impl Wallets {
         wallet.debt += owed;
     }
 
-    /// Takes the committed balance and debt read from a shared ledger (other nodes may
-    /// have charged, credited or refunded), keeping this node's reservations held.
-    pub fn resync(&self, user: &str, committed: Minor, debt: Minor) {
+    /// Takes the committed balance, debt and spending on `day` read from a shared
+    /// ledger (other nodes may have charged, credited or refunded), keeping this
+    /// node's reservations held.
+    pub fn resync(&self, user: &str, committed: Minor, debt: Minor, spent: (Day, Minor)) {
         let mut wallet = self.wallets.entry(user.to_owned()).or_default();
         wallet.available = (committed - wallet.held).max(Minor::ZERO);
         wallet.debt = debt;
+        wallet.spent = Some(spent);
     }
 
     /// Checks and holds `amount` in one step, so concurrent charges never overspend.
@@ -122,11 +142,16 @@ impl Wallets {
 }
 
 impl Reservation<'_> {
-    /// The charge committed: the held funds are spent.
-    pub fn settle(mut self) {
+    /// The charge committed on `day`: the held funds are spent.
+    pub fn settle(mut self, day: Day) {
         self.settled = true;
         if let Some(mut wallet) = self.wallets.wallets.get_mut(&self.user) {
             wallet.held -= self.amount;
+            let before = match wallet.spent {
+                Some((spent_on, amount)) if spent_on == day => amount,
+                _ => Minor::ZERO,
+            };
+            wallet.spent = Some((day, before + self.amount));
         }
     }
 }
@@ -149,6 +174,10 @@ mod tests {
         Minor::new(minor)
     }
 
+    fn day() -> Day {
+        Day::parse("2026-12-01").unwrap()
+    }
+
     #[test]
     fn reservations_hold_funds_until_settled_or_dropped() {
         let wallets = Wallets::load([("bob".to_owned(), m(100))], []);
@@ -159,7 +188,8 @@ mod tests {
         );
         drop(held);
         assert_eq!(wallets.available("bob"), m(100));
-        wallets.reserve("bob", m(60)).unwrap().settle();
+        wallets.reserve("bob", m(60)).unwrap().settle(day());
+        assert_eq!(wallets.spent("bob", day()), m(60));
         assert_eq!(wallets.available("bob"), m(40));
         assert!(wallets.reserve("nobody", m(1)).is_err());
     }
@@ -169,11 +199,11 @@ mod tests {
         let wallets = Wallets::load([("bob".to_owned(), m(100))], []);
         let held = wallets.reserve("bob", m(30)).unwrap();
         // Another node credited 50: the ledger says 150, of which 30 are held here.
-        wallets.resync("bob", m(150), Minor::ZERO);
+        wallets.resync("bob", m(150), Minor::ZERO, (day(), Minor::ZERO));
         assert_eq!(wallets.available("bob"), m(120));
-        held.settle();
+        held.settle(day());
         assert_eq!(wallets.available("bob"), m(120));
-        wallets.resync("bob", m(120), Minor::ZERO);
+        wallets.resync("bob", m(120), Minor::ZERO, (day(), m(30)));
         assert_eq!(wallets.available("bob"), m(120));
     }
 
@@ -186,7 +216,7 @@ mod tests {
                 scope.spawn(|| {
                     for _ in 0..100 {
                         if let Ok(r) = wallets.reserve("bob", m(3)) {
-                            r.settle();
+                            r.settle(day());
                             settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }

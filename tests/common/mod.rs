@@ -85,6 +85,18 @@ impl TestServer {
         file: FileConfig,
         ledger: Option<String>,
     ) -> TestServer {
+        let clock = ovation::clock::Clock::system();
+        TestServer::launch_with_clock(data_dir, dev, file, ledger, clock).await
+    }
+
+    /// A server that reads the time from `clock` (a manual one, in tests of days).
+    pub async fn launch_with_clock(
+        data_dir: tempfile::TempDir,
+        dev: bool,
+        file: FileConfig,
+        ledger: Option<String>,
+        clock: ovation::clock::Clock,
+    ) -> TestServer {
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_owned(),
@@ -93,6 +105,7 @@ impl TestServer {
             ledger,
             bus: None,
             file: file.clone(),
+            clock,
         };
         let server = ovation::start(config).await.unwrap();
         TestServer {

@@ -10,6 +10,7 @@
 
 mod audit;
 mod connection;
+mod profiles;
 mod writer;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use super::{
     Ledger, LedgerError, Standing, StorageFault, TransferKind, TransferMeta, TransferRequest,
     QUEUE_CAPACITY,
 };
-use crate::money::Minor;
+use crate::money::{Day, Minor};
 use connection::{connect, Backoff, Reader};
 
 /// Migrations, in one transaction under an advisory lock: nodes starting together
@@ -81,6 +82,11 @@ impl PostgresLedger {
     pub async fn open(url: &str, fault: StorageFault) -> Result<PostgresLedger, LedgerError> {
         let client = connect(url).await?;
         client.batch_execute(SCHEMA).await?;
+        let profiles = super::profiles::TABLE;
+        (client.batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} COMMIT;"
+        )))
+        .await?;
         let version: i32 = client
             .query_one("SELECT version FROM schema_version", &[])
             .await?
@@ -143,45 +149,51 @@ impl Ledger for PostgresLedger {
         }))
     }
 
-    async fn holdings(&self) -> Result<Holdings, LedgerError> {
+    async fn holdings(&self, day: Day) -> Result<Holdings, LedgerError> {
+        let spent_on_day = format!("{}%", Account::Spent(day, String::new()).key());
         let rows = self
             .reader
             .client()
             .await?
             .query(
-                "SELECT name, balance FROM accounts WHERE name LIKE $1 OR name LIKE $2",
-                &[&Account::WALLET_PATTERN, &Account::DEBT_PATTERN],
+                "SELECT name, balance FROM accounts WHERE name LIKE $1 OR name LIKE $2 OR name LIKE $3",
+                &[&Account::WALLET_PATTERN, &Account::DEBT_PATTERN, &spent_on_day],
             )
             .await?;
         let accounts = rows
             .iter()
             .filter_map(|row| Some((Account::parse(row.get(0))?, Minor::new(row.get(1)))));
-        Ok(Holdings::of(accounts))
+        Ok(Holdings::of(day, accounts))
     }
 
-    async fn shared_standing(&self, user: &str) -> Result<Option<Standing>, LedgerError> {
-        let (wallet, debt) = (
-            Account::Wallet(user.to_owned()),
-            Account::Debt(user.to_owned()),
-        );
+    async fn shared_standing(&self, user: &str, day: Day) -> Result<Option<Standing>, LedgerError> {
+        let user = user.to_owned();
+        let names = [
+            Account::Wallet(user.clone()),
+            Account::Debt(user.clone()),
+            Account::Spent(day, user),
+        ]
+        .map(|account| account.key());
         let rows = self
             .reader
             .client()
             .await?
             .query(
-                "SELECT name, balance FROM accounts WHERE name = $1 OR name = $2",
-                &[&wallet.key(), &debt.key()],
+                "SELECT name, balance FROM accounts WHERE name = ANY($1)",
+                &[&names.as_slice()],
             )
             .await?;
-        // No row: never credited, never in debt.
+        // No row: never credited, never in debt, nothing spent.
         let mut standing = Standing {
             wallet: Minor::ZERO,
             debt: Minor::ZERO,
+            spent: Minor::ZERO,
         };
         for row in rows {
             let balance = Minor::new(row.get(1));
             match Account::parse(row.get(0)) {
                 Some(Account::Debt(_)) => standing.debt = -balance,
+                Some(Account::Spent(..)) => standing.spent = balance,
                 _ => standing.wallet = balance,
             }
         }

@@ -253,3 +253,37 @@ fn an_owed_account_is_paid_back_at_most_what_it_owes() {
         Err(LedgerError::Unbalanced)
     ));
 }
+
+proptest! {
+    /// A ceiling refuses exactly the spending that would pass it, and however the
+    /// spending comes, the counter never ends above it.
+    #[test]
+    fn a_ceiling_holds_the_counter_at_or_below_it_whatever_is_spent(
+        most in 0i64..500,
+        spends in proptest::collection::vec(1i64..120, 1..20),
+    ) {
+        let day = crate::money::Day::parse("2026-12-01").unwrap();
+        let counter = Account::Spent(day, "amy".into());
+        let ceiling = Ceiling { account: counter.clone(), most: Minor::new(most) };
+        let mut books = Books::default();
+        for spend in spends {
+            let legs = vec![
+                (counter.clone(), Minor::new(spend)),
+                (Account::Spending, Minor::new(-spend)),
+            ];
+            let request = TransferRequest::new(legs, meta()).within(ceiling.clone());
+            prop_assert_eq!(reads(&request), vec![counter.clone()]);
+            let before = books.balance(&counter).get();
+            match plan(&request, &books) {
+                Ok(plan) => {
+                    prop_assert!(before + spend <= most);
+                    plan.apply(&mut books);
+                }
+                Err(LedgerError::LimitReached) => prop_assert!(before + spend > most),
+                Err(other) => prop_assert!(false, "unexpected refusal {other:?}"),
+            }
+            prop_assert!(books.balance(&counter).get() <= most);
+            prop_assert_eq!(books.sum(), Minor::ZERO);
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! transfer never reads the disk and a gift adds no entry to a per-room index.
 
 mod audit;
+mod profiles;
 mod reads;
 mod schema;
 mod wal;
@@ -26,6 +27,7 @@ use super::{
     LedgerError, Standing, StorageFault, TransferRequest, QUEUE_CAPACITY,
 };
 use crate::config::LedgerSettings;
+use crate::money::Day;
 use schema::{configure, migrate, BUSY_TIMEOUT, FILE_NAME};
 use wal::RestartWal;
 use writer::Writer;
@@ -36,6 +38,8 @@ type Statements = Arc<Mutex<HashMap<String, Earnings>>>;
 pub struct SqliteLedger {
     submit: mpsc::SyncSender<Job>,
     reader: Arc<Mutex<Connection>>,
+    /// Writes profiles (`profiles.rs`), never money.
+    profiles: Arc<Mutex<Connection>>,
     statements: Statements,
     /// Dropping it stops the checkpointer.
     _checkpoints: mpsc::Sender<()>,
@@ -58,6 +62,9 @@ impl SqliteLedger {
         let statements = Arc::new(Mutex::new(reads::all_statements(&connection)?));
         let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
+        let profiles = Connection::open(&path)?;
+        profiles.busy_timeout(BUSY_TIMEOUT)?;
+        profiles.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let restart_wal = RestartWal::default();
         let (checkpoints, stop) = mpsc::channel();
@@ -89,6 +96,7 @@ impl SqliteLedger {
         Ok(SqliteLedger {
             submit,
             reader: Arc::new(Mutex::new(reader)),
+            profiles: Arc::new(Mutex::new(profiles)),
             statements,
             _checkpoints: checkpoints,
         })
@@ -99,14 +107,29 @@ impl SqliteLedger {
         &self,
         query: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let connection = reader.lock().expect("ledger reader lock");
-            query(&connection)
-        })
-        .await
-        .map_err(|e| LedgerError::Storage(e.to_string()))?
+        on(self.reader.clone(), query).await
     }
+
+    /// Runs a statement on the profiles' connection without blocking the runtime.
+    async fn profile_statement<T: Send + 'static>(
+        &self,
+        statement: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        on(self.profiles.clone(), statement).await
+    }
+}
+
+/// Runs `work` on `connection` on a blocking thread.
+async fn on<T: Send + 'static>(
+    connection: Arc<Mutex<Connection>>,
+    work: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, LedgerError> {
+    tokio::task::spawn_blocking(move || {
+        let connection = connection.lock().expect("ledger connection lock");
+        work(&connection)
+    })
+    .await
+    .map_err(|e| LedgerError::Storage(e.to_string()))?
 }
 
 #[async_trait]
@@ -130,12 +153,16 @@ impl Ledger for SqliteLedger {
         Ok(prior.map(|prior| prior.retried()))
     }
 
-    async fn holdings(&self) -> Result<Holdings, LedgerError> {
-        self.read(|c| Ok(Holdings::of(reads::all_balances(c)?)))
+    async fn holdings(&self, day: Day) -> Result<Holdings, LedgerError> {
+        self.read(move |c| Ok(Holdings::of(day, reads::all_balances(c)?)))
             .await
     }
 
-    async fn shared_standing(&self, _user: &str) -> Result<Option<Standing>, LedgerError> {
+    async fn shared_standing(
+        &self,
+        _user: &str,
+        _day: Day,
+    ) -> Result<Option<Standing>, LedgerError> {
         Ok(None) // only this process writes the file
     }
 

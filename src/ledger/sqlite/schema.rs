@@ -71,6 +71,7 @@ pub fn configure(connection: &Connection) -> Result<(), LedgerError> {
 pub fn migrate(connection: &mut Connection) -> Result<(), LedgerError> {
     let transaction = connection.transaction()?;
     transaction.execute_batch(SCHEMA)?;
+    transaction.execute_batch(crate::ledger::profiles::TABLE)?;
     let version: Option<i64> = transaction
         .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
         .optional()?;
