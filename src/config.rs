@@ -75,6 +75,14 @@ pub struct PaymentSettings {
     /// Where the watch page sends a buyer to pay outside dev mode, with `{user}` and
     /// `{pack}` replaced; without it, the page offers no purchase.
     pub checkout_url: Option<String>,
+    /// Apple's root certificate (Apple Root CA - G3, PEM or DER file) that App Store
+    /// notifications must chain up to; without it, `POST /api/payments/apple`
+    /// answers 404.
+    pub apple_root: Option<PathBuf>,
+    /// The app's bundle id; notifications for any other app answer 400.
+    pub apple_bundle_id: Option<String>,
+    /// Whether purchases made in Apple's sandbox are credited (for testing an app).
+    pub apple_sandbox: bool,
 }
 
 impl Default for PaymentSettings {
@@ -85,6 +93,9 @@ impl Default for PaymentSettings {
             tolerance_s: 300,
             max_body_bytes: 64 * 1024,
             checkout_url: None,
+            apple_root: None,
+            apple_bundle_id: None,
+            apple_sandbox: false,
         }
     }
 }
@@ -99,6 +110,9 @@ impl PaymentSettings {
         }
         if self.max_body_bytes == 0 {
             bail!("payments.max_body_bytes must be greater than zero");
+        }
+        if self.apple_root.is_some() != self.apple_bundle_id.is_some() {
+            bail!("payments.apple_root and payments.apple_bundle_id go together");
         }
         Ok(())
     }

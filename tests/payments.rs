@@ -29,12 +29,14 @@ fn config() -> FileConfig {
             coins: Coins::new(100),
             amount: 99,
             currency: "USD".into(),
+            app_store_product: None,
         },
         CoinPack {
             id: "p1200".into(),
             coins: Coins::new(1200),
             amount: 999,
             currency: "USD".into(),
+            app_store_product: None,
         },
     ];
     file

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 use super::{json_body, not_found, ApiError, AppState, Bearer};
 use crate::gift::RefundRefused;
 use crate::ledger::LedgerError;
+use crate::payments::apple::{self, AppleError, Meaning as AppleMeaning};
 use crate::payments::notification::{Notification, PurchaseCompleted};
 use crate::payments::standard::{self, SignatureError, Signed};
 use crate::payments::stripe::{self, Meaning};
@@ -34,6 +35,11 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
             "/api/payments/stripe",
             post(stripe_webhook).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
+        .route(
+            "/api/payments/apple",
+            post(apple_notification).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route("/api/me/app-account-token", get(app_account_token))
         .route("/api/dev/store", post(dev_store))
 }
 
@@ -180,6 +186,79 @@ async fn stripe_webhook(
         }
         Meaning::Ignored => Ok(Json(json!({"status": "ignored"}))),
     }
+}
+
+/// `POST /api/payments/apple`: an App Store Server Notification V2. A purchase's buyer
+/// is the user whose app account token the app gave StoreKit
+/// (`GET /api/me/app-account-token`).
+async fn apple_notification(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(store) = &state.payments.apple else {
+        return Err(not_found());
+    };
+    let meaning = apple::verify(&store.root, &store.bundle_id, &body, now_s()).map_err(
+        |error| match error {
+            AppleError::Signature(_) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                error.to_string(),
+            ),
+            AppleError::Shape(_) => Rejection::bad_request(error.to_string()).into(),
+        },
+    )?;
+    let ignored = Json(json!({"status": "ignored"}));
+    let (AppleMeaning::Purchase(transaction) | AppleMeaning::Refund(transaction)) = &meaning else {
+        return Ok(ignored);
+    };
+    if transaction.environment != "Production" && !store.sandbox {
+        return Ok(ignored);
+    }
+    let event_id = transaction.notification_uuid.clone();
+    match meaning {
+        AppleMeaning::Purchase(transaction) => {
+            let user = apple_buyer(&state, transaction.account_token.as_deref()).await?;
+            let completed = (state.payments)
+                .apple_purchase(transaction, user)
+                .map_err(unprocessable)?;
+            credit(&state, "apple", &event_id, completed).await
+        }
+        AppleMeaning::Refund(transaction) => {
+            let purchase_id = &transaction.transaction_id;
+            take_back(
+                &state,
+                "apple",
+                &event_id,
+                purchase_id,
+                RefundShare::All,
+                false,
+            )
+            .await
+        }
+        AppleMeaning::Ignored { .. } => Ok(ignored),
+    }
+}
+
+/// The user whose app account token a purchase carries (422 without one).
+async fn apple_buyer(state: &AppState, token: Option<&str>) -> Result<String, ApiError> {
+    let unknown =
+        |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::NotFound, why);
+    let token = token.ok_or_else(|| unknown("the purchase carries no appAccountToken".into()))?;
+    let user = (state.gifts.ledger().user_of_app_account_token(token).await)
+        .map_err(crate::gift::ledger_rejection)?;
+    user.ok_or_else(|| unknown(format!("no user has the app account token {token}")))
+}
+
+/// `GET /api/me/app-account-token`: the UUID an app passes to StoreKit as
+/// `appAccountToken`, so that the App Store's notifications name this user.
+async fn app_account_token(
+    State(state): State<AppState>,
+    Bearer(user): Bearer,
+) -> Result<Json<Value>, ApiError> {
+    let token = (state.gifts.ledger().app_account_token(&user.id).await)
+        .map_err(crate::gift::ledger_rejection)?;
+    Ok(Json(json!({ "app_account_token": token })))
 }
 
 fn now_s() -> i64 {

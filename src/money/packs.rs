@@ -16,6 +16,10 @@ pub struct CoinPack {
     pub amount: u64,
     /// ISO 4217 code, e.g. `USD`.
     pub currency: String,
+    /// The App Store product id of this pack (e.g. `com.example.coins100`), when
+    /// it is sold in an iOS app; App Store notifications name packs by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_store_product: Option<String>,
 }
 
 impl CoinPack {

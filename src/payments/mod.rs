@@ -3,9 +3,12 @@
 //! exactly once (`docs/payments.md`). Sans-IO: the HTTP edge (`http/payments.rs`)
 //! hands in the headers, the body and the time.
 
+pub mod apple;
 pub mod notification;
 pub mod standard;
 pub mod stripe;
+
+use anyhow::Context;
 
 use crate::config::PaymentSettings;
 use crate::ledger::facts::Purchase;
@@ -16,10 +19,35 @@ use notification::PurchaseCompleted;
 pub struct Payments {
     pub standard: Option<standard::Secret>,
     pub stripe: Option<String>,
+    pub apple: Option<AppleStore>,
     pub tolerance_s: i64,
     pub max_body_bytes: usize,
     pub checkout_url: Option<String>,
     packs: Vec<CoinPack>,
+}
+
+/// The App Store as configured: the root its notifications chain up to, and the app.
+pub struct AppleStore {
+    pub root: apple::AppleRoot,
+    pub bundle_id: String,
+    /// Whether sandbox purchases are credited.
+    pub sandbox: bool,
+}
+
+impl AppleStore {
+    fn load(settings: &PaymentSettings) -> anyhow::Result<Option<AppleStore>> {
+        let (Some(path), Some(bundle_id)) = (&settings.apple_root, &settings.apple_bundle_id)
+        else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading payments.apple_root {}", path.display()))?;
+        Ok(Some(AppleStore {
+            root: apple::AppleRoot::parse(&bytes).context("payments.apple_root")?,
+            bundle_id: bundle_id.clone(),
+            sandbox: settings.apple_sandbox,
+        }))
+    }
 }
 
 /// The packs a dev server offers when none are configured.
@@ -30,6 +58,7 @@ fn sample_packs() -> Vec<CoinPack> {
             coins: Coins::new(coins),
             amount,
             currency: "USD".into(),
+            app_store_product: None,
         })
         .into()
 }
@@ -67,6 +96,7 @@ impl Payments {
             standard,
             checkout_url: settings.checkout_url.clone(),
             stripe: settings.stripe_secret.clone(),
+            apple: AppleStore::load(settings)?,
             tolerance_s: i64::try_from(settings.tolerance_s)?,
             max_body_bytes: settings.max_body_bytes,
             packs,
@@ -119,6 +149,51 @@ impl Payments {
             currency: completed.currency,
             store: completed.store,
             repaid: Coins::ZERO,
+        })
+    }
+}
+
+impl Payments {
+    /// The completed purchase an App Store transaction of `quantity` packs (the pack
+    /// with that `app_store_product`) is, bought by `user`. Apple's prices are
+    /// in thousandths of the currency; the books keep hundredths.
+    pub fn apple_purchase(
+        &self,
+        transaction: apple::AppleTransaction,
+        user: String,
+    ) -> Result<PurchaseCompleted, Unprocessable> {
+        let product = &transaction.product_id;
+        let pack = (self.packs.iter())
+            .find(|pack| pack.app_store_product.as_ref() == Some(product))
+            .ok_or_else(|| Unprocessable::Pack(product.clone()))?;
+        let quantity = transaction.quantity;
+        let too_many = || Unprocessable::Shape(format!("{quantity} packs is too many coins"));
+        let (pack_id, coins) = match quantity {
+            1 => (Some(pack.id.clone()), None),
+            _ => (
+                None,
+                Some(
+                    pack.coins
+                        .get()
+                        .checked_mul(quantity)
+                        .ok_or_else(too_many)?,
+                ),
+            ),
+        };
+        let amount = match transaction.price_milli {
+            Some(milli) => milli / 10,
+            None => pack.amount.checked_mul(quantity).ok_or_else(too_many)?,
+        };
+        Ok(PurchaseCompleted {
+            purchase_id: transaction.transaction_id,
+            user,
+            pack: pack_id,
+            coins,
+            amount,
+            currency: transaction
+                .currency
+                .unwrap_or_else(|| pack.currency.clone()),
+            store: "app_store".into(),
         })
     }
 }

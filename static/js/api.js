@@ -92,6 +92,7 @@ export const getCatalog = () => api('/api/catalog');
 export const getRooms = () => api('/api/rooms');
 export const getLeaderboard = (room) => api(`/api/rooms/${encodeURIComponent(room)}/leaderboard`);
 export const getWallet = (token) => api('/api/me/wallet', { token });
+export const setDailyLimit = (token, dailyCoins) => api('/api/me/limits', { method: 'PUT', token, body: { daily_coins: dailyCoins } });
 export const topUp = (token, coins, key = newKey()) => api('/api/me/topup', { method: 'POST', token, body: { coins, key } });
 export const getCoinPacks = () => api('/api/coin-packs');
 export const buyInDevStore = (token, pack) => api('/api/dev/store', { method: 'POST', token, body: { pack } });

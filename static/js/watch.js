@@ -1,5 +1,5 @@
 // Viewer page: WHEP video, chat, gifts, paid questions, red packets, leaderboard.
-import { getToken, currentUser, getCatalog, getWallet, getLeaderboard, topUp, newKey, getCoinPacks, buyInDevStore } from './api.js';
+import { getToken, currentUser, getCatalog, getWallet, setDailyLimit, getLeaderboard, topUp, newKey, getCoinPacks, buyInDevStore } from './api.js';
 import { OvationSocket } from './ws.js';
 import { play } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
@@ -250,11 +250,13 @@ async function charge(message) {
         return await ws.request(request);
       } catch (e) {
         if (e.code === 'unavailable' && !isServerFault(e) && attempt < 2) { await sleep(1000 * (attempt + 1)); continue; }
+        if (e.code === 'limit_reached') loadWallet();
         throw e;
       }
     }
   });
   if (typeof ok.balance === 'number') setBalance(ok.balance);
+  loadWallet();
   return ok;
 }
 
@@ -309,11 +311,42 @@ async function loadCatalog() {
 
 async function loadWallet() {
   if (!token) return;
+  if (me && me.minor) {
+    $('minor').hidden = false;
+    $('stickers').hidden = true;
+    $('buy').hidden = true;
+  }
   try {
     const wallet = await getWallet(token);
     setBalance(wallet.coins, wallet.debt || 0);
+    setSpending(wallet);
   } catch (e) { showError(e); }
 }
+
+// Spending protection: what was spent today against the daily cap (the platform's or
+// the viewer's own, whichever is lower), and the viewer's own limit.
+function setSpending({ spent_today: spent, daily_cap: cap }) {
+  $('spending').hidden = false;
+  $('spent-today').textContent = formatCoins(spent);
+  $('daily-cap-of').textContent = cap === null ? '' : ` of ${formatCoins(cap)} coins`;
+  const reached = cap !== null && spent >= cap;
+  $('cap-reached').hidden = !reached;
+  $('cap-reached').textContent = reached ? `You reached today’s limit of ${formatCoins(cap)} coins. Gifts, questions and red packets resume at midnight UTC.` : '';
+}
+
+async function saveLimit(dailyCoins) {
+  try {
+    setSpending(await setDailyLimit(token, dailyCoins));
+    toast(dailyCoins === null ? 'Your own daily limit is cleared.' : `Your daily limit is ${formatCoins(dailyCoins)} coins.`, 'success');
+  } catch (e) { showError(e); }
+}
+
+$('limits').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const value = $('daily-coins').value.trim();
+  saveLimit(value === '' ? null : Number(value));
+});
+$('limits-clear').addEventListener('click', () => { $('daily-coins').value = ''; saveLimit(null); });
 
 function renderLeaderboard(top) {
   $('leaderboard').replaceChildren(...(top || []).slice(0, 10).map((entry) =>

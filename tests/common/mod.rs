@@ -17,6 +17,7 @@ pub const SECRET: &str = "test-secret-0123456789abcdef";
 /// Upper bound for anything the tests wait for; only hit when a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+pub mod apple;
 pub mod node;
 
 pub struct TestServer {
