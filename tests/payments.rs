@@ -393,13 +393,17 @@ async fn a_refund_of_spent_coins_leaves_a_debt_that_the_next_purchase_repays() {
         standing(&server, "buyer").await,
         json!({"coins": 0, "debt": 70})
     );
-    // Redelivered: nothing more; charged back as well: a different story, refused.
+    // Redelivered, or charged back as well: nothing is left to take back.
     assert_eq!(
         refunded.send(&server).await.1,
         json!({"status": "duplicate"})
     );
     let chargeback = Notification::new("msg_3", refund("purchase.charged_back", "order-1", None));
-    assert_eq!(chargeback.send(&server).await.0, 409);
+    assert_eq!(
+        chargeback.send(&server).await,
+        (200, json!({"status": "duplicate"}))
+    );
+    assert_eq!(standing(&server, "buyer").await["debt"], 70);
 
     // In debt: paid actions are refused, a retry of an earlier one still answers it.
     let gift = json!({"type": "gift", "room": "star", "sticker": "heart", "count": 1, "key": "spend-0002"});
@@ -560,7 +564,69 @@ async fn a_stripe_refund_takes_back_its_share_and_a_dispute_all_of_it() {
         "id": "dp_2", "payment_intent": "pi_9", "amount": 999,
     }}});
     assert_eq!(stripe(api, &unknown, None).await.0, 422);
+
+    // A second partial refund of the first charge: Stripe reports the running total
+    // (666 of 999 cents), so 400 coins more, owed.
+    let again = json!({"id": "evt_6", "type": "charge.refunded", "data": {"object": {
+        "id": "ch_1", "payment_intent": "pi_1", "amount": 999, "amount_refunded": 666,
+    }}});
+    assert_eq!(
+        stripe(api, &again, None).await,
+        (200, json!({"status": "applied"}))
+    );
+    assert_eq!(
+        standing(api, "buyer").await,
+        json!({"coins": 0, "debt": 1100})
+    );
+    // Another event restating a total already taken back changes nothing.
+    let restated = json!({"id": "evt_7", "type": "charge.refunded", "data": {"object": {
+        "id": "ch_1", "payment_intent": "pi_1", "amount": 999, "amount_refunded": 666,
+    }}});
+    assert_eq!(
+        stripe(api, &restated, None).await,
+        (200, json!({"status": "duplicate"}))
+    );
+    assert_eq!(standing(api, "buyer").await["debt"], 1100);
     api.books_balance().await;
+}
+
+/// A purchase refunded in parts, one notification each: never beyond its coins.
+#[tokio::test]
+async fn a_purchase_is_refunded_in_parts_never_beyond_its_coins() {
+    let server = TestServer::with_config(|file| *file = config()).await;
+    let bought = Notification::new("msg_1", purchase("order-1", "buyer", "p100"));
+    assert_eq!(bought.send(&server).await.0, 200);
+    let part = |id: &str, coins: u64| {
+        Notification::new(id, refund("purchase.refunded", "order-1", Some(coins)))
+    };
+    assert_eq!(
+        part("msg_2", 30).send(&server).await.1,
+        json!({"status": "applied"})
+    );
+    assert_eq!(
+        part("msg_2", 30).send(&server).await.1,
+        json!({"status": "duplicate"})
+    );
+    // 70 are left: 80 more is refused, and books nothing.
+    let (status, body) = part("msg_3", 80).send(&server).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &json!("bad_request")),
+        "{body}"
+    );
+    assert_eq!(server.wallet("buyer").await, 70);
+    assert_eq!(
+        part("msg_4", 70).send(&server).await.1,
+        json!({"status": "applied"})
+    );
+    let all = Notification::new("msg_5", refund("purchase.charged_back", "order-1", None));
+    assert_eq!(all.send(&server).await.1, json!({"status": "duplicate"}));
+    assert_eq!(
+        standing(&server, "buyer").await,
+        json!({"coins": 0, "debt": 0})
+    );
+    // 1 purchase, 2 refunds.
+    assert_eq!(transfers(&server).await, 3);
 }
 
 /// Spending protection: a charge over the per-charge cap answers `limit_reached`, a

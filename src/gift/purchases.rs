@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::GiftEngine;
 use crate::ledger::facts::{Purchase, PurchaseRefund, TransferMeta};
+use crate::ledger::rules::Ceiling;
 use crate::ledger::{Account, LedgerError, Transfer, TransferRequest};
-use crate::money::Minor;
+use crate::money::{Coins, Minor};
 use crate::payments::RefundShare;
 
 /// Why a refund cannot be booked.
@@ -62,7 +63,9 @@ impl GiftEngine {
         })
     }
 
-    /// Takes back a `share` of the purchase `purchase_id` that `provider` notified: what the buyer's wallet holds, and the rest as debt.
+    /// Takes back a `share` of the purchase `purchase_id` that `provider` notified in
+    /// event `event_id`: what the buyer's wallet holds, and the rest as debt. A
+    /// purchase may be refunded in parts, one per event, never beyond its coins.
     pub async fn refund_purchase(
         &self,
         provider: &str,
@@ -78,37 +81,61 @@ impl GiftEngine {
         else {
             return Err(RefundRefused::UnknownPurchase);
         };
-        let Some(coins) = share.of(purchase.coins) else {
-            let bought = purchase.coins.get();
+        let bought = purchase.coins;
+        if share.of(bought).is_none() {
             return Err(RefundRefused::Coins(format!(
                 "a refund takes back 1 to {bought} coins of this purchase"
             )));
-        };
+        }
         let refund = PurchaseRefund {
             provider: provider.to_owned(),
             purchase_id: purchase_id.to_owned(),
             event_id: event_id.to_owned(),
             user: purchase.user,
-            coins,
-            taken: crate::money::Coins::ZERO,
-            owed: crate::money::Coins::ZERO,
+            coins: Coins::ZERO,
+            taken: Coins::ZERO,
+            owed: Coins::ZERO,
             chargeback,
         };
-        self.take_back(refund).await.map_err(RefundRefused::Ledger)
+        self.take_back(refund, share, bought).await
     }
 
-    /// Takes `refund.coins` back from the buyer: what the wallet holds, and the rest
-    /// as debt. Keyed by the purchase: one refund or chargeback per purchase.
-    async fn take_back(&self, refund: PurchaseRefund) -> Result<Credited, LedgerError> {
-        let fingerprint =
-            json!({"coins": refund.coins, "chargeback": refund.chargeback}).to_string();
-        let (user, key) = (refund.user.clone(), refund.purchase_id.clone());
-        let payer = format!("refund:{}", refund.provider);
-        let request = TransferRequest::drawing(Account::Wallet(user.clone()), move |held| {
-            Ok(take_what_is_held(&refund, held))
+    /// Books a refund: keyed by its event, drawn on the buyer's wallet and on what was
+    /// refunded of the purchase before, under a ceiling of the coins bought.
+    async fn take_back(
+        &self,
+        refund: PurchaseRefund,
+        share: RefundShare,
+        bought: Coins,
+    ) -> Result<Credited, RefundRefused> {
+        let fingerprint = json!({
+            "purchase": refund.purchase_id, "share": format!("{share:?}"),
+            "chargeback": refund.chargeback,
         })
-        .idempotent(&payer, &key, fingerprint);
-        let committed = self.ledger.commit(request).await?;
+        .to_string();
+        let (user, key) = (refund.user.clone(), refund.event_id.clone());
+        let payer = format!("refund:{}", refund.provider);
+        let refunded = refunds_of(&refund);
+        let accounts = vec![Account::Wallet(user.clone()), refunded.clone()];
+        let request = TransferRequest::drawing_on(accounts, move |balances| {
+            let back = share_left(share, bought, balances[1])?;
+            Ok(take_what_is_held(&refund, back, balances[0]))
+        })
+        .idempotent(&payer, &key, fingerprint)
+        .within(Ceiling {
+            account: refunded,
+            most: minor(bought),
+        });
+        let committed = match self.ledger.commit(request).await {
+            Ok(committed) => committed,
+            Err(LedgerError::Declined(_)) => return Ok(self.unchanged(user).await),
+            Err(LedgerError::LimitReached) => {
+                let message =
+                    format!("a refund takes back at most the coins left of the {bought} bought");
+                return Err(RefundRefused::Coins(message));
+            }
+            Err(error) => return Err(RefundRefused::Ledger(error)),
+        };
         if let (false, TransferMeta::PurchaseRefund(refund)) =
             (committed.duplicate, &committed.meta)
         {
@@ -120,6 +147,32 @@ impl GiftEngine {
             balance: self.committed_balance(&user).await,
             user,
         })
+    }
+
+    /// The answer to a refund that finds everything it asks for already taken back.
+    async fn unchanged(&self, user: String) -> Credited {
+        Credited {
+            duplicate: true,
+            balance: self.committed_balance(&user).await,
+            user,
+        }
+    }
+}
+
+/// The coins a refund of `share` takes back now, when `refunded` (minor units) of the
+/// `bought` coins were taken back before: `All` and `Money` (a payment system's
+/// running total) take what is missing, `Coins` that many more. Nothing left to take
+/// declines.
+fn share_left(share: RefundShare, bought: Coins, refunded: Minor) -> Result<Minor, String> {
+    let target = match share {
+        RefundShare::Coins(coins) => return Ok(minor(Coins::new(coins))),
+        share => minor(share.of(bought).expect("checked when the refund was asked")),
+    };
+    let back = target - refunded;
+    if back > Minor::ZERO {
+        Ok(back)
+    } else {
+        Err("this much of the purchase was taken back already".into())
     }
 }
 
@@ -152,14 +205,22 @@ fn repay_first(purchase: &Purchase, owed: Minor) -> Transfer {
     }
 }
 
-/// A refund's legs when the wallet holds `held`: taken from the wallet as far as it
-/// goes, the rest owed.
-fn take_what_is_held(refund: &PurchaseRefund, held: Minor) -> Transfer {
-    let back = minor(refund.coins);
+/// The counter of what was taken back of the purchase `refund` is about.
+fn refunds_of(refund: &PurchaseRefund) -> Account {
+    Account::Refunded(format!("{}:{}", refund.provider, refund.purchase_id))
+}
+
+/// A refund's legs when it takes `back` and the wallet holds `held`: taken from the
+/// wallet as far as it goes, the rest owed; and counted on the purchase's refunds.
+fn take_what_is_held(refund: &PurchaseRefund, back: Minor, held: Minor) -> Transfer {
     let taken = held.max(Minor::ZERO).min(back);
     let owed = back - taken;
     let user = &refund.user;
-    let mut legs = vec![(Account::Purchases, back)];
+    let mut legs = vec![
+        (Account::Purchases, back),
+        (refunds_of(refund), back),
+        (Account::Counters, -back),
+    ];
     if taken > Minor::ZERO {
         legs.push((Account::Wallet(user.clone()), -taken));
     }
@@ -167,6 +228,7 @@ fn take_what_is_held(refund: &PurchaseRefund, held: Minor) -> Transfer {
         legs.push((Account::Debt(user.clone()), -owed));
     }
     let refund = PurchaseRefund {
+        coins: back.whole_coins(),
         taken: taken.whole_coins(),
         owed: owed.whole_coins(),
         ..refund.clone()

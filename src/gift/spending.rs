@@ -96,7 +96,7 @@ impl GiftEngine {
         };
         let counter = Account::Spent(day, payer.to_owned());
         transfer.legs.push((counter.clone(), amount));
-        transfer.legs.push((Account::Spending, -amount));
+        transfer.legs.push((Account::Counters, -amount));
         Ok(match self.daily_cap(payer).await? {
             Some(cap) => request.within(Ceiling {
                 account: counter,

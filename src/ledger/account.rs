@@ -22,10 +22,13 @@ pub enum Account {
     /// zero, minus the debt. Never a negative wallet.
     Debt(String),
     /// A counter, not money: the coins a user spent (gifts, questions, red packets) on
-    /// a UTC day, which a daily cap bounds. Its other side is `Spending`.
+    /// a UTC day, which a daily cap bounds. Its other side is `Counters`.
     Spent(Day, String),
-    /// The other side of every `Spent` counter; it goes negative as users spend.
-    Spending,
+    /// A counter, not money: the coins taken back so far from the purchase
+    /// `{provider}:{purchase_id}`, which the purchase's coins bound.
+    Refunded(String),
+    /// The other side of every counter; it goes negative as they count.
+    Counters,
 }
 
 impl Account {
@@ -35,7 +38,8 @@ impl Account {
     const ESCROW: &'static str = "escrow:";
     const DEBT: &'static str = "debt:";
     const SPENT: &'static str = "spent:";
-    const SPENDING: &'static str = "spending";
+    const REFUNDED: &'static str = "refunded:";
+    const COUNTERS: &'static str = "counters";
     const PLATFORM: &'static str = "platform";
     const APP_STORE: &'static str = "app_store";
     const TOPUP_SOURCE: &'static str = "topup_source";
@@ -63,7 +67,8 @@ impl Account {
             Account::Escrow(id) => format!("{}{id}", Self::ESCROW),
             Account::Debt(id) => format!("{}{id}", Self::DEBT),
             Account::Spent(day, id) => format!("{}{day}:{id}", Self::SPENT),
-            Account::Spending => Self::SPENDING.into(),
+            Account::Refunded(purchase) => format!("{}{purchase}", Self::REFUNDED),
+            Account::Counters => Self::COUNTERS.into(),
         }
     }
 
@@ -75,7 +80,7 @@ impl Account {
             Self::APP_STORE => Account::AppStore,
             Self::TOPUP_SOURCE => Account::TopupSource,
             Self::PURCHASES => Account::Purchases,
-            Self::SPENDING => Account::Spending,
+            Self::COUNTERS => Account::Counters,
             _ => {
                 let (prefix, id) = name.split_at(name.find(':')? + 1);
                 let id = owned(id)?;
@@ -85,6 +90,7 @@ impl Account {
                     Self::AGENCY => Account::Agency(id),
                     Self::ESCROW => Account::Escrow(id),
                     Self::DEBT => Account::Debt(id),
+                    Self::REFUNDED => Account::Refunded(id),
                     Self::SPENT => {
                         let (day, user) = id.split_once(':')?;
                         Account::Spent(Day::parse(day)?, owned(user)?)
@@ -157,7 +163,8 @@ mod tests {
             Account::Escrow("p1".into()),
             Account::Debt("bob".into()),
             Account::Spent(Day::parse("2026-12-01").unwrap(), "bob".into()),
-            Account::Spending,
+            Account::Refunded("stripe:pi_1:x".into()),
+            Account::Counters,
         ];
         for account in accounts {
             assert_eq!(Account::parse(&account.key()), Some(account));

@@ -234,7 +234,8 @@ impl Earnings {
             | Account::Escrow(_)
             | Account::Debt(_)
             | Account::Spent(..)
-            | Account::Spending => {}
+            | Account::Refunded(_)
+            | Account::Counters => {}
         }
     }
 }

@@ -28,24 +28,25 @@ pub struct Transfer {
     pub meta: TransferMeta,
 }
 
-/// What a draw takes, decided from its account's balance: a transfer, or the reason
-/// there is nothing to take.
-pub type DrawRule = dyn Fn(Minor) -> Result<Transfer, String> + Send + Sync;
+/// What a draw takes, decided from its accounts' balances (in the order the draw
+/// names them): a transfer, or the reason there is nothing to take.
+pub type DrawRule = dyn Fn(&[Minor]) -> Result<Transfer, String> + Send + Sync;
 
-/// A transfer decided by an account's balance at the moment of commit, for a pot that
-/// several nodes draw on at once (a red packet's next share, or its remainder). The
-/// ledger serialises transfers on the account, so each draw sees the balance the
+/// A transfer decided by accounts' balances at the moment of commit, for a pot that
+/// several nodes draw on at once (a red packet's next share, or its remainder; a
+/// refund's coins, from what the wallet holds and what was refunded before). The
+/// ledger serialises transfers on the accounts, so each draw sees the balances the
 /// previous one left.
 #[derive(Clone)]
 pub struct Draw {
-    pub account: Account,
+    pub accounts: Vec<Account>,
     pub rule: Arc<DrawRule>,
 }
 
 impl std::fmt::Debug for Draw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Draw")
-            .field("account", &self.account)
+            .field("accounts", &self.accounts)
             .finish()
     }
 }
@@ -99,9 +100,18 @@ impl TransferRequest {
         account: Account,
         rule: impl Fn(Minor) -> Result<Transfer, String> + Send + Sync + 'static,
     ) -> TransferRequest {
+        TransferRequest::drawing_on(vec![account], move |balances| rule(balances[0]))
+    }
+
+    /// A transfer that `rule` decides from the balances of `accounts` (in that order)
+    /// when the ledger commits it.
+    pub fn drawing_on(
+        accounts: Vec<Account>,
+        rule: impl Fn(&[Minor]) -> Result<Transfer, String> + Send + Sync + 'static,
+    ) -> TransferRequest {
         TransferRequest {
             content: Content::Drawn(Draw {
-                account,
+                accounts,
                 rule: Arc::new(rule),
             }),
             idempotency: None,
@@ -143,7 +153,7 @@ pub trait BalancesMut: Balances {
 /// pays into, and the account under a ceiling.
 pub fn reads(request: &TransferRequest) -> Vec<Account> {
     let mut read: Vec<Account> = match &request.content {
-        Content::Drawn(draw) => vec![draw.account.clone()],
+        Content::Drawn(draw) => draw.accounts.clone(),
         Content::Fixed(transfer) => transfer
             .legs
             .iter()
@@ -254,17 +264,18 @@ pub fn plan<'a>(
     Ok(Plan { transfer, deltas })
 }
 
-/// A draw's transfer on its account's balance. A draw takes held money only from its
-/// own account, and pays into an owed account only its own: that is the only balance
-/// it was decided on.
+/// A draw's transfer on its accounts' balances. A draw takes held money only from its
+/// own accounts, and pays into an owed account only its own: those are the only
+/// balances it was decided on.
 fn resolve(draw: &Draw, books: &impl Balances) -> Result<Transfer, LedgerError> {
-    let transfer = (draw.rule)(books.balance(&draw.account)).map_err(LedgerError::Declined)?;
+    let balances: Vec<Minor> = draw.accounts.iter().map(|a| books.balance(a)).collect();
+    let transfer = (draw.rule)(&balances).map_err(LedgerError::Declined)?;
     let decided_here = |(account, amount): &(Account, Minor)| {
-        *account == draw.account || !bounded_by(account, *amount)
+        draw.accounts.contains(account) || !bounded_by(account, *amount)
     };
     assert!(
         transfer.legs.iter().all(decided_here),
-        "a draw decides only on the balance of the account it draws on"
+        "a draw decides only on the balances of the accounts it draws on"
     );
     Ok(transfer)
 }

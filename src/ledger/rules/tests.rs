@@ -269,7 +269,7 @@ proptest! {
         for spend in spends {
             let legs = vec![
                 (counter.clone(), Minor::new(spend)),
-                (Account::Spending, Minor::new(-spend)),
+                (Account::Counters, Minor::new(-spend)),
             ];
             let request = TransferRequest::new(legs, meta()).within(ceiling.clone());
             prop_assert_eq!(reads(&request), vec![counter.clone()]);
