@@ -22,7 +22,6 @@ const MESSAGES = {
   rate_limited: 'Slow down… you are sending too fast. Try again in a few seconds.',
   insufficient_funds: 'Not enough coins — top up first.',
   in_debt: 'You owe coins from a refunded purchase — buy coins to repay them first.',
-  limit_reached: 'That is over a spending limit.',
   too_large: 'That is too long — please shorten it.',
   conflict: 'That was already done.',
   exhausted: 'Too late — nothing is left.',

@@ -1,7 +1,8 @@
 // The whole product in headless Chromium: a broadcaster page goes live with the
 // fake camera over WHIP, a viewer page plays it over WHEP (frames decoded, read from
 // getStats), tops up, buys a coin pack in the simulated store (a signed
-// notification through the real payment route) and sends a sticker, the broadcaster taps thank-you, and the
+// notification through the real payment route), sends a sticker, sets a daily
+// limit that stops the next one, the broadcaster taps thank-you, and the
 // viewer sees the acknowledgement. Screenshots of both pages go to $ARTIFACTS.
 //
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
@@ -114,6 +115,21 @@ try {
   const before = await watch.evaluate(() => Number(document.getElementById('balance').dataset.coins));
   await watch.click('.sticker[data-id="rose"]');
   await watch.waitForFunction((b) => Number(document.getElementById('balance').dataset.coins) < b, before);
+
+  step('viewer sees today’s spending, sets a daily limit at it, and the next gift is refused');
+  await watch.waitForFunction(() => Number(document.getElementById('spent-today').textContent.replace(/\D/g, '')) > 0);
+  const spent = await watch.evaluate(() => Number(document.getElementById('spent-today').textContent.replace(/\D/g, '')));
+  await watch.click('#spending summary');
+  await watch.fill('#daily-coins', String(spent));
+  await watch.click('#limits button[type="submit"]');
+  await watch.waitForFunction(() => !document.getElementById('cap-reached').hidden);
+  const capped = await watch.evaluate(() => Number(document.getElementById('balance').dataset.coins));
+  await watch.click('.sticker[data-id="rose"]');
+  await watch.locator('.toast-error', { hasText: 'a day' }).first().waitFor({ timeout: 10000 });
+  const after = await watch.evaluate(() => Number(document.getElementById('balance').dataset.coins));
+  if (after !== capped) throw new Error(`a gift over the daily limit was charged: ${capped} -> ${after}`);
+  await watch.click('#limits-clear');
+  await watch.waitForFunction(() => document.getElementById('cap-reached').hidden);
 
   step('broadcaster sees the gift and taps thank-you');
   const item = live.locator('.feed-item', { hasText: 'Bob' }).first();
