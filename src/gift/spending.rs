@@ -108,18 +108,19 @@ impl GiftEngine {
 
     /// The refusal of a charge the daily cap stopped.
     pub(super) async fn daily_limit_reached(&self, payer: &str) -> Rejection {
-        let cap = self
-            .daily_cap(payer)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
         let spent = self.wallets.spent(payer, self.today()).whole_coins();
-        let message = format!(
-            "you may spend {} coins a day and spent {} today",
-            cap.get(),
-            spent.get()
-        );
+        // The cap is only told, never assumed: unread, the message leaves it out.
+        let message = match self.daily_cap(payer).await {
+            Ok(Some(cap)) => format!(
+                "you may spend {} coins a day and spent {} today",
+                cap.get(),
+                spent.get()
+            ),
+            _ => format!(
+                "this would pass your daily cap; you spent {} today",
+                spent.get()
+            ),
+        };
         Rejection::new(ErrorCode::LimitReached, message)
     }
 

@@ -242,12 +242,10 @@ async fn apple_notification(
 
 /// The user whose app account token a purchase carries (422 without one).
 async fn apple_buyer(state: &AppState, token: Option<&str>) -> Result<String, ApiError> {
-    let unknown =
-        |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::NotFound, why);
-    let token = token.ok_or_else(|| unknown("the purchase carries no appAccountToken".into()))?;
+    let token = token.ok_or_else(|| unknown_name("the purchase carries no appAccountToken"))?;
     let user = (state.gifts.ledger().user_of_app_account_token(token).await)
         .map_err(crate::gift::ledger_rejection)?;
-    user.ok_or_else(|| unknown(format!("no user has the app account token {token}")))
+    user.ok_or_else(|| unknown_name(format!("no user has the app account token {token}")))
 }
 
 /// `GET /api/me/app-account-token`: the UUID an app passes to StoreKit as
@@ -324,11 +322,9 @@ async fn take_back(
         .refund_purchase(provider, event_id, purchase_id, share, chargeback)
         .await;
     let credited = refund.map_err(|refused| match refused {
-        RefundRefused::UnknownPurchase => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::NotFound,
-            format!("no purchase {purchase_id:?} was credited"),
-        ),
+        RefundRefused::UnknownPurchase => {
+            unknown_name(format!("no purchase {purchase_id:?} was credited"))
+        }
         RefundRefused::Coins(message) => Rejection::bad_request(message).into(),
         RefundRefused::Ledger(LedgerError::Conflict) => ApiError::new(
             StatusCode::CONFLICT,
@@ -360,10 +356,16 @@ fn answer(state: &AppState, credited: crate::gift::Credited) -> Json<Value> {
 fn unprocessable(error: Unprocessable) -> ApiError {
     match error {
         Unprocessable::Shape(message) => Rejection::bad_request(message).into(),
-        unknown => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::NotFound,
-            unknown.to_string(),
-        ),
+        unknown => unknown_name(unknown.to_string()),
     }
+}
+
+/// A well-signed notification naming a user, pack or purchase this server does not
+/// know (422).
+fn unknown_name(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::NotFound,
+        message.into(),
+    )
 }
