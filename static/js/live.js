@@ -1,6 +1,8 @@
 // Broadcaster page (phone upright): camera preview, WHIP go-live/stop,
-// a feed of gifts and questions with one-tap thanks, earnings and viewers.
-import { getToken, currentUser, getEarnings, getCatalog } from './api.js';
+// a feed of gifts and questions with one-tap thanks, earnings and viewers, and the
+// broadcaster's own wallet (debt, today's spending against the cap, a minor's account).
+import { getToken, currentUser, getEarnings, getCatalog, getWallet } from './api.js';
+import { showDebt, showSpending, showMinor } from './wallet.js';
 import { OvationSocket } from './ws.js';
 import { publish } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
@@ -221,6 +223,7 @@ function start() {
   ws.on('reset', () => { feed.replaceChildren(); messages.replaceChildren(); state.items.clear(); $('feed-empty').hidden = false; });
   ws.on('joined', (ok) => { $('viewers').textContent = ok.viewers; refreshEarnings(); });
   ws.on('presence', (e) => { $('viewers').textContent = e.viewers; });
+  ws.on('balance', () => loadWallet());
   ws.on('error', (e) => showError(e));
   ws.on('status', (s) => {
     $('conn').textContent = s === 'open' ? '' : s === 'connecting' ? 'Connecting…' : 'Offline — reconnecting…';
@@ -253,8 +256,23 @@ function start() {
     }, 300);
   }
 
+  // ---------- the broadcaster's own wallet ----------
+
+  async function loadWallet() {
+    try {
+      const wallet = await getWallet(token);
+      $('balance').textContent = formatCoins(wallet.coins);
+      $('balance').dataset.coins = wallet.coins;
+      showDebt(wallet.debt);
+      showSpending(wallet);
+      showMinor(me);
+      $('wallet-panel').hidden = false;
+    } catch { /* not essential to going live */ }
+  }
+
   setButtons();
   ws.connect();
+  loadWallet();
   getCatalog()
     .then((c) => c.stickers.forEach((st) => stickerNames.set(st.id, st.name)))
     .catch(() => {})

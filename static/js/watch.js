@@ -3,6 +3,7 @@ import { getToken, currentUser, getCatalog, getWallet, setDailyLimit, getLeaderb
 import { OvationSocket } from './ws.js';
 import { play } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
+import { showDebt, showSpending, showMinor } from './wallet.js';
 import { isServerFault, retryServerFaults, MAX_RETRIES, RETRY_CAP_MS } from './retry.js';
 
 const room = new URLSearchParams(location.search).get('room') || '';
@@ -217,10 +218,7 @@ function pinQuestion(e) {
 function setBalance(coins, debt) {
   $('balance').textContent = formatCoins(coins);
   $('balance').dataset.coins = coins;
-  if (debt === undefined) return;
-  // A refund took back coins already spent: paid actions wait for a purchase.
-  $('debt').hidden = debt === 0;
-  $('debt').textContent = debt ? `You owe ${formatCoins(debt)} coins from a refunded purchase. Buy coins to repay them; until then gifts, questions and red packets are paused.` : '';
+  if (debt !== undefined) showDebt(debt);
 }
 
 /**
@@ -311,32 +309,22 @@ async function loadCatalog() {
 
 async function loadWallet() {
   if (!token) return;
+  showMinor(me);
   if (me && me.minor) {
-    $('minor').hidden = false;
     $('stickers').hidden = true;
     $('buy').hidden = true;
   }
   try {
     const wallet = await getWallet(token);
     setBalance(wallet.coins, wallet.debt || 0);
-    setSpending(wallet);
+    showSpending(wallet);
   } catch (e) { showError(e); }
 }
 
-// Spending protection: what was spent today against the daily cap (the platform's or
-// the viewer's own, whichever is lower), and the viewer's own limit.
-function setSpending({ spent_today: spent, daily_cap: cap }) {
-  $('spending').hidden = false;
-  $('spent-today').textContent = formatCoins(spent);
-  $('daily-cap-of').textContent = cap === null ? '' : ` of ${formatCoins(cap)} coins`;
-  const reached = cap !== null && spent >= cap;
-  $('cap-reached').hidden = !reached;
-  $('cap-reached').textContent = reached ? `You reached today’s limit of ${formatCoins(cap)} coins. Gifts, questions and red packets resume at midnight UTC.` : '';
-}
 
 async function saveLimit(dailyCoins) {
   try {
-    setSpending(await setDailyLimit(token, dailyCoins));
+    showSpending(await setDailyLimit(token, dailyCoins));
     toast(dailyCoins === null ? 'Your own daily limit is cleared.' : `Your daily limit is ${formatCoins(dailyCoins)} coins.`, 'success');
   } catch (e) { showError(e); }
 }

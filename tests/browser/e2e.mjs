@@ -136,10 +136,11 @@ try {
   await item.waitFor({ timeout: 10000 });
   await item.locator('.thank').click();
 
-  step('viewer sees the acknowledgement; the broadcaster sees earnings and viewers');
+  step('viewer sees the acknowledgement; the broadcaster sees earnings, viewers and their own wallet');
   await watch.locator('.ack', { hasText: 'Bob' }).first().waitFor({ timeout: 10000 });
   await live.waitForFunction(() => Number(document.getElementById('earnings').dataset.minor) > 0, null, { timeout: 10000 });
   await live.waitForFunction(() => Number(document.getElementById('viewers').textContent) >= 2, null, { timeout: 10000 });
+  await live.waitForFunction(() => !document.getElementById('wallet-panel').hidden && document.getElementById('spent-today').textContent === '0', null, { timeout: 10000 });
 
   await live.screenshot({ path: join(artifacts, 'broadcaster.png'), fullPage: true });
   await watch.screenshot({ path: join(artifacts, 'viewer.png'), fullPage: true });
