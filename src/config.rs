@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::money::{Catalog, CoinPack, SplitPolicy};
+use crate::money::{Catalog, CoinPack, PayoutPolicy, SplitPolicy};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,6 +54,7 @@ pub struct FileConfig {
     pub http: HttpSettings,
     pub ledger: LedgerSettings,
     pub payments: PaymentSettings,
+    pub payouts: PayoutPolicy,
     /// The packs of coins a viewer can buy (`GET /api/coin-packs`).
     pub coin_packs: Vec<CoinPack>,
 }
@@ -306,7 +307,7 @@ pub struct Limits {
     pub max_coins_per_charge: Option<u64>,
     /// The most coins a user may spend in a UTC day (gifts, questions, red packets);
     /// a user may set a lower cap for themselves. None: no platform cap.
-    pub max_coins_per_day: Option<u64>,
+    pub daily_coins: Option<u64>,
 }
 
 impl Default for Limits {
@@ -340,7 +341,7 @@ impl Default for Limits {
             ws_read_buffer_bytes: 512,
             socket_send_buffer_bytes: 256 * 1024,
             max_coins_per_charge: None,
-            max_coins_per_day: None,
+            daily_coins: None,
         }
     }
 }
@@ -407,6 +408,7 @@ impl FileConfig {
         self.rtc.validate()?;
         self.ledger.validate()?;
         self.payments.validate()?;
+        self.payouts.validate()?;
         crate::money::CoinPack::validate_all(&self.coin_packs)?;
         for origin in &self.http.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {

@@ -174,13 +174,18 @@ async fn open_hub(
 async fn open_gift_engine(config: &Config, fault: StorageFault) -> anyhow::Result<GiftEngine> {
     let ledger: Arc<dyn Ledger> = match &config.ledger {
         Some(url) => Arc::new(
-            PostgresLedger::open(url, fault)
+            PostgresLedger::open(url, fault, config.clock.clone())
                 .await
                 .context("opening the PostgreSQL ledger")?,
         ),
         None => Arc::new(
-            SqliteLedger::open(&config.data_dir, &config.file.ledger, fault)
-                .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?,
+            SqliteLedger::open(
+                &config.data_dir,
+                &config.file.ledger,
+                fault,
+                config.clock.clone(),
+            )
+            .with_context(|| format!("opening the ledger in {}", config.data_dir.display()))?,
         ),
     };
     let file = &config.file;
@@ -194,8 +199,8 @@ async fn open_gift_engine(config: &Config, fault: StorageFault) -> anyhow::Resul
     .await
     .context("loading wallets from the ledger")?;
     let limits = &file.limits;
-    let caps = gift::SpendingCaps::new(limits.max_coins_per_charge, limits.max_coins_per_day);
-    Ok(engine.with_caps(caps))
+    let caps = gift::SpendingCaps::new(limits.max_coins_per_charge, limits.daily_coins);
+    Ok(engine.with_caps(caps).with_payouts(file.payouts.clone()))
 }
 
 /// Crash-only money: after a storage fault, and `drain` for load balancers to see

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ovation::clock::Clock;
 use ovation::config::{BusConfig, Config, FileConfig};
 
 #[derive(Parser)]
@@ -158,15 +159,20 @@ fn check_ledger(data_dir: &std::path::Path, url: Option<&str>) -> anyhow::Result
         let ledger: Box<dyn Ledger> = match url {
             // The URL may carry a password: the message names the flag, not the URL.
             Some(url) => Box::new(
-                ovation::ledger::PostgresLedger::open(url, fault)
+                ovation::ledger::PostgresLedger::open(url, fault, Clock::system())
                     .await
                     .context("opening the PostgreSQL ledger given by --ledger")?,
             ),
             None => {
                 let settings = ovation::config::LedgerSettings::default();
                 Box::new(
-                    ovation::ledger::SqliteLedger::open(data_dir, &settings, fault)
-                        .with_context(|| format!("opening the ledger in {}", data_dir.display()))?,
+                    ovation::ledger::SqliteLedger::open(
+                        data_dir,
+                        &settings,
+                        fault,
+                        Clock::system(),
+                    )
+                    .with_context(|| format!("opening the ledger in {}", data_dir.display()))?,
                 )
             }
         };

@@ -1,5 +1,5 @@
 //! The pages in real headless Chromium with its fake camera (see tests/browser/e2e.mjs):
-//! go live, watch, top up, gift, thank — inside a network namespace with only
+//! go live, watch, top up, gift, thank, cash out and download a statement — inside a network namespace with only
 //! loopback, so no media leaves 127.0.0.1. Screenshots land in
 //! `target/tmp/e2e-artifacts/`.
 //!

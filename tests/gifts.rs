@@ -68,11 +68,12 @@ async fn a_gift_is_charged_split_fanned_out_and_earned_exactly() {
     assert_eq!(bob.next_of("balance").await["coins"], 970);
     assert_eq!(server.wallet("bob").await, 970);
 
-    // 30 coins = 3000 minor units: store 30% = 900, broadcaster half of 2100 = 1050,
-    // the platform keeps the other 1050.
+    // 30 coins = 3000 minor units: store 30% = 900, broadcaster half of 2100 = 1050
+    // (held for the hold period), the platform keeps the other 1050.
     assert_eq!(
         earnings(&server, "alice").await,
-        json!({"gifts": 1, "coins": 30, "broadcaster": 1050, "agency": 0, "platform": 1050, "app_store": 900})
+        json!({"gifts": 1, "coins": 30, "broadcaster": 1050, "agency": 0, "platform": 1050, "app_store": 900,
+               "held": 1050, "available": 0, "pending": 0, "paid": 0})
     );
     server.books_balance().await;
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ovation::auth::{Role, User};
+use ovation::clock::Clock;
 use ovation::config::GiftSettings;
 use ovation::gift::{GiftEngine, GiftOrder, QuestionOrder};
 use ovation::ledger::facts::{Grab, Topup, TransferMeta};
@@ -105,10 +106,7 @@ impl Books {
     async fn all() -> Vec<Books> {
         let dir = tempfile::tempdir().unwrap();
         let mut books = vec![Books {
-            ledger: Arc::new(
-                SqliteLedger::open(dir.path(), &Default::default(), StorageFault::default())
-                    .unwrap(),
-            ),
+            ledger: Arc::new(open_sqlite(dir.path())),
             _dir: Some(dir),
             schema: None,
         }];
@@ -121,7 +119,7 @@ impl Books {
         let schema = PgSchema::create("test").await?;
         Some(Books {
             ledger: Arc::new(
-                PostgresLedger::open(&schema.url, StorageFault::default())
+                PostgresLedger::open(&schema.url, StorageFault::default(), Clock::system())
                     .await
                     .unwrap(),
             ),
@@ -136,7 +134,7 @@ impl Books {
         let mut nodes = vec![self.ledger.clone()];
         if let Some(schema) = &self.schema {
             nodes.push(Arc::new(
-                PostgresLedger::open(&schema.url, StorageFault::default())
+                PostgresLedger::open(&schema.url, StorageFault::default(), Clock::system())
                     .await
                     .unwrap(),
             ));
@@ -586,9 +584,7 @@ async fn a_ledger_written_by_the_previous_release_opens_and_checks_clean() {
         dir.path().join("ledger.sqlite3"),
     )
     .unwrap();
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        SqliteLedger::open(dir.path(), &Default::default(), StorageFault::default()).unwrap(),
-    );
+    let ledger: Arc<dyn Ledger> = Arc::new(open_sqlite(dir.path()));
 
     let report = ledger.check().await.unwrap();
     assert!(report.ok, "{report:?}");
@@ -640,4 +636,15 @@ async fn a_ledger_written_by_the_previous_release_opens_and_checks_clean() {
         assert_eq!(retry.id, gift["gift_id"].as_str().unwrap());
     }
     assert!(ledger.check().await.unwrap().ok);
+}
+
+/// The embedded ledger in `dir`, with the default settings.
+fn open_sqlite(dir: &std::path::Path) -> SqliteLedger {
+    SqliteLedger::open(
+        dir,
+        &Default::default(),
+        StorageFault::default(),
+        Clock::system(),
+    )
+    .unwrap()
 }

@@ -17,7 +17,7 @@ const HOUR_MS: u64 = 3_600_000;
 
 fn capped(per_day: u64) -> FileConfig {
     let mut file = FileConfig::default();
-    file.limits.max_coins_per_day = Some(per_day);
+    file.limits.daily_coins = Some(per_day);
     file
 }
 

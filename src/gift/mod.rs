@@ -9,10 +9,12 @@
 mod combo;
 mod leaderboard;
 mod packets;
+mod payouts;
 mod purchases;
 mod red_packet;
 mod refs;
 mod spending;
+mod statement;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,16 +27,18 @@ use crate::clock::Clock;
 use crate::config::GiftSettings;
 use crate::ledger::facts::{self, TransferMeta};
 use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferRequest};
-use crate::money::{Catalog, Coins, Day, Minor, SplitPolicy, TooLarge, Wallets};
+use crate::money::{Catalog, Coins, Day, Minor, PayoutPolicy, SplitPolicy, TooLarge, Wallets};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
 pub use leaderboard::TOP as LEADERBOARD_TOP;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
+pub use payouts::{EarningsByState, PayoutStatus, PayoutView, SettleRefused, Settled};
 pub use purchases::{Credited, RefundRefused};
 use refs::Acknowledgeable;
 pub use spending::{SpendingCaps, WalletView};
+pub use statement::{Statement, StatementLine};
 
 /// Gifts and questions per room that the broadcaster can still acknowledge.
 const ACKNOWLEDGEABLE_PER_ROOM: usize = 10_000;
@@ -46,6 +50,7 @@ pub struct GiftEngine {
     split: SplitPolicy,
     settings: GiftSettings,
     caps: SpendingCaps,
+    payouts: PayoutPolicy,
     clock: Clock,
     combos: Mutex<Combos>,
     rooms: DashMap<String, RoomBook>,
@@ -117,6 +122,7 @@ impl GiftEngine {
             combos: Mutex::new(Combos::new(Duration::from_millis(settings.combo_window_ms))),
             settings,
             caps: SpendingCaps::default(),
+            payouts: PayoutPolicy::default(),
             clock,
             rooms: DashMap::new(),
             packets,
@@ -126,6 +132,12 @@ impl GiftEngine {
     /// Caps what one charge and one day's charges may cost.
     pub fn with_caps(mut self, caps: SpendingCaps) -> GiftEngine {
         self.caps = caps;
+        self
+    }
+
+    /// Holds creators' earnings and pays them out by `policy`.
+    pub fn with_payouts(mut self, policy: PayoutPolicy) -> GiftEngine {
+        self.payouts = policy;
         self
     }
 
@@ -228,8 +240,12 @@ impl GiftEngine {
     ) -> Result<Charge, Rejection> {
         let (id, value) = paid(&meta)?;
         let (id, amount) = (id.to_owned(), value.to_minor().map_err(too_large)?);
-        let request = TransferRequest::new(self.split.legs(&sender.id, room, amount), meta)
-            .idempotent(&sender.id, key, chosen.to_string());
+        let legs = self.split.legs(&sender.id, room, amount);
+        let request = TransferRequest::new(self.payouts.hold(legs, self.today()), meta).idempotent(
+            &sender.id,
+            key,
+            chosen.to_string(),
+        );
         let committed = self.pay(sender, amount, request).await?;
         self.answer(sender, committed).inspect_err(
             |_| tracing::error!(%id, "a payment's key holds a transfer of another kind"),

@@ -9,8 +9,10 @@ use serde_json::json;
 use super::GiftEngine;
 use crate::ledger::facts::{Purchase, PurchaseRefund, TransferMeta};
 use crate::ledger::rules::Ceiling;
-use crate::ledger::{Account, LedgerError, Transfer, TransferRequest};
-use crate::money::{Coins, Minor};
+use std::collections::BTreeSet;
+
+use crate::ledger::{Account, Booked, LedgerError, Payee, Transfer, TransferRequest};
+use crate::money::{clawback, Coins, Minor, PaidShare, Traceable};
 use crate::payments::RefundShare;
 
 /// Why a refund cannot be booked.
@@ -88,6 +90,7 @@ impl GiftEngine {
             )));
         }
         let refund = PurchaseRefund {
+            clawed: Vec::new(),
             provider: provider.to_owned(),
             purchase_id: purchase_id.to_owned(),
             event_id: event_id.to_owned(),
@@ -116,10 +119,33 @@ impl GiftEngine {
         let (user, key) = (refund.user.clone(), refund.event_id.clone());
         let payer = format!("refund:{}", refund.provider);
         let refunded = refunds_of(&refund);
-        let accounts = vec![Account::Wallet(user.clone()), refunded.clone()];
+        let gifts = self.traceable(&user, minor(bought)).await;
+        let gifts = gifts.map_err(RefundRefused::Ledger)?;
+        let today = self.today();
+        let still_held: BTreeSet<Account> = (gifts.iter().flat_map(|g| &g.shares))
+            .map(|share| share.account.clone())
+            .filter(|a| matches!(a, Account::Held(..)) && !self.payouts.is_payable(a, today))
+            .collect();
+        let mut accounts = vec![Account::Wallet(user.clone()), refunded.clone()];
+        accounts.extend(gifts.iter().map(|g| Account::Traced(g.transfer_id)));
+        accounts.extend(still_held.iter().cloned());
+        let drawn = accounts.clone();
         let request = TransferRequest::drawing_on(accounts, move |balances| {
             let back = share_left(share, bought, balances[1])?;
-            Ok(take_what_is_held(&refund, back, balances[0]))
+            let mut transfer = take_what_is_held(&refund, back, balances[0]);
+            let TransferMeta::PurchaseRefund(facts) = &mut transfer.meta else {
+                unreachable!("a refund's facts")
+            };
+            let balance_of = |account: &Account| {
+                let at = drawn.iter().position(|a| a == account);
+                at.map_or(Minor::ZERO, |at| balances[at])
+            };
+            let (legs, clawed) = clawback(minor(facts.owed), &gifts, balance_of, |account| {
+                still_held.contains(account)
+            });
+            transfer.legs.extend(legs);
+            facts.clawed = clawed;
+            Ok(transfer)
         })
         .idempotent(&payer, &key, fingerprint)
         .within(Ceiling {
@@ -149,6 +175,31 @@ impl GiftEngine {
         })
     }
 
+    /// `user`'s latest gifts and questions (newest first) that a refund of up to
+    /// `bound` spent coins may be traced to: enough of them not traced by refunds
+    /// before, looking at `MAX_TRACED` at most.
+    async fn traceable(&self, user: &str, bound: Minor) -> Result<Vec<Traceable>, LedgerError> {
+        let (mut gifts, mut untraced, mut before) = (Vec::new(), Minor::ZERO, None);
+        while untraced < bound && gifts.len() < MAX_TRACED {
+            let page = self.ledger.paid_by(user, before, TRACE_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.transfer_id);
+            let page: Vec<Traceable> = page.iter().filter_map(traceable).collect();
+            let counters = page
+                .iter()
+                .map(|g| Account::Traced(g.transfer_id))
+                .collect();
+            let traced = self.ledger.balances_of(counters).await?;
+            for (gift, traced) in page.into_iter().zip(traced) {
+                if untraced < bound && gift.value > traced {
+                    untraced += gift.value - traced;
+                    gifts.push(gift);
+                }
+            }
+        }
+        Ok(gifts)
+    }
+
     /// The answer to a refund that finds everything it asks for already taken back.
     async fn unchanged(&self, user: String) -> Credited {
         Credited {
@@ -157,6 +208,33 @@ impl GiftEngine {
             user,
         }
     }
+}
+
+/// The most gifts a refund's coins are traced to, and how many are read at once.
+const MAX_TRACED: usize = 256;
+const TRACE_PAGE: usize = 64;
+
+/// A gift or question as a refund traces coins to it: its value (what left the
+/// payer's wallet) and its creators' shares.
+fn traceable(booked: &Booked) -> Option<Traceable> {
+    let room = booked.meta.room()?.to_owned();
+    let value: Minor = (booked.legs.iter())
+        .filter(|(account, _)| matches!(account, Account::Wallet(_)))
+        .map(|(_, amount)| -*amount)
+        .sum();
+    let shares = (booked.legs.iter())
+        .filter(|(account, amount)| Payee::of(account).is_some() && *amount > Minor::ZERO)
+        .map(|(account, amount)| PaidShare {
+            account: account.clone(),
+            amount: *amount,
+        })
+        .collect();
+    (value > Minor::ZERO).then_some(Traceable {
+        transfer_id: booked.transfer_id,
+        room,
+        value,
+        shares,
+    })
 }
 
 /// The coins a refund of `share` takes back now, when `refunded` (minor units) of the

@@ -26,7 +26,7 @@ const SHARED_PROFILE_TTL: Duration = Duration::from_secs(1);
 pub struct SpendingCaps {
     /// The most one charge may cost (`[limits] max_coins_per_charge`).
     pub per_charge: Option<Minor>,
-    /// The most a user may spend in a day (`[limits] max_coins_per_day`).
+    /// The most a user may spend in a day (`[limits] daily_coins`).
     pub per_day: Option<Coins>,
     profiles: DashMap<String, (Profile, Instant)>,
 }

@@ -4,6 +4,7 @@
 
 mod media;
 mod payments;
+mod payouts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,11 +64,11 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .route("/api/me/wallet", get(wallet))
         .route("/api/me/limits", axum::routing::put(set_limits))
         .route("/api/me/topup", post(top_up))
-        .route("/api/me/earnings", get(earnings))
         .route("/api/admin/ledger/check", get(ledger_check))
         .route("/api/admin/debts", get(debts))
         .merge(media::routes(state.relay.settings().max_sdp_bytes))
         .merge(payments::routes(state.payments.max_body_bytes))
+        .merge(payouts::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -437,22 +438,6 @@ async fn top_up(
     });
     state.hub.send_to_user(&user.id, balance.into());
     Ok(Json(json!({ "coins": coins })))
-}
-
-async fn earnings(
-    State(state): State<AppState>,
-    Bearer(user): Bearer,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    only(&user, Role::Broadcaster, "earnings are for broadcasters")?;
-    let earnings = state
-        .gifts
-        .ledger()
-        .earnings(&user.id)
-        .await
-        .map_err(crate::gift::ledger_rejection)?;
-    Ok(Json(
-        serde_json::to_value(earnings).expect("earnings serialize"),
-    ))
 }
 
 /// Who owes what after refunds, from the books: `{"debts":[{"user","coins"}]}`.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::{json_body, not_found, ApiError, AppState, Bearer};
-use crate::gift::RefundRefused;
+use crate::gift::{RefundRefused, SettleRefused};
 use crate::ledger::LedgerError;
 use crate::payments::apple::{self, AppleError, Meaning as AppleMeaning};
 use crate::payments::notification::{Notification, PurchaseCompleted};
@@ -145,6 +145,12 @@ async fn standard_webhook(
         }
         Notification::PurchaseRefunded(refunded) => (refunded, false),
         Notification::PurchaseChargedBack(refunded) => (refunded, true),
+        Notification::PayoutPaid(payout) => {
+            return settle(&state, event_id, &payout.payout_id, true).await
+        }
+        Notification::PayoutFailed(payout) => {
+            return settle(&state, event_id, &payout.payout_id, false).await
+        }
     };
     let share = refunded.coins.map_or(RefundShare::All, RefundShare::Coins);
     let purchase_id = &refunded.purchase_id;
@@ -334,6 +340,33 @@ async fn take_back(
         RefundRefused::Ledger(other) => crate::gift::ledger_rejection(other).into(),
     })?;
     Ok(answer(state, credited))
+}
+
+/// Books the payment system's word on a payout.
+async fn settle(
+    state: &AppState,
+    event_id: &str,
+    payout_id: &str,
+    paid: bool,
+) -> Result<Json<Value>, ApiError> {
+    let settled = state.gifts.settle_payout(payout_id, paid, event_id).await;
+    let settled = settled.map_err(|refused| match refused {
+        SettleRefused::UnknownPayout => {
+            unknown_name(format!("no payout {payout_id:?} was asked for"))
+        }
+        SettleRefused::SettledOtherwise => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "this payout was settled before, the other way",
+        ),
+        SettleRefused::Ledger(other) => crate::gift::ledger_rejection(other).into(),
+    })?;
+    let status = if settled.duplicate {
+        "duplicate"
+    } else {
+        "applied"
+    };
+    Ok(Json(json!({"status": status})))
 }
 
 /// Tells the user's pages their new balance (when something changed) and answers the

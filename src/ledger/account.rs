@@ -1,5 +1,7 @@
 //! Accounts and kinds of transfer, and the one place their stored names are spelled.
 
+use serde::{Deserialize, Serialize};
+
 use crate::money::Day;
 
 /// Every account money can sit in.
@@ -29,6 +31,73 @@ pub enum Account {
     Refunded(String),
     /// The other side of every counter; it goes negative as they count.
     Counters,
+    /// A payee's earnings from day `Day`'s gifts, held until the hold period passes
+    /// (refunds can still take them back); then they count as available.
+    Held(Day, Payee),
+    /// A payout asked for and not yet settled by the payment system: `Payout(payee, id)`.
+    Payout(Payee, String),
+    /// What was paid out to a payee, all told; it only grows.
+    PaidOut(Payee),
+    /// A counter, not money: the coins of gift (or question) transfer `i64` that refunds
+    /// have traced to it, which the gift's value bounds.
+    Traced(i64),
+    /// The creators' shares of refunded coins that were already available when the
+    /// refund came: the platform carries them.
+    Losses,
+}
+
+/// Who earnings belong to: a broadcaster (their room id is their user id) or an agency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payee {
+    Broadcaster(String),
+    Agency(String),
+}
+
+impl Payee {
+    /// The account of the payee's available earnings.
+    pub fn available(&self) -> Account {
+        match self {
+            Payee::Broadcaster(id) => Account::Earnings(id.clone()),
+            Payee::Agency(id) => Account::Agency(id.clone()),
+        }
+    }
+
+    /// The payee's user id.
+    pub fn id(&self) -> &str {
+        match self {
+            Payee::Broadcaster(id) | Payee::Agency(id) => id,
+        }
+    }
+
+    /// The payee whose available earnings `account` holds, if it holds any.
+    pub fn of_available(account: &Account) -> Option<Payee> {
+        match account {
+            Account::Earnings(id) => Some(Payee::Broadcaster(id.clone())),
+            Account::Agency(id) => Some(Payee::Agency(id.clone())),
+            _ => None,
+        }
+    }
+
+    /// The payee an account of earnings (held, available, pending or paid) belongs to.
+    pub fn of(account: &Account) -> Option<Payee> {
+        match account {
+            Account::Held(_, payee) | Account::Payout(payee, _) | Account::PaidOut(payee) => {
+                Some(payee.clone())
+            }
+            other => Payee::of_available(other),
+        }
+    }
+
+    /// Stored-name prefixes shared by the payee's held and pending accounts:
+    /// `held:earnings:alice:` and `payout:earnings:alice:`.
+    pub fn prefixes(&self) -> [String; 2] {
+        let available = self.available().key();
+        [
+            format!("{}{available}:", Account::HELD),
+            format!("{}{available}:", Account::PAYOUT),
+        ]
+    }
 }
 
 impl Account {
@@ -40,13 +109,16 @@ impl Account {
     const SPENT: &'static str = "spent:";
     const REFUNDED: &'static str = "refunded:";
     const COUNTERS: &'static str = "counters";
+    const HELD: &'static str = "held:";
+    const PAYOUT: &'static str = "payout:";
+    const PAID_OUT: &'static str = "paid:";
+    const LOSSES: &'static str = "losses";
+    const TRACED: &'static str = "traced:";
     const PLATFORM: &'static str = "platform";
     const APP_STORE: &'static str = "app_store";
     const TOPUP_SOURCE: &'static str = "topup_source";
     const PURCHASES: &'static str = "purchases";
 
-    /// SQL `LIKE` patterns matching the stored names of held accounts.
-    pub const HELD_PATTERNS: [&'static str; 2] = ["wallet:%", "escrow:%"];
     /// The SQL `LIKE` pattern matching every wallet's stored name.
     pub const WALLET_PATTERN: &'static str = "wallet:%";
     /// The SQL `LIKE` pattern matching every escrow's stored name.
@@ -69,6 +141,13 @@ impl Account {
             Account::Spent(day, id) => format!("{}{day}:{id}", Self::SPENT),
             Account::Refunded(purchase) => format!("{}{purchase}", Self::REFUNDED),
             Account::Counters => Self::COUNTERS.into(),
+            Account::Held(day, payee) => format!("{}{}:{day}", Self::HELD, payee.available().key()),
+            Account::Payout(payee, id) => {
+                format!("{}{}:{id}", Self::PAYOUT, payee.available().key())
+            }
+            Account::PaidOut(payee) => format!("{}{}", Self::PAID_OUT, payee.available().key()),
+            Account::Losses => Self::LOSSES.into(),
+            Account::Traced(transfer) => format!("{}{transfer}", Self::TRACED),
         }
     }
 
@@ -81,6 +160,7 @@ impl Account {
             Self::TOPUP_SOURCE => Account::TopupSource,
             Self::PURCHASES => Account::Purchases,
             Self::COUNTERS => Account::Counters,
+            Self::LOSSES => Account::Losses,
             _ => {
                 let (prefix, id) = name.split_at(name.find(':')? + 1);
                 let id = owned(id)?;
@@ -95,15 +175,47 @@ impl Account {
                         let (day, user) = id.split_once(':')?;
                         Account::Spent(Day::parse(day)?, owned(user)?)
                     }
+                    Self::HELD => {
+                        let (payee, day) = id.rsplit_once(':')?;
+                        Account::Held(Day::parse(day)?, Self::payee(payee)?)
+                    }
+                    Self::PAYOUT => {
+                        let (payee, payout) = id.rsplit_once(':')?;
+                        Account::Payout(Self::payee(payee)?, owned(payout)?)
+                    }
+                    Self::PAID_OUT => Account::PaidOut(Self::payee(&id)?),
+                    Self::TRACED if !id.starts_with(['+', '0']) => {
+                        Account::Traced(id.parse().ok().filter(|&t: &i64| t > 0)?)
+                    }
                     _ => return None,
                 }
             }
         })
     }
 
+    /// The account a stored name names; a name no account has is a damaged ledger.
+    pub fn stored(name: &str) -> Result<Account, super::LedgerError> {
+        Account::parse(name).ok_or_else(|| {
+            super::LedgerError::Storage(format!("the ledger holds an unknown account {name:?}"))
+        })
+    }
+
+    /// The payee whose available earnings a stored name names.
+    fn payee(name: &str) -> Option<Payee> {
+        Payee::of_available(&Account::parse(name)?)
+    }
+
     /// Accounts that hold someone's money may never go below zero.
     pub fn is_held(&self) -> bool {
-        matches!(self, Account::Wallet(_) | Account::Escrow(_))
+        matches!(
+            self,
+            Account::Wallet(_)
+                | Account::Escrow(_)
+                | Account::Earnings(_)
+                | Account::Agency(_)
+                | Account::Held(..)
+                | Account::Payout(..)
+        )
     }
 
     /// Accounts of money owed to the platform may never go above zero.
@@ -122,6 +234,8 @@ pub enum TransferKind {
     Refund,
     Purchase,
     PurchaseRefund,
+    Payout,
+    PayoutSettled,
 }
 
 impl TransferKind {
@@ -138,6 +252,8 @@ impl TransferKind {
             TransferKind::Refund => "refund",
             TransferKind::Purchase => "purchase",
             TransferKind::PurchaseRefund => "purchase_refund",
+            TransferKind::Payout => "payout",
+            TransferKind::PayoutSettled => "payout_settled",
         }
     }
 
@@ -165,6 +281,18 @@ mod tests {
             Account::Spent(Day::parse("2026-12-01").unwrap(), "bob".into()),
             Account::Refunded("stripe:pi_1:x".into()),
             Account::Counters,
+            Account::Held(
+                Day::parse("2026-12-02").unwrap(),
+                Payee::Broadcaster("alice".into()),
+            ),
+            Account::Held(
+                Day::parse("2026-12-02").unwrap(),
+                Payee::Agency("stars".into()),
+            ),
+            Account::Payout(Payee::Broadcaster("alice".into()), "po_1".into()),
+            Account::PaidOut(Payee::Agency("stars".into())),
+            Account::Losses,
+            Account::Traced(42),
         ];
         for account in accounts {
             assert_eq!(Account::parse(&account.key()), Some(account));
@@ -176,6 +304,13 @@ mod tests {
             "platforms",
             "spent:bob",
             "spent:2026-12-01:",
+            "held:wallet:bob:2026-12-02",
+            "held:earnings:alice",
+            "payout:earnings:alice:",
+            "paid:platform",
+            "traced:0",
+            "traced:+4",
+            "traced:x",
         ] {
             assert_eq!(Account::parse(name), None, "{name:?}");
         }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{Account, TransferKind};
+use super::account::{Account, Payee, TransferKind};
 use super::LedgerError;
 use crate::money::{Coins, Minor};
 use crate::protocol::{SplitKind, UserRef};
@@ -20,6 +20,8 @@ pub enum TransferMeta {
     Refund(Refund),
     Purchase(Purchase),
     PurchaseRefund(PurchaseRefund),
+    Payout(Payout),
+    PayoutSettled(PayoutSettled),
 }
 
 /// Coins bought (simulated in dev mode).
@@ -124,6 +126,48 @@ pub struct PurchaseRefund {
     pub owed: Coins,
     /// A chargeback (the bank's decision) rather than a refund (the seller's).
     pub chargeback: bool,
+    /// The gifts the owed coins had paid for, and what came back of their creators'
+    /// shares.
+    #[serde(default)]
+    pub clawed: Vec<Clawed>,
+}
+
+/// One creator's share of one gift that refunded coins had paid for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clawed {
+    /// The gift's (or question's) transfer.
+    pub transfer_id: i64,
+    pub room: String,
+    pub payee: Payee,
+    /// The refunded coins traced to the gift (minor units).
+    pub traced: Minor,
+    /// What came back out of the payee's held earnings
+    pub clawed: Minor,
+    /// and what was already available, which the platform carries.
+    pub lost: Minor,
+}
+
+/// Available earnings moved into a pending payout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub payout_id: String,
+    pub payee: Payee,
+    pub amount: Minor,
+    /// The payee's idempotency key.
+    pub key: String,
+    /// When it was asked for (ms since the Unix epoch).
+    pub requested_ms: u64,
+}
+
+/// The payment system's word on a payout: paid, or failed (back to available).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutSettled {
+    pub payout_id: String,
+    pub payee: Payee,
+    pub amount: Minor,
+    pub paid: bool,
+    pub event_id: String,
+    pub settled_ms: u64,
 }
 
 impl TransferMeta {
@@ -137,6 +181,8 @@ impl TransferMeta {
             TransferMeta::Refund(_) => TransferKind::Refund,
             TransferMeta::Purchase(_) => TransferKind::Purchase,
             TransferMeta::PurchaseRefund(_) => TransferKind::PurchaseRefund,
+            TransferMeta::Payout(_) => TransferKind::Payout,
+            TransferMeta::PayoutSettled(_) => TransferKind::PayoutSettled,
         }
     }
 
@@ -145,7 +191,9 @@ impl TransferMeta {
         match self {
             TransferMeta::Topup(_)
             | TransferMeta::Purchase(_)
-            | TransferMeta::PurchaseRefund(_) => None,
+            | TransferMeta::PurchaseRefund(_)
+            | TransferMeta::Payout(_)
+            | TransferMeta::PayoutSettled(_) => None,
             TransferMeta::Gift(gift) => Some(&gift.room),
             TransferMeta::Question(question) => Some(&question.room),
             TransferMeta::RedPacket(packet) => Some(&packet.room),
@@ -223,8 +271,12 @@ impl Earnings {
     /// Adds one leg of one of the broadcaster's paid transfers.
     pub fn add(&mut self, broadcaster: &str, account: &Account, amount: Minor) {
         match account {
-            Account::Earnings(id) if id == broadcaster => self.broadcaster += amount,
-            Account::Agency(_) => self.agency += amount,
+            Account::Earnings(id) | Account::Held(_, Payee::Broadcaster(id))
+                if id == broadcaster =>
+            {
+                self.broadcaster += amount
+            }
+            Account::Agency(_) | Account::Held(_, Payee::Agency(_)) => self.agency += amount,
             Account::Wallet(_) => self.coins += (-amount).whole_coins(),
             Account::Platform => self.platform += amount,
             Account::AppStore => self.app_store += amount,
@@ -235,7 +287,12 @@ impl Earnings {
             | Account::Debt(_)
             | Account::Spent(..)
             | Account::Refunded(_)
-            | Account::Counters => {}
+            | Account::Counters
+            | Account::Held(..)
+            | Account::Traced(_)
+            | Account::Payout(..)
+            | Account::PaidOut(_)
+            | Account::Losses => {}
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod account;
 mod audit;
+mod creators;
 pub mod facts;
 mod fault;
 mod postgres;
@@ -15,7 +16,8 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use account::{Account, TransferKind};
+pub use account::{Account, Payee, TransferKind};
+pub use creators::{Booked, CreatorBooks, PAYOUT_KEYS};
 pub use facts::{Earnings, TransferMeta};
 pub use fault::StorageFault;
 pub use postgres::PostgresLedger;
@@ -144,7 +146,7 @@ impl CheckReport {
 }
 
 #[async_trait]
-pub trait Ledger: Profiles + Send + Sync {
+pub trait Ledger: Profiles + CreatorBooks + Send + Sync {
     /// Commits the transfer durably (or finds its first commit, for a retry).
     async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
     /// The transfer committed for (user, key), if any.

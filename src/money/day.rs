@@ -15,6 +15,17 @@ impl Day {
         Day(moment.date())
     }
 
+    /// The day `days` after this one.
+    pub fn plus(self, days: u32) -> Day {
+        Day(self.0.saturating_add(time::Duration::days(i64::from(days))))
+    }
+
+    /// Milliseconds since the Unix epoch at this day's first moment.
+    pub fn start_ms(self) -> u64 {
+        let seconds = self.0.midnight().assume_utc().unix_timestamp();
+        u64::try_from(seconds).unwrap_or(0) * 1000
+    }
+
     /// A day written `YYYY-MM-DD`.
     pub fn parse(text: &str) -> Option<Day> {
         time::Date::parse(text, format_description!("[year]-[month]-[day]"))
@@ -43,6 +54,8 @@ mod tests {
         );
         let day = Day::of_unix_ms(last_ms_of_nov_30);
         assert_eq!(Day::parse(&day.to_string()), Some(day));
+        assert_eq!(day.plus(1).to_string(), "2025-12-01");
+        assert_eq!(day.plus(1).start_ms(), last_ms_of_nov_30 + 1);
         for bad in ["2025-13-01", "2025-1-01", "yesterday", ""] {
             assert_eq!(Day::parse(bad), None, "{bad:?}");
         }

@@ -78,6 +78,11 @@ impl SplitPolicy {
         Ok(())
     }
 
+    /// Whether some broadcaster is assigned to agency `id`.
+    pub fn is_agency(&self, id: &str) -> bool {
+        self.agencies.values().any(|a| a.agency == id)
+    }
+
     /// The broadcaster's agency and its cut, if they have one.
     fn agency_of(&self, broadcaster: &str) -> Option<(&str, u32)> {
         self.agencies

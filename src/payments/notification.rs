@@ -15,6 +15,17 @@ pub enum Notification {
     /// The buyer's bank took it back.
     #[serde(rename = "purchase.charged_back")]
     PurchaseChargedBack(Refunded),
+    /// The money of a payout reached the creator.
+    #[serde(rename = "payout.paid")]
+    PayoutPaid(PayoutEvent),
+    /// It did not: the amount is theirs to cash out again.
+    #[serde(rename = "payout.failed")]
+    PayoutFailed(PayoutEvent),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayoutEvent {
+    pub payout_id: String,
 }
 
 /// Coins of a purchase to take back: `coins` of them, or all.

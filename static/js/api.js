@@ -75,17 +75,39 @@ export async function api(path, { method = 'GET', body, token } = {}) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
-  if (!res.ok) {
-    const fallback = { 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'conflict', 413: 'too_large', 429: 'rate_limited' };
-    const retryAfter = retryAfterMs(res, data);
-    throw {
-      code: (data && data.code) || fallback[res.status] || (res.status >= 500 ? 'unavailable' : 'bad_request'),
-      message: (data && data.message) || text || res.statusText,
-      status: res.status,
-      ...(retryAfter === undefined ? {} : { retry_after_ms: retryAfter }),
-    };
-  }
+  if (!res.ok) throw failure(res, text, data);
   return data;
+}
+
+/** The {code, message, status[, retry_after_ms]} thrown for a response that is not ok. */
+function failure(res, text, data) {
+  const fallback = { 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'conflict', 413: 'too_large', 429: 'rate_limited' };
+  const retryAfter = retryAfterMs(res, data);
+  return {
+    code: (data && data.code) || fallback[res.status] || (res.status >= 500 ? 'unavailable' : 'bad_request'),
+    message: (data && data.message) || text || res.statusText,
+    status: res.status,
+    ...(retryAfter === undefined ? {} : { retry_after_ms: retryAfter }),
+  };
+}
+
+/** GET `path` with the token as a file of type `accept`: a Blob; throws like api(). */
+async function download(path, { token, accept }) {
+  const headers = { Accept: accept };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(path, { headers });
+  } catch {
+    throw { code: 'unavailable', message: 'The server could not be reached.', status: 0 };
+  }
+  if (!res.ok) {
+    const text = await res.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    throw failure(res, text, data);
+  }
+  return res.blob();
 }
 
 export const getCatalog = () => api('/api/catalog');
@@ -97,3 +119,9 @@ export const topUp = (token, coins, key = newKey()) => api('/api/me/topup', { me
 export const getCoinPacks = () => api('/api/coin-packs');
 export const buyInDevStore = (token, pack) => api('/api/dev/store', { method: 'POST', token, body: { pack } });
 export const getEarnings = (token) => api('/api/me/earnings', { token });
+export const getPayouts = (token) => api('/api/me/payouts', { token });
+/** Asks for a payout of `amount` minor units (1/100 coin) of the available earnings. */
+export const requestPayout = (token, amount, key = newKey()) => api('/api/me/payouts', { method: 'POST', token, body: { amount, key } });
+/** The statement of UTC days `from`..=`to` (YYYY-MM-DD) as a CSV Blob. */
+export const getStatementCsv = (token, from, to) =>
+  download(`/api/me/statement?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`, { token, accept: 'text/csv' });

@@ -1,8 +1,10 @@
 // Broadcaster page (phone upright): camera preview, WHIP go-live/stop,
-// a feed of gifts and questions with one-tap thanks, earnings and viewers, and the
-// broadcaster's own wallet (debt, today's spending against the cap, a minor's account).
+// a feed of gifts and questions with one-tap thanks, earnings and viewers, the earnings
+// panel (held/available/pending/paid, cash-out, payouts, statement; see earnings.js), and
+// the broadcaster's own wallet (debt, today's spending against the cap, a minor's account).
 import { getToken, currentUser, getEarnings, getCatalog, getWallet } from './api.js';
 import { showDebt, showSpending, showMinor } from './wallet.js';
+import { setupEarnings, showEarnings, formatMinor } from './earnings.js';
 import { OvationSocket } from './ws.js';
 import { publish } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
@@ -248,8 +250,9 @@ function start() {
       earningsBusy = true;
       try {
         const e = await getEarnings(token);
-        $('earnings').textContent = (e.broadcaster / 100).toFixed(2);
+        $('earnings').textContent = formatMinor(e.broadcaster);
         $('earnings').dataset.minor = e.broadcaster;
+        showEarnings(e);
       } catch (err) {
         if (err.code === 'unauthorized') showError(err, { unauthorized: 'Your sign-in has expired; sign in again.' });
       } finally { earningsBusy = false; }
@@ -270,6 +273,7 @@ function start() {
     } catch { /* not essential to going live */ }
   }
 
+  setupEarnings(token, refreshEarnings);
   setButtons();
   ws.connect();
   loadWallet();

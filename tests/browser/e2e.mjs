@@ -3,13 +3,15 @@
 // getStats), tops up, buys a coin pack in the simulated store (a signed
 // notification through the real payment route), sends a sticker, sets a daily
 // limit that stops the next one, the broadcaster taps thank-you, and the
-// viewer sees the acknowledgement. Screenshots of both pages go to $ARTIFACTS.
+// viewer sees the acknowledgement; then the broadcaster cashes out the gift's
+// earnings (no hold period in this test's config) and downloads the CSV statement.
+// Screenshots of both pages go to $ARTIFACTS.
 //
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
 // OVATION_BIN (the server binary), CHROMIUM and ARTIFACTS set.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -54,9 +56,15 @@ async function framesDecoded(page) {
   });
 }
 
+// Earnings are available at once (no hold) and a payout may be as small as 1 coin,
+// so the viewer's gift can be cashed out within the test.
+const work = mkdtempSync(join(tmpdir(), 'ovation-e2e-'));
+const config = join(work, 'ovation.toml');
+writeFileSync(config, '[payouts]\nhold_days = 0\nmin_amount = 100\n');
 const server = spawn(process.env.OVATION_BIN, [
   '--listen', `127.0.0.1:${PORT}`,
-  '--data-dir', mkdtempSync(join(tmpdir(), 'ovation-e2e-')),
+  '--data-dir', join(work, 'data'),
+  '--config', config,
 ], { stdio: ['ignore', 'inherit', 'inherit'] });
 
 let browser;
@@ -141,6 +149,40 @@ try {
   await live.waitForFunction(() => Number(document.getElementById('earnings').dataset.minor) > 0, null, { timeout: 10000 });
   await live.waitForFunction(() => Number(document.getElementById('viewers').textContent) >= 2, null, { timeout: 10000 });
   await live.waitForFunction(() => !document.getElementById('wallet-panel').hidden && document.getElementById('spent-today').textContent === '0', null, { timeout: 10000 });
+
+  step('broadcaster sees the gift’s earnings available and cashes them out');
+  const minor = (id) => live.evaluate((i) => Number(document.getElementById(i).dataset.minor), id);
+  await live.waitForFunction(() => !document.getElementById('earnings-panel').hidden
+    && Number(document.getElementById('earn-available').dataset.minor) > 0, null, { timeout: 10000 });
+  const available = await minor('earn-available');
+  const pendingBefore = await minor('earn-pending');
+  if (pendingBefore !== 0) throw new Error(`pending before any payout: ${pendingBefore}`);
+  const shown = await live.textContent('#earn-available');
+  if (shown !== (available / 100).toFixed(2)) throw new Error(`available ${available} shown as ${shown}`);
+  await live.click('#cash-out');
+  await live.locator('.toast-success', { hasText: 'Cash-out' }).first().waitFor({ timeout: 10000 });
+  await live.waitForFunction((a) => Number(document.getElementById('earn-pending').dataset.minor) === a
+    && Number(document.getElementById('earn-available').dataset.minor) === 0, available, { timeout: 10000 });
+  if (!(await live.isDisabled('#cash-out'))) throw new Error('Cash out is enabled with nothing available');
+  const payout = live.locator('#payouts-list li', { hasText: 'Pending' }).first();
+  await payout.waitFor({ timeout: 10000 });
+  const payoutMinor = Number(await payout.getAttribute('data-minor'));
+  if (payoutMinor !== available) throw new Error(`the payout listed is ${payoutMinor}, not ${available}`);
+  step(`cashed out ${(available / 100).toFixed(2)} coins; the payout is pending`);
+
+  step('broadcaster downloads the statement as CSV');
+  const [download] = await Promise.all([live.waitForEvent('download', { timeout: 10000 }), live.click('#statement-link')]);
+  const name = download.suggestedFilename();
+  if (!/^statement-\d{4}-\d{2}-\d{2}-\d{4}-\d{2}-\d{2}\.csv$/.test(name)) throw new Error(`statement file named ${name}`);
+  const csv = readFileSync(await download.path(), 'utf8');
+  const lines = csv.trim().split(/\r?\n/);
+  const header = 'date,kind,reference,room,sender,coins,app_store,broadcaster,agency,platform,net';
+  if (lines[0] !== header) throw new Error(`the statement's header is ${JSON.stringify(lines[0])}`);
+  const kinds = lines.slice(1).map((l) => l.split(',')[1]);
+  for (const kind of ['gift', 'payout']) {
+    if (!kinds.includes(kind)) throw new Error(`no ${kind} line in the statement:\n${csv}`);
+  }
+  step(`statement ${name}: ${lines.length - 1} lines (${kinds.join(', ')})`);
 
   await live.screenshot({ path: join(artifacts, 'broadcaster.png'), fullPage: true });
   await watch.screenshot({ path: join(artifacts, 'viewer.png'), fullPage: true });

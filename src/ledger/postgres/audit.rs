@@ -3,18 +3,13 @@
 
 use tokio_postgres::Client;
 
-use crate::ledger::audit::unknown_accounts;
+use crate::ledger::audit::account_problems;
 use crate::ledger::{CheckReport, LedgerError};
 
-const PROBLEMS: [(&str, &str); 5] = [
+const PROBLEMS: [(&str, &str); 4] = [
     (
         "SELECT transfer_id::TEXT, SUM(amount)::BIGINT FROM legs GROUP BY transfer_id HAVING SUM(amount) != 0",
         "unbalanced transfer",
-    ),
-    (
-        "SELECT account, SUM(amount)::BIGINT FROM legs WHERE account LIKE 'wallet:%' OR account LIKE 'escrow:%'
-         GROUP BY account HAVING SUM(amount) < 0",
-        "account below zero",
     ),
     (
         "SELECT t.id::TEXT, 0::BIGINT FROM transfers t WHERE NOT EXISTS (SELECT 1 FROM legs l WHERE l.transfer_id = t.id)",
@@ -55,9 +50,14 @@ pub async fn check(client: &Client) -> Result<CheckReport, LedgerError> {
             ));
         }
     }
-    let names = client
-        .query("SELECT DISTINCT account FROM legs", &[])
+    let balances = client
+        .query(
+            "SELECT account, SUM(amount)::BIGINT FROM legs GROUP BY account",
+            &[],
+        )
         .await?;
-    problems.extend(unknown_accounts(names.iter().map(|row| row.get(0))));
+    problems.extend(account_problems(
+        balances.iter().map(|row| (row.get(0), row.get(1))),
+    ));
     Ok(CheckReport::new(accounts, transfers, sum, problems))
 }

@@ -10,6 +10,7 @@
 
 mod audit;
 mod connection;
+mod creators;
 mod profiles;
 mod writer;
 
@@ -22,6 +23,7 @@ use super::{
     Ledger, LedgerError, Standing, StorageFault, TransferKind, TransferMeta, TransferRequest,
     QUEUE_CAPACITY,
 };
+use crate::clock::Clock;
 use crate::money::{Day, Minor};
 use connection::{connect, Backoff, Reader};
 
@@ -51,11 +53,9 @@ CREATE TABLE IF NOT EXISTS legs (
 CREATE TABLE IF NOT EXISTS accounts (
     name TEXT PRIMARY KEY,
     balance BIGINT NOT NULL,
-    CONSTRAINT held_money_never_below_zero
-        CHECK (balance >= 0 OR NOT (name LIKE 'wallet:%' OR name LIKE 'escrow:%'))
+    CONSTRAINT held_money_never_below_zero CHECK (balance >= 0)
 );
 CREATE INDEX IF NOT EXISTS transfers_by_room ON transfers (room, kind);
-CREATE INDEX IF NOT EXISTS legs_by_account ON legs (account);
 -- Version 3 stores a transfer's facts tagged with its kind, and the facts of a grab
 -- or a refund name their room. Books written before versions were kept are migrated.
 CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL);
@@ -65,11 +65,26 @@ UPDATE transfers SET meta = (meta::jsonb || jsonb_build_object('room', room))::t
     WHERE kind IN ('grab', 'refund') AND room IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM schema_version);
 INSERT INTO schema_version SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+-- Version 4 holds earnings (held, available, pending payouts) at or above zero too,
+-- and indexes legs by account for prefixes (a payee's accounts share one).
+DO $$ BEGIN
+IF (SELECT version FROM schema_version) = 3 THEN
+    ALTER TABLE accounts DROP CONSTRAINT held_money_never_below_zero;
+    ALTER TABLE accounts ADD CONSTRAINT held_money_never_below_zero
+        CHECK (balance >= 0 OR NOT (name LIKE 'wallet:%' OR name LIKE 'escrow:%'
+            OR name LIKE 'earnings:%' OR name LIKE 'agency:%' OR name LIKE 'held:%'
+            OR name LIKE 'payout:%'));
+    DROP INDEX IF EXISTS legs_by_account;
+    UPDATE schema_version SET version = 4;
+END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS legs_by_account_name ON legs (account text_pattern_ops);
+CREATE INDEX IF NOT EXISTS accounts_by_name_pattern ON accounts (name text_pattern_ops);
 COMMIT;
 ";
 
 /// The schema version this server reads and writes.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 pub struct PostgresLedger {
     submit: mpsc::Sender<Job>,
@@ -79,7 +94,11 @@ pub struct PostgresLedger {
 impl PostgresLedger {
     /// Connects, creates or migrates the tables, and starts the writer task. A panic
     /// of the writer (a broken rule) trips `fault`.
-    pub async fn open(url: &str, fault: StorageFault) -> Result<PostgresLedger, LedgerError> {
+    pub async fn open(
+        url: &str,
+        fault: StorageFault,
+        clock: Clock,
+    ) -> Result<PostgresLedger, LedgerError> {
         let client = connect(url).await?;
         client.batch_execute(SCHEMA).await?;
         let profiles = super::profiles::TABLE;
@@ -100,6 +119,7 @@ impl PostgresLedger {
             connection: Some(writer::Connection::open(url).await?),
             url: url.to_owned(),
             backoff: Backoff::new(std::time::Instant::now()),
+            clock,
         };
         let (submit, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let task = tokio::spawn(writer.run(jobs));
@@ -222,10 +242,7 @@ impl Ledger for PostgresLedger {
             ..Earnings::default()
         };
         for row in rows {
-            let name: &str = row.get(0);
-            let account = Account::parse(name).ok_or_else(|| {
-                LedgerError::Storage(format!("the ledger holds an unknown account {name:?}"))
-            })?;
+            let account = Account::stored(row.get(0))?;
             earnings.add(broadcaster, &account, Minor::new(row.get(1)));
         }
         Ok(earnings)

@@ -19,6 +19,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement, Transaction};
 
 use super::connection::{connect, describe, Backoff};
+use crate::clock::Clock;
 use crate::ledger::rules::{self, Balances, BalancesMut, Plan, Prior};
 use crate::ledger::{
     answer_batch, refuse_batch, take_batch, Account, Committed, Job, LedgerError, TransferMeta,
@@ -109,12 +110,15 @@ pub struct Writer {
     pub url: String,
     pub connection: Option<Connection>,
     pub backoff: Backoff,
+    /// What transfers are dated by.
+    pub clock: Clock,
 }
 
 impl Writer {
     pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(first) = jobs.recv().await {
             let batch = take_batch(first, || jobs.try_recv().ok(), MAX_BATCH);
+            let created_ms = self.clock.now_ms() as i64;
             let Some(connection) = self.connected().await else {
                 refuse_batch(batch, || {
                     LedgerError::Unavailable("the ledger database is out of reach".into())
@@ -122,9 +126,8 @@ impl Writer {
                 continue;
             };
             let requests: Vec<&TransferRequest> = batch.iter().map(|job| &job.request).collect();
-            match tokio::time::timeout(BATCH_TIMEOUT, commit_with_retries(connection, &requests))
-                .await
-            {
+            let committing = commit_with_retries(connection, &requests, created_ms);
+            match tokio::time::timeout(BATCH_TIMEOUT, committing).await {
                 Ok(Ok(answers)) => answer_batch(batch, answers),
                 Ok(Err(error)) => {
                     tracing::error!(%error, "ledger batch failed");
@@ -178,10 +181,11 @@ impl Writer {
 async fn commit_with_retries(
     connection: &mut Connection,
     requests: &[&TransferRequest],
+    created_ms: i64,
 ) -> Result<Vec<Result<Committed, LedgerError>>, BatchError> {
     let mut attempt = 1;
     loop {
-        match commit_batch(connection, requests).await {
+        match commit_batch(connection, requests, created_ms).await {
             Err(BatchError::Database(error))
                 if is_transient(&error) && attempt < BATCH_ATTEMPTS =>
             {
@@ -203,6 +207,7 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
 async fn commit_batch(
     connection: &mut Connection,
     requests: &[&TransferRequest],
+    created_ms: i64,
 ) -> Result<Vec<Result<Committed, LedgerError>>, BatchError> {
     let Connection { client, .. } = connection;
     let transaction = client.transaction().await?;
@@ -212,6 +217,7 @@ async fn commit_batch(
         update_account: &connection.update_account,
         lock_balances: &connection.lock_balances,
         find_prior: &connection.find_prior,
+        created_ms,
     };
     let mut credits: BTreeMap<Account, Minor> = BTreeMap::new();
     let mut answers = Vec::with_capacity(requests.len());
@@ -232,6 +238,8 @@ struct Statements<'a> {
     update_account: &'a Statement,
     lock_balances: &'a Statement,
     find_prior: &'a Statement,
+    /// When the batch's transfers are booked.
+    created_ms: i64,
 }
 
 /// The balances a decision read, locked until the batch commits.
@@ -266,8 +274,7 @@ async fn lock_balances(
         .map(|account| (account, Minor::ZERO))
         .collect();
     for row in rows {
-        let account = Account::parse(row.get(0))
-            .ok_or_else(|| LedgerError::Storage("an unknown account was locked".into()))?;
+        let account = Account::stored(row.get(0))?;
         locked.insert(account, Minor::new(row.get(1)));
     }
     Ok(Locked(locked))
@@ -324,11 +331,7 @@ async fn insert(
         (Some(k.user.as_str()), Some(k.key.as_str()))
     });
     let meta = plan.meta();
-    let (kind, created_ms, stored) = (
-        meta.kind().as_str(),
-        crate::ids::unix_ms() as i64,
-        meta.to_json(),
-    );
+    let (kind, created_ms, stored) = (meta.kind().as_str(), statements.created_ms, meta.to_json());
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &kind,
         &meta.room(),

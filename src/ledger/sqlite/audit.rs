@@ -2,8 +2,8 @@
 
 use rusqlite::Connection;
 
-use crate::ledger::audit::unknown_accounts;
-use crate::ledger::{Account, CheckReport, LedgerError};
+use crate::ledger::audit::account_problems;
+use crate::ledger::{CheckReport, LedgerError};
 
 pub fn check(connection: &Connection) -> Result<CheckReport, LedgerError> {
     let count = |sql: &str| -> Result<i64, LedgerError> {
@@ -13,17 +13,11 @@ pub fn check(connection: &Connection) -> Result<CheckReport, LedgerError> {
     let accounts = count("SELECT COUNT(DISTINCT account) FROM legs")?;
     let transfers = count("SELECT COUNT(*) FROM transfers")?;
     let sum = count("SELECT COALESCE(SUM(amount), 0) FROM legs")?;
-    let [wallets, escrows] = Account::HELD_PATTERNS;
-    let below_zero = format!(
-        "SELECT account, SUM(amount) FROM legs WHERE account LIKE '{wallets}' OR account LIKE '{escrows}'
-         GROUP BY account HAVING SUM(amount) < 0"
-    );
-    let listed: [(&str, &str); 5] = [
+    let listed: [(&str, &str); 4] = [
         (
             "SELECT CAST(transfer_id AS TEXT), SUM(amount) FROM legs GROUP BY transfer_id HAVING SUM(amount) != 0",
             "unbalanced transfer",
         ),
-        (&below_zero, "account below zero"),
         (
             "SELECT idem_user || '/' || idem_key, COUNT(*) FROM transfers WHERE idem_key IS NOT NULL
              GROUP BY idem_user, idem_key HAVING COUNT(*) > 1",
@@ -49,10 +43,13 @@ pub fn check(connection: &Connection) -> Result<CheckReport, LedgerError> {
             shown += 1;
         }
     }
-    let mut statement = connection.prepare("SELECT DISTINCT account FROM legs")?;
-    let names: Vec<String> = statement
-        .query_map([], |row| row.get(0))?
+    let mut statement =
+        connection.prepare("SELECT account, SUM(amount) FROM legs GROUP BY account")?;
+    let balances: Vec<(String, i64)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    problems.extend(unknown_accounts(names.iter().map(String::as_str)));
+    problems.extend(account_problems(
+        balances.iter().map(|(n, s)| (n.as_str(), *s)),
+    ));
     Ok(CheckReport::new(accounts, transfers, sum, problems))
 }

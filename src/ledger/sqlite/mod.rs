@@ -7,13 +7,14 @@
 //! transfer never reads the disk and a gift adds no entry to a per-room index.
 
 mod audit;
+mod creators;
 mod profiles;
 mod reads;
 mod schema;
 mod wal;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -23,17 +24,36 @@ use tokio::sync::oneshot;
 
 use super::facts::RedPacket;
 use super::{
-    answered, queue_full, writer_stopped, CheckReport, Committed, Earnings, Holdings, Job, Ledger,
-    LedgerError, Standing, StorageFault, TransferRequest, QUEUE_CAPACITY,
+    answered, queue_full, writer_stopped, Account, CheckReport, Committed, Earnings, Holdings, Job,
+    Ledger, LedgerError, Payee, Standing, StorageFault, TransferRequest, QUEUE_CAPACITY,
 };
+use crate::clock::Clock;
 use crate::config::LedgerSettings;
-use crate::money::Day;
+use crate::money::{Day, Minor};
 use schema::{configure, migrate, BUSY_TIMEOUT, FILE_NAME};
 use wal::RestartWal;
 use writer::Writer;
 
-/// Each broadcaster's earnings statement, by room, as committed.
-type Statements = Arc<Mutex<HashMap<String, Earnings>>>;
+/// What the embedded ledger keeps in memory about creators, as committed.
+#[derive(Debug, Default)]
+struct Creators {
+    /// Each broadcaster's earnings statement, by room.
+    statements: HashMap<String, Earnings>,
+    /// Each payee's accounts and their balances.
+    accounts: HashMap<Payee, BTreeMap<Account, Minor>>,
+}
+
+impl Creators {
+    /// Adds `delta` to `account` if it is a payee's.
+    fn add(&mut self, account: &Account, delta: Minor) {
+        if let Some(payee) = Payee::of(account) {
+            let accounts = self.accounts.entry(payee).or_default();
+            *accounts.entry(account.clone()).or_default() += delta;
+        }
+    }
+}
+
+type Statements = Arc<Mutex<Creators>>;
 
 pub struct SqliteLedger {
     submit: mpsc::SyncSender<Job>,
@@ -47,11 +67,13 @@ pub struct SqliteLedger {
 
 impl SqliteLedger {
     /// Opens (creating or migrating if needed) the ledger in `dir` and starts its
-    /// writer and checkpointer threads, which trip `fault` if storage fails.
+    /// writer and checkpointer threads, which trip `fault` if storage fails. Transfers
+    /// are dated by `clock`.
     pub fn open(
         dir: &Path,
         settings: &LedgerSettings,
         fault: StorageFault,
+        clock: Clock,
     ) -> Result<SqliteLedger, LedgerError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE_NAME);
@@ -59,7 +81,14 @@ impl SqliteLedger {
         configure(&connection)?;
         migrate(&mut connection)?;
         let balances = reads::all_balances(&connection)?;
-        let statements = Arc::new(Mutex::new(reads::all_statements(&connection)?));
+        let mut creators = Creators {
+            statements: reads::all_statements(&connection)?,
+            ..Creators::default()
+        };
+        for (account, balance) in &balances {
+            creators.add(account, *balance);
+        }
+        let statements = Arc::new(Mutex::new(creators));
         let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
         let profiles = Connection::open(&path)?;
@@ -82,6 +111,7 @@ impl SqliteLedger {
             statements: statements.clone(),
             restart_wal,
             fault,
+            clock,
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -167,8 +197,12 @@ impl Ledger for SqliteLedger {
     }
 
     async fn earnings(&self, broadcaster: &str) -> Result<Earnings, LedgerError> {
-        let statements = self.statements.lock().expect("earnings statements lock");
-        Ok(statements.get(broadcaster).cloned().unwrap_or_default())
+        let creators = self.statements.lock().expect("creators' books lock");
+        Ok(creators
+            .statements
+            .get(broadcaster)
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn is_shared(&self) -> bool {

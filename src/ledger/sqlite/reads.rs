@@ -17,9 +17,7 @@ pub const RED_PACKET_BY_ID: &str = "SELECT meta FROM transfers
 
 /// A stored account name, as an account; a name no account has is a damaged ledger.
 pub fn account(name: &str) -> Result<Account, LedgerError> {
-    Account::parse(name).ok_or_else(|| {
-        LedgerError::Storage(format!("the ledger holds an unknown account {name:?}"))
-    })
+    Account::stored(name)
 }
 
 pub fn all_balances(connection: &Connection) -> Result<HashMap<Account, Minor>, LedgerError> {

@@ -34,7 +34,9 @@ const SCHEMA_1: &str = "
 
 fn indexes(connection: &Connection) -> Vec<String> {
     let mut statement = connection
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
         .unwrap();
     let names = statement.query_map([], |row| row.get(0)).unwrap();
     names.collect::<Result<_, _>>().unwrap()
@@ -52,6 +54,7 @@ async fn a_version_1_ledger_opens_with_its_statements_and_red_packets() {
         dir.path(),
         &LedgerSettings::default(),
         StorageFault::default(),
+        crate::clock::Clock::system(),
     )
     .unwrap();
 
@@ -82,7 +85,10 @@ async fn a_version_1_ledger_opens_with_its_statements_and_red_packets() {
     assert_eq!(packet, Some(expected));
     assert!(ledger.check().await.unwrap().ok);
     let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-    assert_eq!(indexes(&connection), ["red_packets_by_room"]);
+    assert_eq!(
+        indexes(&connection),
+        ["creator_legs", "red_packets_by_room"]
+    );
     let version: i64 = connection
         .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
         .unwrap();
@@ -173,6 +179,7 @@ async fn a_full_queue_answers_unavailable_at_once_and_books_nothing() {
         dir.path(),
         &LedgerSettings::default(),
         StorageFault::default(),
+        crate::clock::Clock::system(),
     )
     .unwrap();
     let blocker = Connection::open(dir.path().join(FILE_NAME)).unwrap();
@@ -222,4 +229,43 @@ async fn a_full_queue_answers_unavailable_at_once_and_books_nothing() {
         .await
         .unwrap()
         .is_none());
+}
+
+#[test]
+fn statements_and_counters_are_read_through_the_creators_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    super::schema::migrate(&mut connection).unwrap();
+    let names = [
+        "earnings:a",
+        "paid:earnings:a",
+        "held:earnings:a:*",
+        "payout:earnings:a:*",
+    ];
+    let period = [0i64, 1];
+    let statement: Vec<&dyn rusqlite::ToSql> = (names.iter().map(|n| n as &dyn rusqlite::ToSql))
+        .chain(period.iter().map(|p| p as &dyn rusqlite::ToSql))
+        .collect();
+    let counter: Vec<&dyn rusqlite::ToSql> = vec![&"traced:1"];
+    let queries = [
+        (super::creators::statement_sql(), statement),
+        (super::creators::balance_sql(), counter),
+    ];
+    for (sql, params) in queries {
+        let plan: Vec<String> = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params.as_slice(), |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("creator_legs")),
+            "{sql}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN legs")),
+            "{plan:?}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use super::reads::find_prior;
 use super::wal::{restart_wal, RestartWal};
 use super::Statements;
+use crate::clock::Clock;
 use crate::ledger::rules::{self, Balances, BalancesMut, Plan};
 use crate::ledger::{
     answer_batch, refuse_batch, take_batch, Account, Committed, Earnings, Job, LedgerError,
@@ -30,6 +31,8 @@ pub struct Writer {
     pub statements: Statements,
     pub restart_wal: RestartWal,
     pub fault: StorageFault,
+    /// What transfers are dated by.
+    pub clock: Clock,
 }
 
 /// The balances a batch decides on: the committed ones and the batch's changes so far.
@@ -113,18 +116,20 @@ impl Writer {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let created_ms = self.clock.now_ms();
         let answers = batch
             .iter()
-            .map(|job| book(&transaction, &mut pending, &job.request))
+            .map(|job| book(&transaction, &mut pending, &job.request, created_ms))
             .collect::<Result<Vec<_>, _>>()?;
         transaction.commit()?;
         let Pending { books, paid } = pending;
+        let mut creators = self.statements.lock().expect("creators' books lock");
         for (account, delta) in books.pending {
+            creators.add(&account, delta);
             *self.balances.entry(account).or_default() += delta;
         }
-        let mut statements = self.statements.lock().expect("earnings statements lock");
         for (room, part) in paid {
-            statements.entry(room).or_default().merge(&part);
+            creators.statements.entry(room).or_default().merge(&part);
         }
         Ok(answers)
     }
@@ -145,6 +150,7 @@ fn book(
     transaction: &Transaction<'_>,
     pending: &mut Pending<'_>,
     request: &TransferRequest,
+    created_ms: u64,
 ) -> Result<Result<Committed, LedgerError>, LedgerError> {
     let planned = rules::plan(request, &pending.books);
     let plan = match planned {
@@ -157,7 +163,7 @@ fn book(
             return Ok(rules::refused(request, prior, refusal));
         }
     };
-    let Some(transfer_id) = insert(transaction, request, &plan)? else {
+    let Some(transfer_id) = insert(transaction, request, &plan, created_ms)? else {
         let key = request
             .idempotency
             .as_ref()
@@ -185,6 +191,7 @@ fn insert(
     transaction: &Transaction<'_>,
     request: &TransferRequest,
     plan: &Plan<'_>,
+    created_ms: u64,
 ) -> Result<Option<i64>, LedgerError> {
     let (user, key) = request.idempotency.as_ref().map_or((None, None), |k| {
         (Some(k.user.as_str()), Some(k.key.as_str()))
@@ -198,7 +205,7 @@ fn insert(
         .execute(params![
             meta.kind().as_str(),
             meta.room(),
-            crate::ids::unix_ms() as i64,
+            created_ms as i64,
             user,
             key,
             request.fingerprint,
