@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::money::{Catalog, CoinPack, PayoutPolicy, SplitPolicy};
+use crate::money::{Catalog, CoinPack, SplitPolicy};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,7 +54,7 @@ pub struct FileConfig {
     pub http: HttpSettings,
     pub ledger: LedgerSettings,
     pub payments: PaymentSettings,
-    pub payouts: PayoutPolicy,
+    pub payouts: PayoutSettings,
     /// The packs of coins a viewer can buy (`GET /api/coin-packs`).
     pub coin_packs: Vec<CoinPack>,
 }
@@ -114,6 +114,41 @@ impl PaymentSettings {
         }
         if self.apple_root.is_some() != self.apple_bundle_id.is_some() {
             bail!("payments.apple_root and payments.apple_bundle_id go together");
+        }
+        Ok(())
+    }
+}
+
+/// `[payouts]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PayoutSettings {
+    /// Earnings of a day stay held (refunds can take them back) for this many whole
+    /// days after it; 0 makes them available at once.
+    pub hold_days: u32,
+    /// The smallest payout, in minor units (1/100 coin).
+    pub min_amount: u64,
+}
+
+impl Default for PayoutSettings {
+    fn default() -> Self {
+        PayoutSettings {
+            hold_days: 7,
+            min_amount: 10_000,
+        }
+    }
+}
+
+/// The longest hold: a year.
+const MAX_HOLD_DAYS: u32 = 366;
+
+impl PayoutSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.hold_days > MAX_HOLD_DAYS {
+            bail!("payouts.hold_days must be at most {MAX_HOLD_DAYS}");
+        }
+        if self.min_amount == 0 || i64::try_from(self.min_amount).is_err() {
+            bail!("payouts.min_amount must be greater than zero and fit the ledger");
         }
         Ok(())
     }

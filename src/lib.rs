@@ -200,7 +200,7 @@ async fn open_gift_engine(config: &Config, fault: StorageFault) -> anyhow::Resul
     .context("loading wallets from the ledger")?;
     let limits = &file.limits;
     let caps = gift::SpendingCaps::new(limits.max_coins_per_charge, limits.daily_coins);
-    Ok(engine.with_caps(caps).with_payouts(file.payouts.clone()))
+    Ok(engine.with_caps(caps).with_payouts(&file.payouts))
 }
 
 /// Crash-only money: after a storage fault, and `drain` for load balancers to see

@@ -169,8 +169,14 @@ async fn earnings_are_held_then_cashed_out_once_and_settled_by_the_payment_syste
     assert_eq!(paid, (200, json!({"status": "applied"})));
     let redelivered = settle(&server, "evt_3", "payout.paid", &first["payout_id"]).await;
     assert_eq!(redelivered, (200, json!({"status": "duplicate"})));
+    let settled = transfers(&server).await;
     let contrary = settle(&server, "evt_4", "payout.failed", &first["payout_id"]).await;
     assert_eq!(contrary.0, 409, "{contrary:?}");
+    assert_eq!(
+        settle(&server, "evt_6", "payout.paid", &unknown).await.0,
+        422
+    );
+    assert_eq!(transfers(&server).await, settled);
     assert_eq!(
         states(&earnings(&server, "alice").await),
         [0, 1500, 0, 2000]

@@ -6,9 +6,11 @@
 //! the transfer is group-committed to the ledger, and only then is the reservation
 //! settled and the caller told, so an `ok` and a fan-out always follow durability.
 
+mod clawback;
 mod combo;
 mod leaderboard;
 mod packets;
+mod payout_rules;
 mod payouts;
 mod purchases;
 mod red_packet;
@@ -24,16 +26,17 @@ use serde_json::json;
 
 use crate::auth::User;
 use crate::clock::Clock;
-use crate::config::GiftSettings;
+use crate::config::{GiftSettings, PayoutSettings};
 use crate::ledger::facts::{self, TransferMeta};
 use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferRequest};
-use crate::money::{Catalog, Coins, Day, Minor, PayoutPolicy, SplitPolicy, TooLarge, Wallets};
+use crate::money::{Catalog, Coins, Day, Minor, SplitPolicy, TooLarge, Wallets};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
 pub use leaderboard::TOP as LEADERBOARD_TOP;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
+use payout_rules::PayoutRules;
 pub use payouts::{EarningsByState, PayoutStatus, PayoutView, SettleRefused, Settled};
 pub use purchases::{Credited, RefundRefused};
 use refs::Acknowledgeable;
@@ -50,7 +53,7 @@ pub struct GiftEngine {
     split: SplitPolicy,
     settings: GiftSettings,
     caps: SpendingCaps,
-    payouts: PayoutPolicy,
+    payouts: PayoutRules,
     clock: Clock,
     combos: Mutex<Combos>,
     rooms: DashMap<String, RoomBook>,
@@ -122,7 +125,7 @@ impl GiftEngine {
             combos: Mutex::new(Combos::new(Duration::from_millis(settings.combo_window_ms))),
             settings,
             caps: SpendingCaps::default(),
-            payouts: PayoutPolicy::default(),
+            payouts: PayoutRules::default(),
             clock,
             rooms: DashMap::new(),
             packets,
@@ -135,9 +138,9 @@ impl GiftEngine {
         self
     }
 
-    /// Holds creators' earnings and pays them out by `policy`.
-    pub fn with_payouts(mut self, policy: PayoutPolicy) -> GiftEngine {
-        self.payouts = policy;
+    /// Holds creators' earnings and pays them out by `settings`.
+    pub fn with_payouts(mut self, settings: &PayoutSettings) -> GiftEngine {
+        self.payouts = PayoutRules::from(settings);
         self
     }
 

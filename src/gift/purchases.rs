@@ -11,8 +11,9 @@ use crate::ledger::facts::{Purchase, PurchaseRefund, TransferMeta};
 use crate::ledger::rules::Ceiling;
 use std::collections::BTreeSet;
 
+use super::clawback::{clawback, PaidShare, Traceable};
 use crate::ledger::{Account, Booked, LedgerError, Payee, Transfer, TransferRequest};
-use crate::money::{clawback, Coins, Minor, PaidShare, Traceable};
+use crate::money::{Coins, Minor};
 use crate::payments::RefundShare;
 
 /// Why a refund cannot be booked.

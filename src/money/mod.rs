@@ -4,19 +4,15 @@
 
 mod amount;
 mod catalog;
-mod clawback;
 mod day;
 mod packs;
-mod payouts;
 mod split;
 mod wallets;
 
 pub use amount::{Coins, Minor, TooLarge, MINOR_PER_COIN};
 pub use catalog::{Catalog, Sticker};
-pub use clawback::{clawback, PaidShare, Traceable};
 pub use day::Day;
 pub use packs::{is_currency, CoinPack};
-pub use payouts::PayoutPolicy;
 pub use split::{AgencyAssignment, Split, SplitPolicy};
 pub use wallets::{Insufficient, Reservation, Wallets};
 

@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 
-use super::Minor;
 use crate::ledger::facts::Clawed;
 use crate::ledger::{Account, Payee};
+use crate::money::Minor;
 
 /// A gift or question the buyer paid, as the books hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,46 +1,33 @@
-//! How earnings become payable: the hold on each day's earnings, the smallest payout,
-//! and a payment's creators' shares held from the day it was made.
+//! How earnings become payable (`[payouts]`): the hold on each day's earnings, the
+//! smallest payout, and a payment's creators' shares held from the day it was made.
 
-use anyhow::bail;
-use serde::Deserialize;
-
-use super::{Day, Minor};
+use crate::config::PayoutSettings;
 use crate::ledger::{Account, Payee};
+use crate::money::{Day, Minor};
 
-/// `[payouts]` in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PayoutPolicy {
-    /// Earnings of a day stay held (refunds can take them back) for this many whole
-    /// days after it; 0 makes them available at once.
-    pub hold_days: u32,
-    /// The smallest payout, in minor units (1/100 coin).
-    pub min_amount: u64,
+/// The payout rules of `[payouts]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayoutRules {
+    hold_days: u32,
+    minimum: Minor,
 }
 
-impl Default for PayoutPolicy {
+impl From<&PayoutSettings> for PayoutRules {
+    fn from(settings: &PayoutSettings) -> Self {
+        PayoutRules {
+            hold_days: settings.hold_days,
+            minimum: Minor::new(i64::try_from(settings.min_amount).expect("validated to fit")),
+        }
+    }
+}
+
+impl Default for PayoutRules {
     fn default() -> Self {
-        PayoutPolicy {
-            hold_days: 7,
-            min_amount: 10_000,
-        }
+        PayoutRules::from(&PayoutSettings::default())
     }
 }
 
-/// The longest hold: a year.
-const MAX_HOLD_DAYS: u32 = 366;
-
-impl PayoutPolicy {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.hold_days > MAX_HOLD_DAYS {
-            bail!("payouts.hold_days must be at most {MAX_HOLD_DAYS}");
-        }
-        if self.min_amount == 0 || i64::try_from(self.min_amount).is_err() {
-            bail!("payouts.min_amount must be greater than zero and fit the ledger");
-        }
-        Ok(())
-    }
-
+impl PayoutRules {
     /// The first day on which earnings of `earned` are available: after `hold_days`
     /// whole days, so that a gift just before midnight is held as long as any.
     pub fn available_on(&self, earned: Day) -> Day {
@@ -71,7 +58,7 @@ impl PayoutPolicy {
 
     /// The smallest payout, in minor units.
     pub fn minimum(&self) -> Minor {
-        Minor::new(i64::try_from(self.min_amount).expect("validated to fit"))
+        self.minimum
     }
 }
 
@@ -81,7 +68,7 @@ mod tests {
 
     #[test]
     fn a_days_earnings_are_payable_after_the_hold_and_not_a_day_before() {
-        let policy = PayoutPolicy::default();
+        let policy = PayoutRules::default();
         let earned = Day::parse("2026-12-02").unwrap();
         let held = Account::Held(earned, Payee::Broadcaster("alice".into()));
         assert!(!policy.is_payable(&held, earned));
@@ -100,7 +87,7 @@ mod tests {
             (Account::Agency("stars".into()), Minor::new(10)),
             (Account::Platform, Minor::new(50)),
         ];
-        let held = PayoutPolicy::default().hold(legs.clone(), today);
+        let held = PayoutRules::default().hold(legs.clone(), today);
         assert_eq!(
             held[1].0,
             Account::Held(today, Payee::Broadcaster("alice".into()))
@@ -110,10 +97,10 @@ mod tests {
             Account::Held(today, Payee::Agency("stars".into()))
         );
         assert_eq!((&held[0], &held[3]), (&legs[0], &legs[3]));
-        let at_once = PayoutPolicy {
+        let at_once = PayoutRules::from(&PayoutSettings {
             hold_days: 0,
-            ..PayoutPolicy::default()
-        };
+            ..PayoutSettings::default()
+        });
         assert_eq!(at_once.hold(legs.clone(), today), legs);
     }
 }
