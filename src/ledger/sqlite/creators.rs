@@ -1,12 +1,12 @@
-//! Creators' money in the embedded ledger: payees' balances from memory, statements,
-//! buyers' gifts and pending payouts from the file (creators' legs are indexed by
-//! `creator_legs`, a buyer's transfers by their idempotency keys).
+//! Creators' money in the embedded ledger: payees' balances, refunds' counters and
+//! pending payouts from memory; statements from the lines of `lines.rs`; a buyer's
+//! gifts by their idempotency keys.
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
+use super::lines::STATEMENT;
 use super::reads::account;
-use super::schema::CREATOR_LEGS;
 use super::SqliteLedger;
 use crate::ledger::creators::{Booked, CreatorBooks};
 use crate::ledger::{Account, LedgerError, Payee, TransferKind, TransferMeta};
@@ -25,14 +25,15 @@ impl CreatorBooks for SqliteLedger {
     }
 
     async fn balances_of(&self, accounts: Vec<Account>) -> Result<Vec<Minor>, LedgerError> {
-        self.read(move |c| {
-            let mut statement = c.prepare_cached(&balance_sql())?;
-            let mut sum = |name: String| -> Result<Minor, LedgerError> {
-                Ok(Minor::new(statement.query_row([name], |row| row.get(0))?))
-            };
-            accounts.iter().map(|a| sum(a.key())).collect()
-        })
-        .await
+        let creators = self.statements.lock().expect("creators' books lock");
+        let balance = |account: &Account| match Payee::of(account) {
+            Some(payee) => (creators.accounts.get(&payee)).and_then(|a| a.get(account).copied()),
+            None => creators.refunds.get(account).copied(),
+        };
+        Ok(accounts
+            .iter()
+            .map(|a| balance(a).unwrap_or_default())
+            .collect())
     }
 
     async fn paid_by(
@@ -63,7 +64,7 @@ impl CreatorBooks for SqliteLedger {
     ) -> Result<Vec<Booked>, LedgerError> {
         let names = payee_names(payee);
         self.read(move |c| {
-            let mut statement = c.prepare_cached(&statement_sql())?;
+            let mut statement = c.prepare_cached(STATEMENT)?;
             let [available, paid, held, payouts] = names;
             let rows = statement.query(params![
                 available,
@@ -88,22 +89,6 @@ impl CreatorBooks for SqliteLedger {
             .map(|(account, balance)| (account.clone(), *balance))
             .collect())
     }
-}
-
-/// The sum of one creator's account's legs.
-pub(super) fn balance_sql() -> String {
-    format!("SELECT COALESCE(SUM(amount), 0) FROM legs WHERE account = ?1 AND {CREATOR_LEGS}")
-}
-
-/// The transfers that moved a payee's accounts (`payee_names`) in a period.
-pub(super) fn statement_sql() -> String {
-    format!(
-        "SELECT id, created_ms, meta FROM transfers WHERE id IN (
-             SELECT transfer_id FROM legs
-             WHERE (account IN (?1, ?2) OR account GLOB ?3 OR account GLOB ?4) AND {CREATOR_LEGS})
-           AND created_ms >= ?5 AND created_ms < ?6
-         ORDER BY id"
-    )
 }
 
 /// The stored names of `payee`'s available and paid-out accounts, and `GLOB` patterns

@@ -8,6 +8,7 @@
 
 mod audit;
 mod creators;
+mod lines;
 mod profiles;
 mod reads;
 mod schema;
@@ -41,14 +42,18 @@ struct Creators {
     statements: HashMap<String, Earnings>,
     /// Each payee's accounts and their balances.
     accounts: HashMap<Payee, BTreeMap<Account, Minor>>,
+    /// The counters of refunds traced to gifts, and the platform's refund losses.
+    refunds: HashMap<Account, Minor>,
 }
 
 impl Creators {
-    /// Adds `delta` to `account` if it is a payee's.
+    /// Adds `delta` to `account` if it is one of those kept here.
     fn add(&mut self, account: &Account, delta: Minor) {
         if let Some(payee) = Payee::of(account) {
             let accounts = self.accounts.entry(payee).or_default();
             *accounts.entry(account.clone()).or_default() += delta;
+        } else if matches!(account, Account::Traced(_) | Account::Losses) {
+            *self.refunds.entry(account.clone()).or_default() += delta;
         }
     }
 }
@@ -80,6 +85,7 @@ impl SqliteLedger {
         let mut connection = Connection::open(&path)?;
         configure(&connection)?;
         migrate(&mut connection)?;
+        let booked_upto = lines::catch_up(&mut connection)?;
         let balances = reads::all_balances(&connection)?;
         let mut creators = Creators {
             statements: reads::all_statements(&connection)?,
@@ -112,6 +118,7 @@ impl SqliteLedger {
             restart_wal,
             fault,
             clock,
+            lines: lines::PendingLines::new(booked_upto),
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())

@@ -33,19 +33,7 @@ CREATE TABLE IF NOT EXISTS legs (
     PRIMARY KEY (transfer_id, n)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS red_packets_by_room ON transfers (room) WHERE kind = 'red_packet';
--- Creators' accounts (earnings held, available, paid out; payouts), the counters of
--- refunds traced to gifts and the platform's refund losses: what statements, payouts
--- and refunds look up by account. A gift adds one entry per creator's share; wallets
--- are not indexed.
-CREATE INDEX IF NOT EXISTS creator_legs ON legs (account) WHERE account GLOB 'held:*'
-    OR account GLOB 'earnings:*' OR account GLOB 'agency:*' OR account GLOB 'payout:*'
-    OR account GLOB 'paid:*' OR account GLOB 'traced:*' OR account = 'losses';
 ";
-
-/// The condition of the `creator_legs` index, which a query repeats to use it.
-pub const CREATOR_LEGS: &str = "(account GLOB 'held:*'
-    OR account GLOB 'earnings:*' OR account GLOB 'agency:*' OR account GLOB 'payout:*'
-    OR account GLOB 'paid:*' OR account GLOB 'traced:*' OR account = 'losses')";
 
 /// Version 1 indexed every transfer by room, for earnings statements; they are kept
 /// in memory, and only red packets are looked up by room.
@@ -79,7 +67,8 @@ pub fn configure(connection: &Connection) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Version 4 indexes creators' accounts (created with the tables, above).
+/// Version 4 keeps which transfers moved each creator's accounts (`lines.rs`; its
+/// tables are created with the others, and filled at open).
 const MIGRATE_FROM_3: &str = "UPDATE schema_version SET version = 4;";
 
 /// Creates the tables, or brings an older file up to this version, in one transaction.
@@ -87,6 +76,7 @@ pub fn migrate(connection: &mut Connection) -> Result<(), LedgerError> {
     let transaction = connection.transaction()?;
     transaction.execute_batch(SCHEMA)?;
     transaction.execute_batch(crate::ledger::profiles::TABLE)?;
+    transaction.execute_batch(super::lines::TABLES)?;
     let version: Option<i64> = transaction
         .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
         .optional()?;

@@ -85,10 +85,7 @@ async fn a_version_1_ledger_opens_with_its_statements_and_red_packets() {
     assert_eq!(packet, Some(expected));
     assert!(ledger.check().await.unwrap().ok);
     let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-    assert_eq!(
-        indexes(&connection),
-        ["creator_legs", "red_packets_by_room"]
-    );
+    assert_eq!(indexes(&connection), ["red_packets_by_room"]);
     let version: i64 = connection
         .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
         .unwrap();
@@ -232,7 +229,7 @@ async fn a_full_queue_answers_unavailable_at_once_and_books_nothing() {
 }
 
 #[test]
-fn statements_and_counters_are_read_through_the_creators_index() {
+fn a_statement_reads_its_lines_by_account_and_the_unwritten_tail_by_transfer() {
     let dir = tempfile::tempdir().unwrap();
     let mut connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
     super::schema::migrate(&mut connection).unwrap();
@@ -243,29 +240,70 @@ fn statements_and_counters_are_read_through_the_creators_index() {
         "payout:earnings:a:*",
     ];
     let period = [0i64, 1];
-    let statement: Vec<&dyn rusqlite::ToSql> = (names.iter().map(|n| n as &dyn rusqlite::ToSql))
+    let params: Vec<&dyn rusqlite::ToSql> = (names.iter().map(|n| n as &dyn rusqlite::ToSql))
         .chain(period.iter().map(|p| p as &dyn rusqlite::ToSql))
         .collect();
-    let counter: Vec<&dyn rusqlite::ToSql> = vec![&"traced:1"];
-    let queries = [
-        (super::creators::statement_sql(), statement),
-        (super::creators::balance_sql(), counter),
-    ];
-    for (sql, params) in queries {
-        let plan: Vec<String> = connection
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(params.as_slice(), |row| row.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            plan.iter().any(|step| step.contains("creator_legs")),
-            "{sql}: {plan:?}"
-        );
-        assert!(
-            !plan.iter().any(|step| step.starts_with("SCAN legs")),
-            "{plan:?}"
-        );
+    let plan: Vec<String> = connection
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", super::lines::STATEMENT))
+        .unwrap()
+        .query_map(params.as_slice(), |row| row.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter().any(|s| s.starts_with("SEARCH creator_lines")),
+        "{plan:?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|s| s.contains("SEARCH legs USING PRIMARY KEY (transfer_id>?)")),
+        "{plan:?}"
+    );
+    let scans = plan.iter().filter(|s| s.starts_with("SCAN"));
+    assert!(scans.eq(["SCAN creator_lines_upto"].iter()), "{plan:?}");
+}
+
+/// Lines a stop left unwritten are rebuilt from the legs when the ledger opens again,
+/// and a statement finds them before and after.
+#[tokio::test]
+async fn statement_lines_left_unwritten_are_rebuilt_at_open() {
+    use crate::ledger::{CreatorBooks, Payee};
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let settings = LedgerSettings::default();
+        let clock = crate::clock::Clock::system();
+        SqliteLedger::open(dir.path(), &settings, StorageFault::default(), clock).unwrap()
+    };
+    let alice = Payee::Broadcaster("alice".into());
+    let earn = |n: usize| {
+        let legs = vec![
+            (Account::TopupSource, -Minor::new(100)),
+            (alice.available(), Minor::new(100)),
+        ];
+        let meta = facts::TransferMeta::Topup(facts::Topup {
+            coins: Coins::new(1),
+        });
+        TransferRequest::new(legs, meta).idempotent("u", &format!("k{n}"), "f".into())
+    };
+    let ledger = open();
+    for n in 0..3 {
+        ledger.commit(earn(n)).await.unwrap();
     }
+    let lines = |ledger: SqliteLedger, payee: Payee| async move {
+        ledger
+            .statement(&payee, 0, u64::MAX / 2)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(lines(ledger, alice.clone()).await, 3);
+    let written = |c: &Connection| -> (i64, i64) {
+        let count = c.query_row("SELECT COUNT(*) FROM creator_lines", [], |r| r.get(0));
+        let upto = c.query_row("SELECT upto FROM creator_lines_upto", [], |r| r.get(0));
+        (count.unwrap(), upto.unwrap())
+    };
+    let ledger = open();
+    let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    assert_eq!(written(&connection), (3, 3));
+    assert_eq!(lines(ledger, alice).await, 3);
 }

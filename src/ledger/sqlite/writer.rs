@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use super::lines::PendingLines;
 use super::reads::find_prior;
 use super::wal::{restart_wal, RestartWal};
 use super::Statements;
@@ -33,6 +35,8 @@ pub struct Writer {
     pub fault: StorageFault,
     /// What transfers are dated by.
     pub clock: Clock,
+    /// Statements' lines not yet written.
+    pub lines: PendingLines,
 }
 
 /// The balances a batch decides on: the committed ones and the batch's changes so far.
@@ -64,6 +68,7 @@ struct Pending<'a> {
     books: BatchBooks<'a>,
     /// Each paid transfer's part of its broadcaster's statement, by room.
     paid: Vec<(String, Earnings)>,
+    lines: &'a mut PendingLines,
 }
 
 impl Writer {
@@ -112,6 +117,7 @@ impl Writer {
                 pending: HashMap::new(),
             },
             paid: Vec::new(),
+            lines: &mut self.lines,
         };
         let transaction = self
             .connection
@@ -121,8 +127,9 @@ impl Writer {
             .iter()
             .map(|job| book(&transaction, &mut pending, &job.request, created_ms))
             .collect::<Result<Vec<_>, _>>()?;
+        pending.lines.write_if_due(&transaction, Instant::now())?;
         transaction.commit()?;
-        let Pending { books, paid } = pending;
+        let Pending { books, paid, .. } = pending;
         let mut creators = self.statements.lock().expect("creators' books lock");
         for (account, delta) in books.pending {
             creators.add(&account, delta);
@@ -173,6 +180,7 @@ fn book(
         return Ok(rules::retried(request, prior));
     };
     plan.apply(&mut pending.books);
+    pending.lines.booked(transfer_id, plan.legs());
     if let (Some(room), true) = (plan.meta().room(), plan.meta().kind().is_paid()) {
         pending
             .paid
