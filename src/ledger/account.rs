@@ -63,6 +63,15 @@ impl Payee {
         }
     }
 
+    /// The stored name of the payee's available account, in two parts (`earnings:`,
+    /// `alice`), for names built on it without another allocation.
+    fn key_parts(&self) -> (&'static str, &str) {
+        match self {
+            Payee::Broadcaster(id) => (Account::EARNINGS, id),
+            Payee::Agency(id) => (Account::AGENCY, id),
+        }
+    }
+
     /// The payee's user id.
     pub fn id(&self) -> &str {
         match self {
@@ -141,11 +150,18 @@ impl Account {
             Account::Spent(day, id) => format!("{}{day}:{id}", Self::SPENT),
             Account::Refunded(purchase) => format!("{}{purchase}", Self::REFUNDED),
             Account::Counters => Self::COUNTERS.into(),
-            Account::Held(day, payee) => format!("{}{}:{day}", Self::HELD, payee.available().key()),
-            Account::Payout(payee, id) => {
-                format!("{}{}:{id}", Self::PAYOUT, payee.available().key())
+            Account::Held(day, payee) => {
+                let (kind, owner) = payee.key_parts();
+                format!("{}{kind}{owner}:{day}", Self::HELD)
             }
-            Account::PaidOut(payee) => format!("{}{}", Self::PAID_OUT, payee.available().key()),
+            Account::Payout(payee, id) => {
+                let (kind, owner) = payee.key_parts();
+                format!("{}{kind}{owner}:{id}", Self::PAYOUT)
+            }
+            Account::PaidOut(payee) => {
+                let (kind, owner) = payee.key_parts();
+                format!("{}{kind}{owner}", Self::PAID_OUT)
+            }
             Account::Losses => Self::LOSSES.into(),
             Account::Traced(transfer) => format!("{}{transfer}", Self::TRACED),
         }

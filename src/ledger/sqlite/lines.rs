@@ -1,11 +1,12 @@
 //! Which transfers moved each creator's accounts: the table statements are read from
-//! (`creator_lines`, keyed by account and transfer).
+//! (`creator_lines`: per account, lists of transfer ids).
 //!
 //! It is derived data, written behind the books: the writer collects the lines of
 //! what it books and writes them with the batch that comes once `FLUSH_EVERY` has
-//! passed, together with the highest transfer they cover (`creator_lines_upto`), so
-//! that a batch does not dirty an index page per room it paid (an index kept in step
-//! with every batch slowed a gift storm: `docs/benchmarks.md`). Lines not yet written
+//! passed, one row per account listing its transfers, together with the highest
+//! transfer they cover (`creator_lines_upto`): a second's gifts to 300 rooms are 300
+//! rows, where an index on the legs would take an entry per gift and dirty a page per
+//! room in every batch (`docs/benchmarks.md`). Lines not yet written
 //! (a crash loses them) are rebuilt from the legs at open, and a reader takes the
 //! transfers after `upto` from the legs themselves, in the same snapshot.
 
@@ -16,11 +17,14 @@ use rusqlite::{params, Connection, Transaction};
 use crate::ledger::{Account, LedgerError, Payee};
 use crate::money::Minor;
 
+/// One row per account per write: the transfers (a JSON array of ids, ascending)
+/// that moved it since the write before, keyed by the last of them.
 pub const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS creator_lines (
     account TEXT NOT NULL,
-    transfer_id INTEGER NOT NULL,
-    PRIMARY KEY (account, transfer_id)
+    last_transfer INTEGER NOT NULL,
+    transfers TEXT NOT NULL,
+    PRIMARY KEY (account, last_transfer)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS creator_lines_upto (upto INTEGER NOT NULL);
 INSERT INTO creator_lines_upto SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM creator_lines_upto);
@@ -52,12 +56,15 @@ impl PendingLines {
         }
     }
 
-    /// Notes the lines of transfer `transfer_id`, booked with `legs`.
-    pub fn booked(&mut self, transfer_id: i64, legs: &[(Account, Minor)]) {
+    /// Notes the lines of transfer `transfer_id`, booked with `legs` (whose accounts'
+    /// stored names are `keys`).
+    pub fn booked(&mut self, transfer_id: i64, legs: &[(Account, Minor)], keys: Vec<String>) {
         self.booked_upto = self.booked_upto.max(transfer_id);
-        let lines = legs.iter().filter(|(account, _)| is_line(account));
-        self.lines
-            .extend(lines.map(|(account, _)| (account.key(), transfer_id)));
+        let lines = legs
+            .iter()
+            .zip(keys)
+            .filter(|((account, _), _)| is_line(account));
+        self.lines.extend(lines.map(|(_, key)| (key, transfer_id)));
     }
 
     /// Writes the lines into `transaction` if they have waited long enough (or are
@@ -71,6 +78,7 @@ impl PendingLines {
         if !(due || self.lines.len() >= MAX_PENDING) {
             return Ok(());
         }
+        self.lines.sort_unstable();
         write(transaction, &self.lines, self.booked_upto)?;
         self.lines.clear();
         self.flushed_at = now;
@@ -78,12 +86,18 @@ impl PendingLines {
     }
 }
 
+/// Writes `lines` (sorted by account, then transfer) as one row per account, and
+/// `upto` as the highest transfer they cover.
 fn write(connection: &Connection, lines: &[(String, i64)], upto: i64) -> Result<(), LedgerError> {
     let mut insert = connection.prepare_cached(
-        "INSERT OR IGNORE INTO creator_lines (account, transfer_id) VALUES (?1, ?2)",
+        "INSERT INTO creator_lines (account, last_transfer, transfers) VALUES (?1, ?2, ?3)",
     )?;
-    for (account, transfer_id) in lines {
-        insert.execute(params![account, transfer_id])?;
+    for account_lines in lines.chunk_by(|a, b| a.0 == b.0) {
+        let mut transfers: Vec<i64> = account_lines.iter().map(|(_, id)| *id).collect();
+        transfers.dedup();
+        let last = *transfers.last().expect("a chunk is never empty");
+        let listed = serde_json::to_string(&transfers).expect("ids serialize");
+        insert.execute(params![account_lines[0].0, last, listed])?;
     }
     connection
         .prepare_cached("UPDATE creator_lines_upto SET upto = ?1")?
@@ -114,6 +128,7 @@ pub fn catch_up(connection: &mut Connection) -> Result<i64, LedgerError> {
             }
         }
     }
+    lines.sort_unstable();
     write(&transaction, &lines, last)?;
     transaction.commit()?;
     Ok(last)
@@ -124,7 +139,7 @@ pub fn catch_up(connection: &mut Connection) -> Result<i64, LedgerError> {
 /// after them read from the legs, in one snapshot.
 pub const STATEMENT: &str = "
 SELECT id, created_ms, meta FROM transfers WHERE id IN (
-    SELECT transfer_id FROM creator_lines
+    SELECT listed.value FROM creator_lines, json_each(creator_lines.transfers) AS listed
     WHERE account IN (?1, ?2) OR account GLOB ?3 OR account GLOB ?4
     UNION
     SELECT transfer_id FROM legs

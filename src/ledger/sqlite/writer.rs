@@ -170,7 +170,12 @@ fn book(
             return Ok(rules::refused(request, prior, refusal));
         }
     };
-    let Some(transfer_id) = insert(transaction, request, &plan, created_ms)? else {
+    let keys: Vec<String> = plan
+        .legs()
+        .iter()
+        .map(|(account, _)| account.key())
+        .collect();
+    let Some(transfer_id) = insert(transaction, request, &plan, &keys, created_ms)? else {
         let key = request
             .idempotency
             .as_ref()
@@ -180,7 +185,7 @@ fn book(
         return Ok(rules::retried(request, prior));
     };
     plan.apply(&mut pending.books);
-    pending.lines.booked(transfer_id, plan.legs());
+    pending.lines.booked(transfer_id, plan.legs(), keys);
     if let (Some(room), true) = (plan.meta().room(), plan.meta().kind().is_paid()) {
         pending
             .paid
@@ -199,6 +204,7 @@ fn insert(
     transaction: &Transaction<'_>,
     request: &TransferRequest,
     plan: &Plan<'_>,
+    keys: &[String],
     created_ms: u64,
 ) -> Result<Option<i64>, LedgerError> {
     let (user, key) = request.idempotency.as_ref().map_or((None, None), |k| {
@@ -226,8 +232,8 @@ fn insert(
     let mut insert_leg = transaction.prepare_cached(
         "INSERT INTO legs (transfer_id, n, account, amount) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for (n, (account, amount)) in plan.legs().iter().enumerate() {
-        insert_leg.execute(params![transfer_id, n as i64, account.key(), amount.get()])?;
+    for (n, (_, amount)) in plan.legs().iter().enumerate() {
+        insert_leg.execute(params![transfer_id, n as i64, keys[n], amount.get()])?;
     }
     Ok(Some(transfer_id))
 }
