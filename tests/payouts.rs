@@ -186,6 +186,8 @@ async fn earnings_are_held_then_cashed_out_once_and_settled_by_the_payment_syste
     let (_, second) = cash_out(&server, "alice", 1_500, "cash-0003").await;
     let failed = settle(&server, "evt_5", "payout.failed", &second["payout_id"]).await;
     assert_eq!(failed.1, json!({"status": "applied"}));
+    let paid_after_failed = settle(&server, "evt_7", "payout.paid", &second["payout_id"]).await;
+    assert_eq!(paid_after_failed.0, 409, "{paid_after_failed:?}");
     assert_eq!(
         states(&earnings(&server, "alice").await),
         [0, 1500, 0, 2000]
