@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::clock::Clock;
+use crate::ledger::LedgerSettings;
 use crate::money::{Catalog, CoinPack, SplitPolicy};
+use crate::payments::PaymentSettings;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,66 +61,6 @@ pub struct FileConfig {
     pub coin_packs: Vec<CoinPack>,
 }
 
-/// Payment systems' notifications (`docs/payments.md`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PaymentSettings {
-    /// The Standard Webhooks secret (`whsec_…`) of the platform's payment backend;
-    /// without it, `POST /api/payments/standard` answers 404.
-    pub standard_secret: Option<String>,
-    /// The Stripe endpoint's signing secret (`whsec_…`); without it,
-    /// `POST /api/payments/stripe` answers 404.
-    pub stripe_secret: Option<String>,
-    /// How far a notification's timestamp may be from now.
-    pub tolerance_s: u64,
-    /// The largest notification body taken; larger answers 413.
-    pub max_body_bytes: usize,
-    /// Where the watch page sends a buyer to pay outside dev mode, with `{user}` and
-    /// `{pack}` replaced; without it, the page offers no purchase.
-    pub checkout_url: Option<String>,
-    /// Apple's root certificate (Apple Root CA - G3, PEM or DER file) that App Store
-    /// notifications must chain up to; without it, `POST /api/payments/apple`
-    /// answers 404.
-    pub apple_root: Option<PathBuf>,
-    /// The app's bundle id; notifications for any other app answer 400.
-    pub apple_bundle_id: Option<String>,
-    /// Whether purchases made in Apple's sandbox are credited (for testing an app).
-    pub apple_sandbox: bool,
-}
-
-impl Default for PaymentSettings {
-    fn default() -> Self {
-        PaymentSettings {
-            standard_secret: None,
-            stripe_secret: None,
-            tolerance_s: 300,
-            max_body_bytes: 64 * 1024,
-            checkout_url: None,
-            apple_root: None,
-            apple_bundle_id: None,
-            apple_sandbox: false,
-        }
-    }
-}
-
-impl PaymentSettings {
-    fn validate(&self) -> anyhow::Result<()> {
-        if let Some(secret) = &self.standard_secret {
-            crate::payments::standard::Secret::parse(secret).context("payments.standard_secret")?;
-        }
-        if matches!(&self.stripe_secret, Some(secret) if !secret.starts_with("whsec_")) {
-            bail!("payments.stripe_secret: a Stripe endpoint secret starts with whsec_");
-        }
-        if self.max_body_bytes == 0 {
-            bail!("payments.max_body_bytes must be greater than zero");
-        }
-        if self.apple_root.is_some() != self.apple_bundle_id.is_some() {
-            bail!("payments.apple_root and payments.apple_bundle_id go together");
-        }
-        Ok(())
-    }
-}
-
 /// `[payouts]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,37 +91,6 @@ impl PayoutSettings {
         }
         if self.min_amount == 0 || i64::try_from(self.min_amount).is_err() {
             bail!("payouts.min_amount must be greater than zero and fit the ledger");
-        }
-        Ok(())
-    }
-}
-
-/// The ledger: the embedded SQLite file's WAL, and what happens after a storage fault.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LedgerSettings {
-    /// Once the WAL holds this many MiB of frames, the writer starts it again from its
-    /// beginning; the WAL file stays about this size on disk.
-    pub wal_limit_mib: u64,
-    /// After a storage fault, how long the server keeps answering (`/healthz` 503,
-    /// every charge `unavailable`) before it shuts down and exits, so that a load
-    /// balancer sees the node fail before its connections drop.
-    pub fault_drain_ms: u64,
-}
-
-impl Default for LedgerSettings {
-    fn default() -> Self {
-        LedgerSettings {
-            wal_limit_mib: 64,
-            fault_drain_ms: 1000,
-        }
-    }
-}
-
-impl LedgerSettings {
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.wal_limit_mib == 0 {
-            bail!("ledger.wal_limit_mib must be greater than zero");
         }
         Ok(())
     }

@@ -164,7 +164,7 @@ fn check_ledger(data_dir: &std::path::Path, url: Option<&str>) -> anyhow::Result
                     .context("opening the PostgreSQL ledger given by --ledger")?,
             ),
             None => {
-                let settings = ovation::config::LedgerSettings::default();
+                let settings = ovation::ledger::LedgerSettings::default();
                 Box::new(
                     ovation::ledger::SqliteLedger::open(
                         data_dir,

@@ -4,6 +4,7 @@
 //! so that even a message with bad fields gets an error carrying its `rid`; then
 //! the fields of that type. Server messages are serialized once and shared.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -474,6 +475,9 @@ pub enum EphemeralEvent<'a> {
     },
 }
 
+/// Entries a room's leaderboard shows.
+pub const LEADERBOARD_TOP: usize = 10;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderEntry {
     pub id: String,
@@ -541,6 +545,39 @@ pub fn checked_text(text: &str, max_chars: usize, field: &str) -> Result<String,
 
 fn is_zero(amount: &u64) -> bool {
     *amount == 0
+}
+
+/// A serialized text message, shared by every connection it is sent to. It is only
+/// built from Rust strings, so it is always valid UTF-8.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TextFrame(Bytes);
+
+impl TextFrame {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a TextFrame is built from a str")
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<String> for TextFrame {
+    fn from(text: String) -> Self {
+        TextFrame(Bytes::from(text))
+    }
+}
+
+impl From<&'static str> for TextFrame {
+    fn from(text: &'static str) -> Self {
+        TextFrame(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl PartialEq<&str> for TextFrame {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
 }
 
 #[cfg(test)]

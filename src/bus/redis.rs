@@ -361,7 +361,7 @@ impl Bus for RedisBus {
             return Ok(Vec::new());
         }
         let mut invocation = self.leaderboards.prepare_invoke();
-        invocation.arg(crate::gift::LEADERBOARD_TOP);
+        invocation.arg(crate::protocol::LEADERBOARD_TOP);
         for room in rooms {
             invocation
                 .key(self.key(room, "top"))

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::{LeaderEntry, UserRef};
-
-pub const TOP: usize = 10;
+use crate::protocol::{LeaderEntry, UserRef, LEADERBOARD_TOP};
 
 #[derive(Default)]
 pub struct Leaderboard {
@@ -36,7 +34,7 @@ impl Leaderboard {
             })
             .collect();
         all.sort_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
-        all.truncate(TOP);
+        all.truncate(LEADERBOARD_TOP);
         all
     }
 

@@ -33,7 +33,6 @@ use crate::money::{Catalog, Coins, Day, Minor, SplitPolicy, TooLarge, Wallets};
 use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
 use leaderboard::Leaderboard;
-pub use leaderboard::TOP as LEADERBOARD_TOP;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
 use payout_rules::PayoutRules;
@@ -243,12 +242,9 @@ impl GiftEngine {
     ) -> Result<Charge, Rejection> {
         let (id, value) = paid(&meta)?;
         let (id, amount) = (id.to_owned(), value.to_minor().map_err(too_large)?);
-        let legs = self.split.legs(&sender.id, room, amount);
-        let request = TransferRequest::new(self.payouts.hold(legs, self.today()), meta).idempotent(
-            &sender.id,
-            key,
-            chosen.to_string(),
-        );
+        let legs = (self.payouts).payment_legs(&self.split, &sender.id, room, amount, self.today());
+        let request =
+            TransferRequest::new(legs, meta).idempotent(&sender.id, key, chosen.to_string());
         let committed = self.pay(sender, amount, request).await?;
         self.answer(sender, committed).inspect_err(
             |_| tracing::error!(%id, "a payment's key holds a transfer of another kind"),

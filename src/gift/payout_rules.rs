@@ -3,7 +3,7 @@
 
 use crate::config::PayoutSettings;
 use crate::ledger::{Account, Payee};
-use crate::money::{Day, Minor};
+use crate::money::{Day, Minor, SplitPolicy};
 
 /// The payout rules of `[payouts]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +43,38 @@ impl PayoutRules {
         }
     }
 
-    /// A payment's legs with its creators' shares (`Earnings`, `Agency`) held from
-    /// `today`; unchanged without a hold.
-    pub fn hold(&self, mut legs: Vec<(Account, Minor)>, today: Day) -> Vec<(Account, Minor)> {
-        if self.hold_days > 0 {
-            for (account, _) in &mut legs {
-                if let Some(payee) = Payee::of_available(account) {
-                    *account = Account::Held(today, payee);
-                }
-            }
-        }
+    /// The legs of a payment of `value` from `payer`'s wallet in `room` (the room is
+    /// the broadcaster's id), split by `split`, with the creators' shares held from
+    /// `today` (paid into their available earnings without a hold). Zero parts are
+    /// left out; the legs sum to zero.
+    pub fn payment_legs(
+        &self,
+        split: &SplitPolicy,
+        payer: &str,
+        room: &str,
+        value: Minor,
+        today: Day,
+    ) -> Vec<(Account, Minor)> {
+        let parts = split.split(value, room);
+        let earned = |payee: Payee| match self.hold_days {
+            0 => payee.available(),
+            _ => Account::Held(today, payee),
+        };
+        // Without an agency, its part is zero and it has no leg.
+        let agency = (split.agency_of(room))
+            .map(|(agency, _)| (earned(Payee::Agency(agency.to_owned())), parts.agency));
+        let shares = [
+            Some((Account::AppStore, parts.app_store)),
+            Some((
+                earned(Payee::Broadcaster(room.to_owned())),
+                parts.broadcaster,
+            )),
+            agency,
+            Some((Account::Platform, parts.platform)),
+        ];
+        let mut legs = vec![(Account::Wallet(payer.to_owned()), -value)];
+        legs.extend((shares.into_iter().flatten()).filter(|(_, amount)| *amount != Minor::ZERO));
+        debug_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Minor>(), Minor::ZERO);
         legs
     }
 
@@ -65,6 +87,7 @@ impl PayoutRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::money::AgencyAssignment;
 
     #[test]
     fn a_days_earnings_are_payable_after_the_hold_and_not_a_day_before() {
@@ -79,28 +102,36 @@ mod tests {
     }
 
     #[test]
-    fn creators_shares_are_held_from_the_day_of_the_payment() {
+    fn creators_shares_are_paid_into_the_held_earnings_of_the_day() {
         let today = Day::parse("2026-12-02").unwrap();
-        let legs = vec![
-            (Account::Wallet("bob".into()), Minor::new(-100)),
-            (Account::Earnings("alice".into()), Minor::new(40)),
-            (Account::Agency("stars".into()), Minor::new(10)),
-            (Account::Platform, Minor::new(50)),
+        let mut split = SplitPolicy {
+            agency_bps: 2000,
+            ..SplitPolicy::default()
+        };
+        let stars = AgencyAssignment {
+            agency: "stars".into(),
+            agency_bps: None,
+        };
+        split.agencies.insert("alice".into(), stars);
+        let value = Minor::new(10_000);
+        let legs = PayoutRules::default().payment_legs(&split, "bob", "alice", value, today);
+        let alice = Payee::Broadcaster("alice".into());
+        let expected = [
+            (Account::Wallet("bob".into()), -value),
+            (Account::AppStore, Minor::new(3000)),
+            (Account::Held(today, alice.clone()), Minor::new(2800)),
+            (
+                Account::Held(today, Payee::Agency("stars".into())),
+                Minor::new(700),
+            ),
+            (Account::Platform, Minor::new(3500)),
         ];
-        let held = PayoutRules::default().hold(legs.clone(), today);
-        assert_eq!(
-            held[1].0,
-            Account::Held(today, Payee::Broadcaster("alice".into()))
-        );
-        assert_eq!(
-            held[2].0,
-            Account::Held(today, Payee::Agency("stars".into()))
-        );
-        assert_eq!((&held[0], &held[3]), (&legs[0], &legs[3]));
+        assert_eq!(legs, expected);
         let at_once = PayoutRules::from(&PayoutSettings {
             hold_days: 0,
             ..PayoutSettings::default()
         });
-        assert_eq!(at_once.hold(legs.clone(), today), legs);
+        let legs = at_once.payment_legs(&split, "bob", "alice", value, today);
+        assert_eq!(legs[2], (alice.available(), Minor::new(2800)));
     }
 }

@@ -5,6 +5,7 @@
 mod media;
 mod payments;
 mod payouts;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use crate::gift::GiftEngine;
 use crate::hub::{Hub, Refusal};
 use crate::protocol::{ErrorCode, Rejection};
 use crate::relay::Relay;
-use crate::ws::WebSocketUpgrade;
+use upgrade::WebSocketUpgrade;
 
 /// Largest JSON body any API route accepts.
 const MAX_JSON_BODY: usize = 16 * 1024;

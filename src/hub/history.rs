@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::ws::TextFrame;
+use crate::protocol::TextFrame;
 
 /// What a `join` gets back from the history.
 #[derive(Debug, PartialEq)]

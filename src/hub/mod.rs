@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::ws::TextFrame;
+use crate::protocol::TextFrame;
 use dashmap::DashMap;
 use serde::Serialize;
 

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
-use crate::ws::TextFrame;
+use crate::protocol::TextFrame;
 
 pub type ConnId = u64;
 

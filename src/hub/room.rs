@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::ws::TextFrame;
+use crate::protocol::TextFrame;
 use serde::Serialize;
 
 use super::history::{History, Replay};

@@ -11,6 +11,7 @@ mod fault;
 mod postgres;
 mod profiles;
 pub mod rules;
+mod settings;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ pub use fault::StorageFault;
 pub use postgres::PostgresLedger;
 pub use profiles::{Profile, Profiles};
 pub use rules::{Transfer, TransferRequest};
+pub use settings::LedgerSettings;
 pub use sqlite::SqliteLedger;
 
 use crate::money::{Day, Minor};

@@ -8,7 +8,6 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::{Minor, BPS_WHOLE};
-use crate::ledger::Account;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,7 +83,7 @@ impl SplitPolicy {
     }
 
     /// The broadcaster's agency and its cut, if they have one.
-    fn agency_of(&self, broadcaster: &str) -> Option<(&str, u32)> {
+    pub fn agency_of(&self, broadcaster: &str) -> Option<(&str, u32)> {
         self.agencies
             .get(broadcaster)
             .map(|a| (a.agency.as_str(), a.agency_bps.unwrap_or(self.agency_bps)))
@@ -107,31 +106,6 @@ impl SplitPolicy {
         assert_eq!(app_store + broadcaster + agency + platform, value);
         assert!(!platform.is_negative());
         split
-    }
-
-    /// The legs of a payment of `value` from `payer`'s wallet in `room` (the room is
-    /// the broadcaster's id). Zero parts are left out; the legs sum to zero.
-    pub fn legs(&self, payer: &str, room: &str, value: Minor) -> Vec<(Account, Minor)> {
-        let split = self.split(value, room);
-        let mut legs = vec![(Account::Wallet(payer.to_owned()), -value)];
-        // Without an agency, its part is zero and it has no leg.
-        let agency = self
-            .agency_of(room)
-            .map(|(agency, _)| (Account::Agency(agency.to_owned()), split.agency));
-        let parts = [
-            Some((Account::AppStore, split.app_store)),
-            Some((Account::Earnings(room.to_owned()), split.broadcaster)),
-            agency,
-            Some((Account::Platform, split.platform)),
-        ];
-        legs.extend(
-            parts
-                .into_iter()
-                .flatten()
-                .filter(|(_, amount)| *amount != Minor::ZERO),
-        );
-        debug_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Minor>(), Minor::ZERO);
-        legs
     }
 }
 
@@ -196,8 +170,6 @@ mod tests {
         let value = Minor::new(10_000);
         assert_eq!(policy.split(value, "bob").agency, Minor::ZERO);
         assert_eq!(policy.split(value, "alice").agency, Minor::new(700));
-        let legs = policy.legs("viewer", "alice", value);
-        assert!(legs.contains(&(Account::Agency("stars".into()), Minor::new(700))));
     }
 
     proptest! {
@@ -215,8 +187,6 @@ mod tests {
             prop_assert_eq!(i128::from(split.agency.get()), gross * i128::from(cut) / 10_000);
             prop_assert_eq!(i128::from(split.broadcaster.get()), gross * i128::from(10_000 - cut) / 10_000);
             prop_assert!(!(split.platform.is_negative() || split.broadcaster.is_negative() || split.agency.is_negative()));
-            let legs = with_agency(app, share, cut).legs("v", "alice", Minor::new(value));
-            prop_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Minor>(), Minor::ZERO);
         }
     }
 }

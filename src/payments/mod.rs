@@ -5,12 +5,14 @@
 
 pub mod apple;
 pub mod notification;
+mod settings;
 pub mod standard;
 pub mod stripe;
 
+pub use settings::PaymentSettings;
+
 use anyhow::Context;
 
-use crate::config::PaymentSettings;
 use crate::ledger::facts::Purchase;
 use crate::money::{CoinPack, Coins};
 use notification::PurchaseCompleted;

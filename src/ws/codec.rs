@@ -40,39 +40,6 @@ impl Opcode {
     }
 }
 
-/// A serialized text message, shared by every connection it is sent to. It is only
-/// built from Rust strings, so it is always valid UTF-8.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TextFrame(Bytes);
-
-impl TextFrame {
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("a TextFrame is built from a str")
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl From<String> for TextFrame {
-    fn from(text: String) -> Self {
-        TextFrame(Bytes::from(text))
-    }
-}
-
-impl From<&'static str> for TextFrame {
-    fn from(text: &'static str) -> Self {
-        TextFrame(Bytes::from_static(text.as_bytes()))
-    }
-}
-
-impl PartialEq<&str> for TextFrame {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
 /// What a client sent, one complete message or control frame at a time.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {

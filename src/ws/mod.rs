@@ -4,7 +4,6 @@
 //! socket, so neither waits on the other; the reader asks the writer for pongs.
 
 pub mod codec;
-mod handshake;
 mod writers;
 
 use std::sync::Arc;
@@ -16,8 +15,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{interval_at, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
-pub use codec::TextFrame;
-pub use handshake::{UpgradedSocket, WebSocketUpgrade};
 pub use writers::WriterPool;
 
 use crate::auth::User;
@@ -26,6 +23,13 @@ use crate::gift::GiftEngine;
 use crate::hub::{Batch, Flow, Hub, Next, Outbox, OutboxReceiver, Session};
 use crate::protocol::close;
 use codec::{encode, encode_close, Decoder, Event, Opcode, Violation};
+
+/// A socket upgraded to WebSocket by the HTTP side (`http/upgrade.rs`), with what
+/// the client sent after its request.
+pub struct UpgradedSocket {
+    pub tcp: tokio::net::TcpStream,
+    pub received: bytes::Bytes,
+}
 
 #[derive(Clone, Copy)]
 struct Timings {

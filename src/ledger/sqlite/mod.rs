@@ -26,10 +26,10 @@ use tokio::sync::oneshot;
 use super::facts::RedPacket;
 use super::{
     answered, queue_full, writer_stopped, Account, CheckReport, Committed, Earnings, Holdings, Job,
-    Ledger, LedgerError, Payee, Standing, StorageFault, TransferRequest, QUEUE_CAPACITY,
+    Ledger, LedgerError, LedgerSettings, Payee, Standing, StorageFault, TransferRequest,
+    QUEUE_CAPACITY,
 };
 use crate::clock::Clock;
-use crate::config::LedgerSettings;
 use crate::money::{Day, Minor};
 use schema::{configure, migrate, BUSY_TIMEOUT, FILE_NAME};
 use wal::RestartWal;

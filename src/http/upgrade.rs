@@ -1,6 +1,6 @@
 //! The WebSocket opening handshake (RFC 6455 §4.2) as an axum extractor. After the
-//! 101 response the connection is taken back from hyper as the plain `TcpStream`, so
-//! the connection's reader and writer each own one half of the socket.
+//! 101 response the connection is taken back from hyper as the plain `TcpStream` and
+//! handed to the WebSocket edge (`ws`).
 
 use std::future::Future;
 
@@ -9,14 +9,14 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 
-use crate::http::ApiError;
+use super::ApiError;
 use crate::protocol::ErrorCode;
+use crate::ws::UpgradedSocket;
 
 /// Appended to the client's key before hashing, by RFC 6455.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -25,12 +25,6 @@ const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub struct WebSocketUpgrade {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
-}
-
-/// The socket once upgraded, with what the client sent after its request.
-pub struct UpgradedSocket {
-    pub tcp: TcpStream,
-    pub received: Bytes,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
@@ -42,6 +36,10 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         };
         if parts.method != Method::GET {
             return Err(bad("a WebSocket upgrade must be a GET"));
+        }
+        // RFC 6455 §4.2.1: the request MUST carry a Host header.
+        if !parts.headers.contains_key(header::HOST) {
+            return Err(bad("a WebSocket upgrade must carry a Host header"));
         }
         if !has_token(&parts.headers, header::CONNECTION, "upgrade")
             || !has_token(&parts.headers, header::UPGRADE, "websocket")
