@@ -567,25 +567,7 @@ async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
     };
     tokio::join!(speak, listen);
     // Now the slow client reads: its backlog, whole frames in order, then the 4008 close.
-    let mut backlog = Vec::new();
-    let code = loop {
-        match slow
-            .ws
-            .next()
-            .await
-            .expect("the close frame")
-            .expect("a valid frame")
-        {
-            Message::Text(text) => {
-                let event: Value = serde_json::from_str(&text).unwrap();
-                if event["type"] == "chat" {
-                    backlog.push(event["seq"].as_u64().unwrap());
-                }
-            }
-            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
-            _ => {}
-        }
-    };
+    let (backlog, code) = backlog_then_close(&mut slow).await;
     assert_eq!(code, Some(4008));
     assert!(
         backlog.len() > 64,
@@ -598,10 +580,27 @@ async fn a_slow_consumer_is_closed_with_4008_while_others_keep_receiving() {
     );
 }
 
-/// How many connections the server has closed as slow consumers, from /metrics.
-async fn slow_consumers_closed(server: &TestServer) -> u64 {
-    let metrics = common::metrics(&server.url("")).await;
-    common::metric(&metrics, "ovation_slow_consumer_disconnects_total").map_or(0, |v| v as u64)
+/// Reads a client that has not read for a while: the seqs of the chat events held for
+/// it, in arrival order, then the code of its close frame (`None`: a close without one).
+async fn backlog_then_close(client: &mut Client) -> (Vec<u64>, Option<u16>) {
+    let mut backlog = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, client.ws.next())
+            .await
+            .expect("timed out waiting for the close frame")
+            .expect("the connection ended without a close frame")
+            .expect("a valid frame");
+        match frame {
+            Message::Text(text) => {
+                let event: Value = serde_json::from_str(&text).unwrap();
+                if event["type"] == "chat" {
+                    backlog.push(event["seq"].as_u64().unwrap());
+                }
+            }
+            Message::Close(frame) => return (backlog, frame.map(|f| u16::from(f.code))),
+            _ => {}
+        }
+    }
 }
 
 #[tokio::test]
@@ -612,6 +611,9 @@ async fn a_client_that_stops_reading_is_closed_after_a_bounded_backlog() {
         roomy(l);
         l.queue_len = 16;
         l.socket_send_buffer_bytes = 32 * 1024;
+        // The stalled client reads only once everything is sent; until then the
+        // server holds its backlog and close frame for it.
+        l.close_grace_ms = 20_000;
     })
     .await;
     let mut stalled = viewer_with_tiny_receive_buffer(&server, "stalled").await;
@@ -621,18 +623,29 @@ async fn a_client_that_stops_reading_is_closed_after_a_bounded_backlog() {
 
     // 2 KB events: the kernel's buffers (32 KiB, doubled by Linux, plus the
     // client's 4 KiB) hold about 40, the queue 16, the writer one batch of 16.
+    // Far more are sent while the stalled client reads nothing.
     let text = "😀".repeat(495);
-    let mut sent = 0;
-    while slow_consumers_closed(&server).await == 0 {
-        assert!(sent < 200, "still not closed after {sent} events of 2 KB");
-        speaker.ok(chat("stall", &format!("{sent} {text}"))).await;
-        sent += 1;
+    let sent = 200;
+    for n in 0..sent {
+        speaker.ok(chat("stall", &format!("{n} {text}"))).await;
     }
+    // Then it reads what was held for it (the kernel's share, then its queue flushed
+    // on closing) and its own close: everything after the overflow was dropped.
+    let (backlog, code) = backlog_then_close(&mut stalled).await;
+    assert_eq!(code, Some(4008));
     assert!(
-        sent > 16,
-        "closed after {sent} events: before its queue could fill"
+        backlog.len() > 16,
+        "closed after {} events: before its queue could fill",
+        backlog.len()
     );
-    assert_eq!(stalled.closed().await, 4008);
+    assert!(
+        backlog.len() < sent,
+        "all {sent} events were held for a client that stopped reading"
+    );
+    assert!(
+        backlog.windows(2).all(|w| w[1] == w[0] + 1),
+        "a gap in {backlog:?}"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! Pushing never blocks or awaits, so rooms may push while holding their lock.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -27,6 +27,8 @@ pub struct Outbox {
     ready: Notify,
     closing: CancellationToken,
     close_code: AtomicU16,
+    /// The client closed first: its close is answered at once, without what is queued.
+    answering: AtomicBool,
 }
 
 #[derive(Default)]
@@ -69,6 +71,7 @@ impl Outbox {
             ready: Notify::new(),
             closing,
             close_code: AtomicU16::new(0),
+            answering: AtomicBool::new(false),
         });
         let receiver = OutboxReceiver {
             outbox: outbox.clone(),
@@ -126,6 +129,18 @@ impl Outbox {
         // The writer waits on `ready` alone, for frames or for this.
         self.ready.notify_one();
         first
+    }
+
+    /// Answers the client's close with `code` (RFC 6455 §5.5.1: at once, and no more
+    /// data frames).
+    pub fn answer_close(&self, code: u16) {
+        self.answering.store(true, Ordering::Release);
+        self.close(code);
+    }
+
+    /// Whether the connection closes because the client closed it.
+    pub fn answering_close(&self) -> bool {
+        self.answering.load(Ordering::Acquire)
     }
 
     /// The code the connection is closing with, if closing.

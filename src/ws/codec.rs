@@ -46,7 +46,8 @@ pub enum Event {
     Text(String),
     Ping(Bytes),
     Pong,
-    Close,
+    /// The client closes, with this status code (none when its close frame had none).
+    Close(Option<u16>),
 }
 
 /// A frame the protocol does not allow; the connection closes with `close_code()`.
@@ -84,7 +85,28 @@ struct FrameHead {
 /// later fragments have not arrived; the caller owns the receive buffer.
 pub struct Decoder {
     max_message_bytes: usize,
-    fragmented: Option<Vec<u8>>,
+    fragmented: Option<Fragmented>,
+}
+
+/// A text message whose last fragment has not arrived, checked as UTF-8 as far as it
+/// goes, so that invalid text fails at the fragment that holds it.
+struct Fragmented {
+    text: Vec<u8>,
+    /// The prefix known to be valid UTF-8 (what follows is an incomplete character).
+    valid: usize,
+}
+
+impl Fragmented {
+    /// Adds a fragment; the last one (`fin`) must leave no incomplete character.
+    fn push(&mut self, fragment: &[u8], fin: bool) -> Result<(), Violation> {
+        self.text.extend_from_slice(fragment);
+        match std::str::from_utf8(&self.text[self.valid..]) {
+            Ok(_) => self.valid = self.text.len(),
+            Err(error) if error.error_len().is_none() && !fin => self.valid += error.valid_up_to(),
+            Err(_) => return Err(Violation::InvalidUtf8),
+        }
+        Ok(())
+    }
 }
 
 impl Decoder {
@@ -111,20 +133,25 @@ impl Decoder {
             unmask(&mut payload, head.mask);
             match head.opcode {
                 Opcode::Text if head.fin => return Ok(Some(Event::Text(utf8(payload.into())?))),
-                Opcode::Text => self.fragmented = Some(payload.into()),
+                Opcode::Text => {
+                    let mut message = Fragmented {
+                        text: Vec::new(),
+                        valid: 0,
+                    };
+                    message.push(&payload, false)?;
+                    self.fragmented = Some(message);
+                }
                 Opcode::Continuation => {
                     let message = self.fragmented.as_mut().ok_or(Violation::Malformed)?;
-                    message.extend_from_slice(&payload);
+                    message.push(&payload, head.fin)?;
                     if head.fin {
-                        let message = self.fragmented.take().unwrap_or_default();
+                        let message = self.fragmented.take().map(|m| m.text).unwrap_or_default();
                         return Ok(Some(Event::Text(utf8(message)?)));
                     }
                 }
                 Opcode::Ping => return Ok(Some(Event::Ping(payload.freeze()))),
                 Opcode::Pong => return Ok(Some(Event::Pong)),
-                // A close payload is empty or starts with a two-byte code.
-                Opcode::Close if payload.len() == 1 => return Err(Violation::Malformed),
-                Opcode::Close => return Ok(Some(Event::Close)),
+                Opcode::Close => return close_event(&payload).map(Some),
                 Opcode::Binary => unreachable!("refused by parse_head"),
             }
         }
@@ -155,6 +182,12 @@ impl Decoder {
             None => {
                 let mut extended = &received[2..2 + length_len];
                 let len = extended.get_uint(length_len);
+                // The shortest form MUST be used, and a 64-bit length has its top bit
+                // clear (RFC 6455 §5.2).
+                let shortest = if length_len == 2 { 126 } else { 65_536 };
+                if len < shortest || len >> 63 != 0 {
+                    return Err(Violation::Malformed);
+                }
                 usize::try_from(len).unwrap_or(usize::MAX)
             }
         };
@@ -167,7 +200,7 @@ impl Decoder {
             if continues != self.fragmented.is_some() {
                 return Err(Violation::Malformed);
             }
-            let so_far = self.fragmented.as_ref().map_or(0, Vec::len);
+            let so_far = self.fragmented.as_ref().map_or(0, |m| m.text.len());
             if so_far.saturating_add(payload_len) > self.max_message_bytes {
                 return Err(Violation::TooBig);
             }
@@ -192,6 +225,24 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in payload.iter_mut().enumerate() {
         *byte ^= mask[i % 4];
     }
+}
+
+/// A client's close: empty, or a status code a peer may send and a UTF-8 reason
+/// (RFC 6455 §5.5.1, §7.4).
+fn close_event(payload: &[u8]) -> Result<Event, Violation> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return match payload.len() {
+            0 => Ok(Event::Close(None)),
+            _one_byte => Err(Violation::Malformed),
+        };
+    };
+    let code = u16::from_be_bytes(*code);
+    let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !sendable {
+        return Err(Violation::Malformed);
+    }
+    std::str::from_utf8(reason).map_err(|_| Violation::InvalidUtf8)?;
+    Ok(Event::Close(Some(code)))
 }
 
 fn utf8(message: Vec<u8>) -> Result<String, Violation> {
@@ -288,7 +339,7 @@ mod tests {
                 Event::Ping(Bytes::from_static(b"hi")),
                 Event::Text("ça va €".into()),
                 Event::Pong,
-                Event::Close,
+                Event::Close(Some(1000)),
             ]
         );
     }
@@ -372,6 +423,76 @@ mod tests {
             decoded,
             Err(Violation::Malformed),
             "a new message mid-message"
+        );
+    }
+
+    /// A masked frame whose length is written in the `form` (126 or 127) header
+    /// field, whatever its size.
+    fn with_length_form(form: u8, length: u64, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![FIN | 0x1, MASKED | form];
+        match form {
+            126 => frame.extend_from_slice(&(length as u16).to_be_bytes()),
+            _ => frame.extend_from_slice(&length.to_be_bytes()),
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn lengths_must_use_the_shortest_form_and_64_bits_keep_their_top_bit_clear() {
+        for (form, length) in [(126, 5), (127, 5), (127, 65_535)] {
+            let frame = with_length_form(form, length, &vec![b'a'; length as usize]);
+            let decoded = decode_all(&mut Decoder::new(usize::MAX), &frame);
+            assert_eq!(decoded, Err(Violation::Malformed), "{form} {length}");
+        }
+        let top_bit = with_length_form(127, 1 << 63, b"");
+        let decoded = decode_all(&mut Decoder::new(MAX), &top_bit);
+        assert_eq!(decoded, Err(Violation::Malformed));
+        let right = with_length_form(126, 126, &[b'a'; 126]);
+        assert_eq!(decode_all(&mut Decoder::new(MAX), &right).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_close_carries_a_code_a_peer_may_send_and_a_utf8_reason() {
+        let close =
+            |payload: &[u8]| decode_all(&mut Decoder::new(MAX), &client_frame(FIN | 0x8, payload));
+        assert_eq!(close(b""), Ok(vec![Event::Close(None)]));
+        for code in [1000u16, 1001, 1003, 1007, 1011, 3000, 4999] {
+            assert_eq!(
+                close(&code.to_be_bytes()),
+                Ok(vec![Event::Close(Some(code))])
+            );
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+        ] {
+            assert_eq!(
+                close(&code.to_be_bytes()),
+                Err(Violation::Malformed),
+                "{code}"
+            );
+        }
+        let bad_reason = [&1000u16.to_be_bytes()[..], b"\xff"].concat();
+        assert_eq!(close(&bad_reason), Err(Violation::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_text_fails_at_the_fragment_that_holds_it() {
+        let mut decoder = Decoder::new(MAX);
+        // A character cut at the end of a fragment waits for the next one...
+        let euro = "€".as_bytes();
+        let start = client_frame(0x1, &euro[..2]);
+        assert_eq!(decode_all(&mut decoder, &start), Ok(vec![]));
+        // ...but bytes that can never be UTF-8 fail at once, before the message ends.
+        let bad = client_frame(0x0, b"\xff");
+        assert_eq!(decode_all(&mut decoder, &bad), Err(Violation::InvalidUtf8));
+        let cut_at_the_end = client_frame(FIN, &euro[..2]);
+        let mut decoder = Decoder::new(MAX);
+        decode_all(&mut decoder, &client_frame(0x1, b"a")).unwrap();
+        assert_eq!(
+            decode_all(&mut decoder, &cut_at_the_end),
+            Err(Violation::InvalidUtf8)
         );
     }
 

@@ -1,7 +1,9 @@
 //! The WebSocket edge. Each connection has a reader (this task: frames in, through the
 //! connection's `Session`) and a writer task that drains its outbox, encoding a batch
 //! of frames into one buffer and writing it with one call. Each owns one half of the
-//! socket, so neither waits on the other; the reader asks the writer for pongs.
+//! socket, so neither waits on the other; the reader asks the writer for pongs. A
+//! client's close is answered at once with its own code, without what is queued, and
+//! ends the TCP connection (RFC 6455 §5.5.1).
 
 pub mod codec;
 mod writers;
@@ -98,19 +100,24 @@ pub async fn run(
             Event::Ping(payload) => outbox.pong(payload),
             // Any frame counts as a sign of life.
             Event::Pong => {}
-            Event::Close => break,
+            Event::Close(code) => {
+                outbox.answer_close(code.unwrap_or(close::NORMAL));
+                break;
+            }
         }
     }
     // Makes the writer finish even when the client simply went away.
     outbox.close(close::NORMAL);
     session.end();
-    if let Ok(_write_half) = writer.await {
+    let written = writer.await;
+    if let (Ok(_write_half), false) = (written, outbox.answering_close()) {
         // Our close frame is out: wait briefly for the client's reply, so the socket is
         // not torn down (and the close frame lost to a reset) while the client still
-        // has frames in flight. `_write_half` keeps the socket open meanwhile.
+        // has frames in flight. `_write_half` keeps the socket open meanwhile. A
+        // client's close, once answered, ends the TCP connection at once.
         let reply = async {
             while let Ok(Some(event)) = reader.next().await {
-                if event == Event::Close {
+                if matches!(event, Event::Close(_)) {
                     break;
                 }
             }
@@ -196,10 +203,17 @@ async fn write_loop(
     // the last events), then the close frame, if the client takes them within the
     // grace period.
     let code = outbox.close_code().unwrap_or(close::NORMAL);
-    receiver.take_queued(&mut batch);
+    let answering = outbox.answering_close();
+    if answering {
+        // No data frames after a close: only the rest of one already started.
+        batch.frames.clear();
+    } else {
+        receiver.take_queued(&mut batch);
+    }
+    let reason = if answering { "" } else { close_reason(code) };
     let goodbye = async {
         unsent.write_batch(&mut socket, &mut batch).await?;
-        encode_close(&mut unsent.bytes, code, close_reason(code));
+        encode_close(&mut unsent.bytes, code, reason);
         unsent.write_to(&mut socket).await
     };
     let _ = timeout(timings.close_grace, goodbye).await;

@@ -19,6 +19,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub mod apple;
 pub mod node;
+pub mod raw_ws;
 pub mod webhooks;
 
 pub struct TestServer {
