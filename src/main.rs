@@ -1,7 +1,8 @@
 //! The `ovation` command line.
 
-// glibc's malloc showed up at 10-15 % of a gift storm's profile (consolidating freed
-// chunks across threads); mimalloc's per-thread free lists avoid that work.
+// glibc's malloc was a large part of a gift storm's profile (consolidating freed
+// chunks across threads; `docs/benchmarks.md`, "Why mimalloc"); mimalloc's
+// per-thread free lists avoid that work.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -486,6 +486,36 @@ pub struct LeaderEntry {
 }
 
 /// Serializes `{"type":"ok","rid":...}` merged with the fields of `result` (an object).
+/// The reply to a paid action: the payer's balance after it, whether it was a retry
+/// (nothing charged again), and the id of what was paid for.
+#[derive(Debug, Serialize)]
+pub struct ChargedReply {
+    pub balance: u64,
+    pub duplicate: bool,
+    #[serde(flatten)]
+    pub id: ChargedId,
+}
+
+/// The id a paid action's reply names, under the field of its kind.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargedId {
+    GiftId(String),
+    QuestionId(String),
+    PacketId(String),
+}
+
+/// A reply with nothing but its type and `rid` (to `ping`, `leave`).
+#[derive(Debug, Serialize)]
+pub struct EmptyReply {}
+
+/// The reply to a grab: the share taken and the grabber's balance.
+#[derive(Debug, Serialize)]
+pub struct GrabbedReply {
+    pub coins: u64,
+    pub balance: u64,
+}
+
 pub fn ok_reply(rid: &Option<Rid>, result: impl Serialize) -> String {
     #[derive(Serialize)]
     struct Ok<'a, T> {

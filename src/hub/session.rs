@@ -12,9 +12,10 @@ use crate::config::Limits;
 use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder, RedPacketOrder};
 use crate::ids::event_id;
 use crate::protocol::{
-    checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChatRequest,
-    Envelope, EphemeralEvent, ErrorCode, GiftRequest, GrabRequest, JoinRequest, MessageType,
-    QuestionRequest, RedPacketRequest, Rejection, Rid, RoomEventBody, RoomRequest,
+    checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChargedId,
+    ChargedReply, ChatRequest, EmptyReply, Envelope, EphemeralEvent, ErrorCode, GiftRequest,
+    GrabRequest, GrabbedReply, JoinRequest, MessageType, QuestionRequest, RedPacketRequest,
+    Rejection, Rid, RoomEventBody, RoomRequest,
 };
 
 pub const CHAT_MAX_CHARS: usize = 500;
@@ -138,7 +139,7 @@ impl Session {
         now: Instant,
     ) -> Answer {
         match kind {
-            MessageType::Ping => Ok(Some(ok_reply(rid, Empty {}))),
+            MessageType::Ping => Ok(Some(ok_reply(rid, EmptyReply {}))),
             MessageType::Join => self.join(rid, envelope.fields()?, now).await,
             MessageType::Leave => self.leave(rid, envelope.fields()?, now),
             MessageType::Chat => self.chat(rid, envelope.fields()?, now).await,
@@ -212,7 +213,7 @@ impl Session {
         let room = self.joined_room(&request.room)?.clone();
         room.leave(self.outbox.id, now);
         self.joined.retain(|r| !Arc::ptr_eq(r, &room));
-        Ok(Some(ok_reply(rid, Empty {})))
+        Ok(Some(ok_reply(rid, EmptyReply {})))
     }
 
     async fn chat(&mut self, rid: &Option<Rid>, request: ChatRequest, now: Instant) -> Answer {
@@ -262,7 +263,8 @@ impl Session {
         };
         let charge = self.gifts.gift(&user, order).await?;
         Ok(Some(
-            self.charged(rid, &room, &user, charge, "gift_id").await,
+            self.charged(rid, &room, &user, charge, ChargedId::GiftId)
+                .await,
         ))
     }
 
@@ -277,7 +279,8 @@ impl Session {
         };
         let charge = self.gifts.question(&user, order).await?;
         Ok(Some(
-            self.charged(rid, &room, &user, charge, "question_id").await,
+            self.charged(rid, &room, &user, charge, ChargedId::QuestionId)
+                .await,
         ))
     }
 
@@ -293,7 +296,8 @@ impl Session {
         };
         let charge = self.gifts.red_packet(&user, order).await?;
         Ok(Some(
-            self.charged(rid, &room, &user, charge, "packet_id").await,
+            self.charged(rid, &room, &user, charge, ChargedId::PacketId)
+                .await,
         ))
     }
 
@@ -303,10 +307,11 @@ impl Session {
         let grabbed = self.gifts.grab(&user, &room.name, &request.packet).await?;
         self.announce(&room, event_id(), &grabbed.event).await;
         self.send_balance(&user, grabbed.balance);
-        Ok(Some(ok_reply(
-            rid,
-            serde_json::json!({"coins": grabbed.coins, "balance": grabbed.balance}),
-        )))
+        let reply = GrabbedReply {
+            coins: grabbed.coins,
+            balance: grabbed.balance,
+        };
+        Ok(Some(ok_reply(rid, reply)))
     }
 
     fn send_balance(&self, user: &User, coins: u64) {
@@ -335,7 +340,7 @@ impl Session {
         room: &Room,
         user: &User,
         charge: Charge,
-        id_field: &str,
+        id: fn(String) -> ChargedId,
     ) -> String {
         if let Some(event) = &charge.event {
             if let Some((sender, coins)) = event.payment() {
@@ -344,10 +349,12 @@ impl Session {
             self.announce(room, charge.id.clone(), event).await;
             self.send_balance(user, charge.balance);
         }
-        let mut result =
-            serde_json::json!({"balance": charge.balance, "duplicate": charge.duplicate});
-        result[id_field] = charge.id.into();
-        ok_reply(rid, result)
+        let reply = ChargedReply {
+            balance: charge.balance,
+            duplicate: charge.duplicate,
+            id: id(charge.id),
+        };
+        ok_reply(rid, reply)
     }
 
     async fn ack(&mut self, rid: &Option<Rid>, request: AckRequest) -> Answer {
@@ -389,9 +396,6 @@ impl Session {
         self.hub.disconnect(&self.outbox);
     }
 }
-
-#[derive(serde::Serialize)]
-struct Empty {}
 
 fn checked_room_id(room: &str) -> Result<(), Rejection> {
     if is_valid_id(room) {

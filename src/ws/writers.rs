@@ -5,8 +5,8 @@
 //! meanwhile (a chat message, a gift) joins the back of the same queue and waits for
 //! all those writers: tokio runs a worker's queue in order, and only the last task
 //! woken goes first. With many rooms and many senders, inbound messages then wait a
-//! whole fan-out sweep before they are even read (`loadtest rooms`: p99 229–262 ms on
-//! one runtime, 115–131 ms with this pool). On threads of their own, writers queue
+//! whole fan-out sweep before they are even read (`docs/benchmarks.md`, "Many
+//! rooms"). On threads of their own, writers queue
 //! among themselves, and the operating system runs a reading thread as soon as it
 //! wakes.
 

@@ -59,8 +59,8 @@ pub fn configure(connection: &Connection) -> Result<(), LedgerError> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     // 2 MiB holds the pages a gift storm keeps touching. A larger cache made every
-    // commit slower: the page cache is swept at the end of each transaction, and
-    // that sweep was 12 % of the writer's time with 64 MiB.
+    // commit slower: the page cache is swept at the end of each transaction
+    // (`docs/benchmarks.md`, "The writer's page work").
     connection.pragma_update(None, "cache_size", -2048)?;
     connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;

@@ -10,9 +10,9 @@
 //! the database file, so the checkpointer leaves it little of either (`catch_up`).
 //! Then the writer does the restart itself, between two batches: waiting for SQLite's
 //! write lock from here meant polling for the short gap between batches, for seconds,
-//! while frames piled up. (A truncating checkpoint paused the writer for 200 ms, 130 ms
-//! of it to free a 64 MiB WAL; a restarted WAL is overwritten in place and keeps its
-//! size on disk.)
+//! while frames piled up. (A truncating checkpoint paused the writer while it freed
+//! the WAL, `docs/benchmarks.md`; a restarted WAL is overwritten in place and keeps
+//! its size on disk.)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,8 +95,8 @@ pub fn restart_wal(connection: &Connection) -> Result<bool, LedgerError> {
 }
 
 /// A passive checkpoint, and a sync of what it copied: the database file's writes go
-/// out a round's worth at a time (64 MiB at once, at the restart, slowed the writer's
-/// own syncs for 60-200 ms). Past `frame_limit` frames in the WAL, one more of each,
+/// out a round's worth at a time (all at once, at the restart, slowed the writer's own
+/// syncs: `docs/benchmarks.md`). Past `frame_limit` frames in the WAL, one more of each,
 /// which leaves the restart only the last batches. True when the WAL should be
 /// restarted.
 pub fn catch_up(
