@@ -12,7 +12,8 @@ out=target/cluster-bench
 mkdir -p "$out"
 cargo build --release --workspace --quiet
 
-for nodes in "${@:-1 2 3}"; do
+[ $# -gt 0 ] || set -- 1 2 3
+for nodes in "$@"; do
   schema="ovation_bench_$nodes"
   psql "$pg" -qc "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema"
   ledger="$pg?options=-csearch_path%3D$schema"

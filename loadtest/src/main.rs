@@ -118,7 +118,7 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         senders: usize,
         /// The server's `[payments] standard_secret` (a dev server's own is random: set
-        /// one in its config, as loadtest/bench.toml does).
+        /// one in its config, as loadtest/payments.toml does).
         #[arg(long, default_value = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
         secret: String,
         #[arg(long, default_value = "p100")]
