@@ -31,7 +31,7 @@ use crate::auth::Tokens;
 use crate::bus::RedisBus;
 use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
-use crate::hub::{Cluster, Hub};
+use crate::hub::{Cluster, Hub, Local};
 use crate::ledger::{Ledger, PostgresLedger, SqliteLedger, StorageFault};
 use crate::relay::Relay;
 
@@ -149,7 +149,7 @@ async fn open_hub(
 ) -> anyhow::Result<Arc<Hub>> {
     let limits = &config.file.limits;
     let Some(settings) = &config.bus else {
-        return Ok(Arc::new(Hub::new(limits.clone(), None)));
+        return Ok(Arc::new(Hub::new(limits.clone(), Arc::new(Local::new()))));
     };
     let bus = RedisBus::connect(
         &settings.url,
@@ -164,8 +164,9 @@ async fn open_hub(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
-    let hub = Arc::new(Hub::new(limits.clone(), Some(cluster)));
-    tasks.run(hub.clone(), shutdown);
+    let cluster = Arc::new(cluster);
+    let hub = Arc::new(Hub::new(limits.clone(), cluster.clone()));
+    tasks.run(hub.clone(), cluster, shutdown);
     Ok(hub)
 }
 
@@ -233,19 +234,9 @@ async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: C
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
-                hub.cluster_tick().await;
+                hub.sequencer_tick().await;
                 hub.tick(Instant::now());
-                // A cluster's leaderboards are announced by `cluster_tick`.
-                let boards = gifts.changed_leaderboards();
-                for (room, top) in boards.into_iter().filter(|_| hub.cluster().is_none()) {
-                    if let Some(room) = hub.room(&room) {
-                        let frame = protocol::to_json(&protocol::EphemeralEvent::Leaderboard {
-                            room: &room.name,
-                            top: &top,
-                        });
-                        room.broadcast_ephemeral("leaderboard", frame.into());
-                    }
-                }
+                gifts.expire_combos();
                 for refund in gifts.refund_expired(ids::unix_ms()).await {
                     let frame = protocol::to_json(&protocol::EphemeralEvent::Balance { coins: refund.balance, debt: gifts.debt(&refund.sender) });
                     hub.send_to_user(&refund.sender, frame.into());

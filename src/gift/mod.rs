@@ -1,6 +1,6 @@
 //! The gift engine: turns a viewer's gift, question or top-up into one durable
-//! double-entry transfer, and keeps the per-room recognition state (combos,
-//! leaderboards, what the broadcaster can acknowledge).
+//! double-entry transfer, and keeps the per-room recognition state (combos, what the
+//! broadcaster can acknowledge). Leaderboards are the hub's (`hub::Sequencer`).
 //!
 //! Order of a charge: idempotency and funds are checked in memory (a reservation),
 //! the transfer is group-committed to the ledger, and only then is the reservation
@@ -8,7 +8,6 @@
 
 mod clawback;
 mod combo;
-mod leaderboard;
 mod packets;
 mod payout_rules;
 mod payouts;
@@ -30,9 +29,8 @@ use crate::config::{GiftSettings, PayoutSettings};
 use crate::ledger::facts::{self, TransferMeta};
 use crate::ledger::{Account, Committed, Ledger, LedgerError, TransferRequest};
 use crate::money::{Catalog, Coins, Day, Minor, SplitPolicy, TooLarge, Wallets};
-use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
+use crate::protocol::{ErrorCode, Rejection, RoomEventBody, UserRef};
 use combo::Combos;
-use leaderboard::Leaderboard;
 use packets::OpenPackets;
 pub use packets::{Grabbed, RedPacketOrder, Refunded};
 use payout_rules::PayoutRules;
@@ -61,14 +59,12 @@ pub struct GiftEngine {
 
 /// What a room remembers about its paid events.
 struct RoomBook {
-    leaderboard: Leaderboard,
     acknowledgeable: Acknowledgeable,
 }
 
 impl Default for RoomBook {
     fn default() -> Self {
         RoomBook {
-            leaderboard: Leaderboard::default(),
             acknowledgeable: Acknowledgeable::new(ACKNOWLEDGEABLE_PER_ROOM),
         }
     }
@@ -358,11 +354,10 @@ impl GiftEngine {
 
     /// Records a first charge in its room's book and builds the answer.
     fn answer(&self, sender: &User, committed: Committed) -> Result<Charge, Rejection> {
-        let (id, value) = paid(&committed.meta)?;
+        let (id, _) = paid(&committed.meta)?;
         if !committed.duplicate {
             let room = committed.meta.room().expect("payments are made in a room");
             let mut book = self.rooms.entry(room.to_owned()).or_default();
-            book.leaderboard.add(&sender.as_ref(), value.get());
             book.acknowledgeable
                 .remember(id.to_owned(), sender.as_ref());
         }
@@ -407,23 +402,9 @@ impl GiftEngine {
             .and_then(|book| book.acknowledgeable.sender(reference).cloned())
     }
 
-    pub fn leaderboard(&self, room: &str) -> Vec<LeaderEntry> {
-        self.rooms
-            .get(room)
-            .map(|book| book.leaderboard.top())
-            .unwrap_or_default()
-    }
-
-    /// Leaderboards that changed since the last call, for coalesced announcements.
-    pub fn changed_leaderboards(&self) -> Vec<(String, Vec<LeaderEntry>)> {
+    /// Forgets combos whose window has passed.
+    pub fn expire_combos(&self) {
         self.combos().expire(Instant::now());
-        self.rooms
-            .iter_mut()
-            .filter_map(|mut book| {
-                let top = book.leaderboard.take_change()?;
-                Some((book.key().clone(), top))
-            })
-            .collect()
     }
 
     fn combos(&self) -> std::sync::MutexGuard<'_, Combos> {

@@ -75,17 +75,10 @@ async fn whep(
 /// this one. A bus failure answers as if there were none (404 from the relay): the
 /// viewer retries.
 async fn video_elsewhere(state: &AppState, room: &str) -> Option<String> {
-    let cluster = state.hub.cluster()?;
     if state.relay.is_live(room) {
         return None;
     }
-    match cluster.bus().video_host(room).await {
-        Ok(host) => host.filter(|host| host != cluster.url()),
-        Err(error) => {
-            tracing::warn!(%error, room, "looking up the room's video host failed");
-            None
-        }
-    }
+    state.hub.video_elsewhere(room).await
 }
 
 /// `307 Temporary Redirect` to the same WHEP endpoint on the hosting node: clients

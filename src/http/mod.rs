@@ -371,10 +371,7 @@ async fn leaderboard(
     State(state): State<AppState>,
     axum::extract::Path(room): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let top = match state.hub.cluster() {
-        Some(cluster) => cluster.leaderboard(&room).await.map_err(Rejection::from)?,
-        None => state.gifts.leaderboard(&room),
-    };
+    let top = state.hub.leaderboard(&room).await?;
     Ok(Json(json!({ "top": top })))
 }
 

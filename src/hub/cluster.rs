@@ -10,7 +10,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TrySendError;
@@ -18,9 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::room::{Applied, Published, Room, Seeded};
-use super::Hub;
+use super::{Hub, Sequencer};
 use crate::bus::{Bus, BusError, BusMessage};
-use crate::protocol::{LeaderEntry, RoomEventBody, UnsequencedEvent, UserRef};
+use crate::protocol::{
+    LeaderEntry, Rejection, RoomEventBody, TextFrame, UnsequencedEvent, UserRef,
+};
 
 /// How long the follower waits before resubscribing after losing the bus.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(250);
@@ -155,7 +159,7 @@ impl Cluster {
 
     /// Copies the room's history from the bus (through the follower, see the module
     /// comment), unless it has it already.
-    pub async fn seed(&self, room: &Arc<Room>) -> Result<(), BusError> {
+    async fn seed(&self, room: &Arc<Room>) -> Result<(), BusError> {
         // Once seeded, the follower keeps it current: no trip through it per join.
         if room.is_seeded() {
             return Ok(());
@@ -173,7 +177,7 @@ impl Cluster {
     }
 
     /// Sequences the event on the bus, which delivers it to every node.
-    pub async fn publish(
+    async fn publish_on_bus(
         &self,
         room: &str,
         id: String,
@@ -189,7 +193,7 @@ impl Cluster {
     }
 
     /// The room's video started or stopped on this node: announced in order.
-    pub fn video_changed(&self, room: &str, live: bool) {
+    fn announce_video(&self, room: &str, live: bool) {
         let mut hosted = lock(&self.hosted);
         if live {
             hosted.insert(room.to_owned());
@@ -204,7 +208,7 @@ impl Cluster {
 
     /// Sends a private event to the user's connections on every node (this one
     /// included: it comes back through the bus).
-    pub fn send_to_user(&self, user: &str, frame: &str) {
+    fn tell_user(&self, user: &str, frame: &str) {
         self.tell(Outgoing::ToUser {
             user: user.to_owned(),
             frame: frame.to_owned(),
@@ -217,7 +221,7 @@ impl Cluster {
 
     /// Adds a payment to the room's cluster leaderboard; a failure only costs the
     /// leaderboard those coins, never the ledger.
-    pub fn record_payment(&self, room: &str, sender: &UserRef, coins: u64) {
+    fn count_payment(&self, room: &str, sender: &UserRef, coins: u64) {
         let (bus, room, sender) = (self.bus.clone(), room.to_owned(), sender.clone());
         tokio::spawn(async move {
             if let Err(error) = bus.add_to_leaderboard(&room, &sender, coins).await {
@@ -226,7 +230,7 @@ impl Cluster {
         });
     }
 
-    pub async fn leaderboard(&self, room: &str) -> Result<Vec<LeaderEntry>, BusError> {
+    async fn bus_leaderboard(&self, room: &str) -> Result<Vec<LeaderEntry>, BusError> {
         let mut boards = self.bus.leaderboards(&[room.to_owned()]).await?;
         Ok(boards.pop().unwrap_or_default())
     }
@@ -234,7 +238,7 @@ impl Cluster {
     /// The periodic work of a cluster node: count presence across nodes, announce
     /// changed leaderboards, keep claiming the videos hosted here, and end the videos
     /// of rooms here whose host stopped claiming them.
-    pub async fn tick(&self, rooms: &[Arc<Room>]) -> Result<(), BusError> {
+    async fn tick_rooms(&self, rooms: &[Arc<Room>]) -> Result<(), BusError> {
         let counts: Vec<(String, usize)> = rooms
             .iter()
             .map(|room| (room.name.clone(), room.local_viewers()))
@@ -290,19 +294,65 @@ impl Cluster {
     }
 }
 
+#[async_trait]
+impl Sequencer for Cluster {
+    fn new_room(&self, name: &str, history_len: usize, now: Instant) -> Room {
+        Room::mirror(name.to_owned(), history_len, now)
+    }
+
+    async fn ready(&self, room: &Arc<Room>) -> Result<(), Rejection> {
+        Ok(self.seed(room).await?)
+    }
+
+    async fn publish(
+        &self,
+        room: &Room,
+        id: String,
+        body: &RoomEventBody,
+    ) -> Result<Published, Rejection> {
+        Ok(self.publish_on_bus(&room.name, id, body).await?)
+    }
+
+    fn send_to_user(&self, _hub: &Hub, user: &str, frame: TextFrame) {
+        self.tell_user(user, frame.as_str());
+    }
+
+    fn video_changed(&self, _hub: &Hub, room: &str, live: bool) {
+        self.announce_video(room, live);
+    }
+
+    fn record_payment(&self, room: &str, sender: &UserRef, coins: u64) {
+        self.count_payment(room, sender, coins);
+    }
+
+    async fn leaderboard(&self, room: &str) -> Result<Vec<LeaderEntry>, Rejection> {
+        Ok(self.bus_leaderboard(room).await?)
+    }
+
+    async fn tick(&self, hub: &Hub) {
+        if let Err(error) = self.tick_rooms(&hub.all_rooms()).await {
+            tracing::warn!(%error, "the cluster's periodic work failed");
+        }
+    }
+
+    /// A bus failure answers as if there were none (404 from the relay): the viewer
+    /// retries.
+    async fn video_elsewhere(&self, room: &str) -> Option<String> {
+        match self.bus.video_host(room).await {
+            Ok(host) => host.filter(|host| *host != self.url),
+            Err(error) => {
+                tracing::warn!(%error, room, "looking up the room's video host failed");
+                None
+            }
+        }
+    }
+}
+
 impl ClusterTasks {
     /// Runs the follower and the video announcer until shutdown.
-    pub fn run(self, hub: Arc<Hub>, shutdown: CancellationToken) {
-        let cluster = hub.cluster.as_ref().expect("a cluster hub");
+    pub fn run(self, hub: Arc<Hub>, cluster: Arc<Cluster>, shutdown: CancellationToken) {
         let bus = cluster.bus.clone();
-        let url = cluster.url.clone();
-        tokio::spawn(tell_cluster(
-            hub.clone(),
-            bus.clone(),
-            url,
-            self.outgoing,
-            shutdown.clone(),
-        ));
+        tokio::spawn(tell_cluster(cluster, self.outgoing, shutdown.clone()));
         tokio::spawn(follow(hub, bus, self.seeds, shutdown));
     }
 }
@@ -402,12 +452,11 @@ async fn catch_up(bus: &dyn Bus, room: &Room) -> Result<(), BusError> {
 /// (claiming or releasing the room's video, so that WHEP viewers on other nodes are
 /// sent here, and publishing the `stream` event), and users' private events.
 async fn tell_cluster(
-    hub: Arc<Hub>,
-    bus: Arc<dyn Bus>,
-    url: String,
+    cluster: Arc<Cluster>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     shutdown: CancellationToken,
 ) {
+    let (bus, url) = (&cluster.bus, &cluster.url);
     loop {
         let what = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -416,16 +465,16 @@ async fn tell_cluster(
         match what {
             Outgoing::Video { room, live } => {
                 let claimed = if live {
-                    bus.host_video(std::slice::from_ref(&room), &url).await
+                    bus.host_video(std::slice::from_ref(&room), url).await
                 } else {
-                    bus.stop_hosting_video(&room, &url).await
+                    bus.stop_hosting_video(&room, url).await
                 };
                 if let Err(error) = claimed {
                     tracing::warn!(%error, room, "claiming the room's video on the bus failed");
                 }
                 let body = RoomEventBody::Stream { live };
-                let cluster = hub.cluster().expect("a cluster hub");
-                if let Err(error) = cluster.publish(&room, crate::ids::event_id(), &body).await {
+                let published = cluster.publish_on_bus(&room, crate::ids::event_id(), &body);
+                if let Err(error) = published.await {
                     tracing::warn!(%error, room, "announcing the video failed");
                 }
             }

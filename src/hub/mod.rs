@@ -4,14 +4,18 @@
 //! Map: `history` (recovery window) and `rate` (limiters) are pure state machines;
 //! `room` holds one room behind one lock; `outbox` is a connection's outbound queue;
 //! `session` turns one connection's client messages into hub operations and replies;
-//! `cluster` keeps rooms in step with the other nodes through the bus.
+//! `sequencer` decides who orders a room's events and keeps its leaderboard: the
+//! room's lock on one node, or (`cluster`) the bus, which keeps rooms in step with
+//! the other nodes.
 
 mod admission;
 mod cluster;
 mod history;
+mod leaderboard;
 mod outbox;
 mod rate;
 mod room;
+mod sequencer;
 mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,25 +30,23 @@ pub use admission::{Admission, Refusal, Ticket};
 pub use cluster::{Cluster, ClusterTasks};
 pub use outbox::{Batch, ConnId, Next, Outbox, OutboxReceiver, Pushed};
 pub use room::{Published, Room};
+pub use sequencer::{Local, Sequencer};
 pub use session::{Flow, Session};
 
 use crate::config::Limits;
-use crate::protocol::{Rejection, RoomEventBody, UserRef};
+use crate::protocol::{LeaderEntry, Rejection, RoomEventBody, UserRef};
 use rate::TokenBucket;
 
 pub struct Hub {
     pub limits: Limits,
     pub admission: Arc<Admission>,
-    /// Random per process: positions from another process never match.
-    process_epoch: u64,
     rooms: DashMap<String, Arc<Room>>,
-    incarnations: AtomicU64,
     next_conn: AtomicU64,
     /// Every open connection of each signed-in user, for private events.
     users: DashMap<String, Vec<Arc<Outbox>>>,
     chat_buckets: DashMap<String, TokenBucket>,
-    /// Set on a node of a cluster: rooms mirror the bus instead of sequencing.
-    cluster: Option<Cluster>,
+    /// Orders rooms' events: their own locks, or a cluster's bus.
+    sequencer: Arc<dyn Sequencer>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,24 +57,18 @@ pub struct RoomSummary {
 }
 
 impl Hub {
-    /// A hub whose rooms sequence their own events, or, with a cluster, mirror the
-    /// bus (start the cluster's tasks with `ClusterTasks::run`).
-    pub fn new(limits: Limits, cluster: Option<Cluster>) -> Hub {
+    /// A hub whose rooms' events `sequencer` orders: `Local` (each room's lock), or a
+    /// `Cluster` (the bus; start its tasks with `ClusterTasks::run`).
+    pub fn new(limits: Limits, sequencer: Arc<dyn Sequencer>) -> Hub {
         Hub {
             limits,
             admission: Arc::default(),
-            process_epoch: rand::random::<u64>() >> 16,
             rooms: DashMap::new(),
-            incarnations: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             users: DashMap::new(),
             chat_buckets: DashMap::new(),
-            cluster,
+            sequencer,
         }
-    }
-
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
     }
 
     /// Registers a new connection and returns its outbox and the writer's end of it.
@@ -113,14 +109,7 @@ impl Hub {
         let entry = self.rooms.entry(name.to_owned()).or_insert_with(|| {
             crate::metrics::rooms_changed(1);
             let (history_len, now) = (self.limits.history_len, Instant::now());
-            Arc::new(match self.cluster {
-                Some(_) => Room::mirror(name.to_owned(), history_len, now),
-                None => {
-                    let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
-                    let epoch = format!("{:x}-{incarnation:x}", self.process_epoch);
-                    Room::new(name.to_owned(), epoch, history_len, now)
-                }
-            })
+            Arc::new(self.sequencer.new_room(name, history_len, now))
         });
         with(&entry)
     }
@@ -138,10 +127,8 @@ impl Hub {
                 "the server holds as many rooms as it can; try again later",
             ));
         }
-        if let Some(cluster) = &self.cluster {
-            let room = self.with_room(name, Arc::clone);
-            cluster.seed(&room).await.map_err(Rejection::from)?;
-        }
+        let room = self.with_room(name, Arc::clone);
+        self.sequencer.ready(&room).await?;
         self.with_room(name, |room| {
             // Freed and created again while it was seeded (it sat empty for the
             // whole linger time): rare enough to refuse and let the client retry.
@@ -161,26 +148,27 @@ impl Hub {
         id: String,
         body: &RoomEventBody,
     ) -> Result<Published, Rejection> {
-        match &self.cluster {
-            None => Ok(room.publish_as(id, body)),
-            Some(cluster) => Ok(cluster.publish(&room.name, id, body).await?),
-        }
+        self.sequencer.publish(room, id, body).await
     }
 
-    /// A payment went through in a room: counted on the cluster's leaderboard (the
-    /// gift engine keeps a single node's).
+    /// A payment went through in a room: counted on its leaderboard.
     pub fn record_payment(&self, room: &str, sender: &UserRef, coins: u64) {
-        if let Some(cluster) = &self.cluster {
-            cluster.record_payment(room, sender, coins);
-        }
+        self.sequencer.record_payment(room, sender, coins);
+    }
+
+    /// The room's leaderboard.
+    pub async fn leaderboard(&self, room: &str) -> Result<Vec<LeaderEntry>, Rejection> {
+        self.sequencer.leaderboard(room).await
+    }
+
+    /// The base URL of another node hosting the room's video, if one does.
+    pub async fn video_elsewhere(&self, room: &str) -> Option<String> {
+        self.sequencer.video_elsewhere(room).await
     }
 
     /// Sends a private frame to every connection of one user, on every node.
     pub fn send_to_user(&self, user_id: &str, frame: TextFrame) {
-        match &self.cluster {
-            Some(cluster) => cluster.send_to_user(user_id, frame.as_str()),
-            None => self.deliver_to_user(user_id, frame),
-        }
+        self.sequencer.send_to_user(self, user_id, frame);
     }
 
     /// Sends a private frame to the user's connections on this node.
@@ -205,14 +193,7 @@ impl Hub {
     /// hear a `stream` event when that changes what they knew, and a live room is not
     /// freed.
     pub fn set_live(&self, room: &str, live: bool) {
-        match &self.cluster {
-            Some(cluster) => cluster.video_changed(room, live),
-            None => self.with_room(room, |room| {
-                if room.live() != live {
-                    room.publish(&RoomEventBody::Stream { live });
-                }
-            }),
-        }
+        self.sequencer.video_changed(self, room, live);
     }
 
     pub fn rooms(&self) -> Vec<RoomSummary> {
@@ -230,14 +211,10 @@ impl Hub {
         rooms
     }
 
-    /// A cluster node's periodic work, before `tick`: presence across nodes,
-    /// leaderboards, video claims.
-    pub async fn cluster_tick(&self) {
-        if let Some(cluster) = &self.cluster {
-            if let Err(error) = cluster.tick(&self.all_rooms()).await {
-                tracing::warn!(%error, "the cluster's periodic work failed");
-            }
-        }
+    /// The sequencer's periodic work, before `tick`: changed leaderboards (and in a
+    /// cluster presence across nodes and video claims).
+    pub async fn sequencer_tick(&self) {
+        self.sequencer.tick(self).await;
     }
 
     /// Periodic work: coalesced presence, freeing rooms empty for longer than the
