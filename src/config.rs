@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::ledger::LedgerSettings;
+use crate::moderation::ModerationSettings;
 use crate::money::{Catalog, CoinPack, SplitPolicy};
 use crate::payments::PaymentSettings;
 
@@ -57,6 +58,7 @@ pub struct FileConfig {
     pub ledger: LedgerSettings,
     pub payments: PaymentSettings,
     pub payouts: PayoutSettings,
+    pub moderation: ModerationSettings,
     /// The packs of coins a viewer can buy (`GET /api/coin-packs`).
     pub coin_packs: Vec<CoinPack>,
 }
@@ -355,6 +357,7 @@ impl FileConfig {
         self.ledger.validate()?;
         self.payments.validate()?;
         self.payouts.validate()?;
+        self.moderation.validate()?;
         crate::money::CoinPack::validate_all(&self.coin_packs)?;
         for origin in &self.http.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;
+pub mod moderation;
 pub mod money;
 pub mod payments;
 pub mod protocol;
@@ -33,6 +34,7 @@ use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
 use crate::hub::{Cluster, Hub, Local};
 use crate::ledger::{Ledger, PostgresLedger, SqliteLedger, StorageFault};
+use crate::moderation::BlockedTerms;
 use crate::relay::Relay;
 
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
@@ -148,8 +150,10 @@ async fn open_hub(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Hub>> {
     let limits = &config.file.limits;
+    let terms = BlockedTerms::new(&config.file.moderation.blocked_terms)?;
     let Some(settings) = &config.bus else {
-        return Ok(Arc::new(Hub::new(limits.clone(), Arc::new(Local::new()))));
+        let hub = Hub::new(limits.clone(), Arc::new(Local::new()));
+        return Ok(Arc::new(hub.with_blocked_terms(terms)));
     };
     let bus = RedisBus::connect(
         &settings.url,
@@ -165,7 +169,8 @@ async fn open_hub(
         .unwrap_or_else(|| format!("http://{addr}"));
     let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
     let cluster = Arc::new(cluster);
-    let hub = Arc::new(Hub::new(limits.clone(), cluster.clone()));
+    let hub = Hub::new(limits.clone(), cluster.clone()).with_blocked_terms(terms);
+    let hub = Arc::new(hub);
     tasks.run(hub.clone(), cluster, shutdown);
     Ok(hub)
 }

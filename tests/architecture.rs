@@ -7,9 +7,25 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Every module of the crate, lowest first.
-const LAYERS: [&str; 17] = [
-    "protocol", "ids", "clock", "metrics", "auth", "money", "ledger", "payments", "config", "gift",
-    "bus", "relay", "hub", "ws", "http", "serve", "lib",
+const LAYERS: [&str; 18] = [
+    "protocol",
+    "ids",
+    "clock",
+    "metrics",
+    "auth",
+    "money",
+    "ledger",
+    "payments",
+    "moderation",
+    "config",
+    "gift",
+    "bus",
+    "relay",
+    "hub",
+    "ws",
+    "http",
+    "serve",
+    "lib",
 ];
 
 /// The top-level module a source file belongs to (`src/hub/room.rs` → `hub`).

@@ -255,6 +255,31 @@ async fn chat_requires_a_joined_room_and_valid_text() {
     dan.error(chat("here", "hi"), "not_joined").await;
 }
 
+/// The platform's blocked terms (`[moderation] blocked_terms`) are refused in every
+/// room, whatever their case or width; the sender stays connected and nobody else
+/// sees the message.
+#[tokio::test]
+async fn chat_with_a_blocked_term_is_refused_whatever_its_case_or_width() {
+    let server = TestServer::with_config(|file| {
+        file.moderation.blocked_terms = vec!["spam".into(), "buy followers".into()];
+    })
+    .await;
+    let mut spammer = server.viewer("spammer").await;
+    let mut reader = server.viewer("reader").await;
+    spammer.join("here").await;
+    reader.join("here").await;
+    for text in ["SPAM", "cheap ＳＰＡＭ here", "Buy Followers today"] {
+        let refused = spammer.error(chat("here", text), "forbidden").await;
+        assert!(
+            refused["message"].as_str().unwrap().contains("not allowed"),
+            "{refused}"
+        );
+    }
+    spammer.ok(chat("here", "hello everyone")).await;
+    // The first chat the reader sees is the allowed one.
+    assert_eq!(reader.next_of("chat").await["text"], "hello everyone");
+}
+
 #[tokio::test]
 async fn a_connection_may_be_in_sixteen_rooms() {
     let server = TestServer::start().await;

@@ -34,6 +34,7 @@ pub use sequencer::{Local, Sequencer};
 pub use session::{Flow, Session};
 
 use crate::config::Limits;
+use crate::moderation::BlockedTerms;
 use crate::protocol::{LeaderEntry, Rejection, RoomEventBody, UserRef};
 use rate::TokenBucket;
 
@@ -47,6 +48,8 @@ pub struct Hub {
     chat_buckets: DashMap<String, TokenBucket>,
     /// Orders rooms' events: their own locks, or a cluster's bus.
     sequencer: Arc<dyn Sequencer>,
+    /// Terms no chat message may contain, in any room.
+    blocked_terms: BlockedTerms,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,7 +71,14 @@ impl Hub {
             users: DashMap::new(),
             chat_buckets: DashMap::new(),
             sequencer,
+            blocked_terms: BlockedTerms::default(),
         }
+    }
+
+    /// Refuses chat containing any of `terms`, in every room.
+    pub fn with_blocked_terms(mut self, terms: BlockedTerms) -> Hub {
+        self.blocked_terms = terms;
+        self
     }
 
     /// Registers a new connection and returns its outbox and the writer's end of it.

@@ -220,6 +220,12 @@ impl Session {
         let user = self.signed_in()?;
         let room = self.joined_room(&request.room)?;
         let text = checked_text(&request.text, CHAT_MAX_CHARS, "text")?;
+        if self.hub.blocked_terms.found_in(&text) {
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                "your message contains a term that is not allowed here",
+            ));
+        }
         if !self.hub.allow_chat(&user.id, now) {
             let limits = &self.hub.limits;
             return Err(Rejection::new(
