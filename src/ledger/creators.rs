@@ -17,6 +17,29 @@ pub struct Booked {
     pub legs: Vec<(Account, Minor)>,
 }
 
+impl Booked {
+    /// A transfer read back from the books; one without legs is a damaged ledger,
+    /// never an empty transfer.
+    pub fn read(
+        transfer_id: i64,
+        created_ms: u64,
+        meta: TransferMeta,
+        legs: Option<Vec<(Account, Minor)>>,
+    ) -> Result<Booked, LedgerError> {
+        match legs {
+            Some(legs) if !legs.is_empty() => Ok(Booked {
+                transfer_id,
+                created_ms,
+                meta,
+                legs,
+            }),
+            _ => Err(LedgerError::Storage(format!(
+                "transfer {transfer_id} has no legs"
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 pub trait CreatorBooks: Send + Sync {
     /// Every account of `payee` the books hold (held by day, available, each payout,

@@ -151,12 +151,9 @@ async fn booked(client: &Client, rows: Vec<Row>) -> Result<Vec<Booked>, LedgerEr
     rows.iter()
         .map(|row| {
             let transfer_id: i64 = row.get(0);
-            Ok(Booked {
-                transfer_id,
-                created_ms: row.get::<_, i64>(1) as u64,
-                meta: TransferMeta::parse(row.get(2))?,
-                legs: legs.remove(&transfer_id).unwrap_or_default(),
-            })
+            let created_ms = row.get::<_, i64>(1) as u64;
+            let meta = TransferMeta::parse(row.get(2))?;
+            Booked::read(transfer_id, created_ms, meta, legs.remove(&transfer_id))
         })
         .collect()
 }

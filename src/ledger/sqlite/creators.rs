@@ -26,14 +26,22 @@ impl CreatorBooks for SqliteLedger {
 
     async fn balances_of(&self, accounts: Vec<Account>) -> Result<Vec<Minor>, LedgerError> {
         let creators = self.statements.lock().expect("creators' books lock");
-        let balance = |account: &Account| match Payee::of(account) {
-            Some(payee) => (creators.accounts.get(&payee)).and_then(|a| a.get(account).copied()),
-            None => creators.refunds.get(account).copied(),
+        // An account kept here that the books never used holds nothing; one of a kind
+        // not kept here cannot be answered from memory.
+        let balance = |account: &Account| match (Payee::of(account), account) {
+            (Some(payee), _) => Ok((creators.accounts.get(&payee))
+                .and_then(|a| a.get(account).copied())
+                .unwrap_or(Minor::ZERO)),
+            (None, Account::Traced(_) | Account::Losses) => Ok(creators
+                .refunds
+                .get(account)
+                .copied()
+                .unwrap_or(Minor::ZERO)),
+            (None, other) => Err(LedgerError::Storage(format!(
+                "the balance of {other:?} is not kept in memory"
+            ))),
         };
-        Ok(accounts
-            .iter()
-            .map(|a| balance(a).unwrap_or_default())
-            .collect())
+        accounts.iter().map(balance).collect()
     }
 
     async fn paid_by(
@@ -118,12 +126,14 @@ fn booked(
         while let Some(leg) = leg_rows.next()? {
             booked_legs.push((account(&leg.get::<_, String>(0)?)?, Minor::new(leg.get(1)?)));
         }
-        transfers.push(Booked {
+        let created_ms = row.get::<_, i64>(1)? as u64;
+        let meta = TransferMeta::parse(&row.get::<_, String>(2)?)?;
+        transfers.push(Booked::read(
             transfer_id,
-            created_ms: row.get::<_, i64>(1)? as u64,
-            meta: TransferMeta::parse(&row.get::<_, String>(2)?)?,
-            legs: booked_legs,
-        });
+            created_ms,
+            meta,
+            Some(booked_legs),
+        )?);
     }
     Ok(transfers)
 }
