@@ -32,7 +32,7 @@ use crate::auth::Tokens;
 use crate::bus::RedisBus;
 use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
-use crate::hub::{Cluster, Hub, Local};
+use crate::hub::{Cluster, Hub, Local, Moderation};
 use crate::ledger::{Ledger, PostgresLedger, SqliteLedger, StorageFault};
 use crate::moderation::BlockedTerms;
 use crate::relay::Relay;
@@ -68,7 +68,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let hub = open_hub(&config, addr, shutdown.clone()).await?;
+    let moderation_store = gifts.ledger().clone();
+    let hub = open_hub(&config, addr, moderation_store, shutdown.clone()).await?;
     let connections = TaskTracker::new();
     // Installed first: the pool reports its size as a metric.
     let metrics = metrics::install();
@@ -147,13 +148,18 @@ async fn close_connections(
 async fn open_hub(
     config: &Config,
     addr: SocketAddr,
+    ledger: Arc<dyn Ledger>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Hub>> {
     let limits = &config.file.limits;
-    let terms = BlockedTerms::new(&config.file.moderation.blocked_terms)?;
+    let moderation = Moderation {
+        store: ledger,
+        clock: config.clock.clone(),
+        platform_terms: BlockedTerms::new(&config.file.moderation.blocked_terms)?,
+    };
     let Some(settings) = &config.bus else {
-        let hub = Hub::new(limits.clone(), Arc::new(Local::new()));
-        return Ok(Arc::new(hub.with_blocked_terms(terms)));
+        let hub = Hub::new(limits.clone(), Arc::new(Local::new()), moderation);
+        return Ok(Arc::new(hub));
     };
     let bus = RedisBus::connect(
         &settings.url,
@@ -169,7 +175,7 @@ async fn open_hub(
         .unwrap_or_else(|| format!("http://{addr}"));
     let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
     let cluster = Arc::new(cluster);
-    let hub = Hub::new(limits.clone(), cluster.clone()).with_blocked_terms(terms);
+    let hub = Hub::new(limits.clone(), cluster.clone(), moderation);
     let hub = Arc::new(hub);
     tasks.run(hub.clone(), cluster, shutdown);
     Ok(hub)

@@ -97,6 +97,14 @@ pub fn error_sent(code: ErrorCode) {
     message_out("error", 1);
 }
 
+/// A moderation action taken (on this node).
+pub fn moderation_action(action: crate::protocol::ModAction) {
+    let action = crate::protocol::to_json(&action)
+        .trim_matches('"')
+        .to_owned();
+    counter!("ovation_moderation_actions_total", "action" => action).increment(1);
+}
+
 pub fn slow_consumer_closed() {
     counter!("ovation_slow_consumer_disconnects_total").increment(1);
 }

@@ -28,10 +28,12 @@ pub enum ErrorCode {
     InDebt,
     /// A spending cap (v2).
     LimitReached,
+    /// A ban or timeout in force in the room (v2).
+    Banned,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -46,6 +48,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::InDebt,
         ErrorCode::LimitReached,
+        ErrorCode::Banned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::InDebt => "in_debt",
             ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -202,11 +206,12 @@ pub enum MessageType {
     Ack,
     RedPacket,
     Grab,
+    Mod,
     Ping,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 9] = [
+    pub const ALL: [MessageType; 10] = [
         MessageType::Join,
         MessageType::Leave,
         MessageType::Chat,
@@ -215,6 +220,7 @@ impl MessageType {
         MessageType::Ack,
         MessageType::RedPacket,
         MessageType::Grab,
+        MessageType::Mod,
         MessageType::Ping,
     ];
 
@@ -228,6 +234,7 @@ impl MessageType {
             MessageType::Ack => "ack",
             MessageType::RedPacket => "red_packet",
             MessageType::Grab => "grab",
+            MessageType::Mod => "mod",
             MessageType::Ping => "ping",
         }
     }
@@ -345,6 +352,81 @@ pub struct AckRequest {
     pub text: String,
 }
 
+/// A moderation request (`mod`): which fields an action needs is checked by
+/// `moderation::Action::parse`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ModRequest {
+    pub room: String,
+    pub action: ModAction,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub seconds: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub term: Option<String>,
+}
+
+/// The moderation actions, as `mod` requests, `moderation` events and the audit log
+/// spell them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModAction {
+    #[default]
+    Delete,
+    Timeout,
+    Ban,
+    Unban,
+    Slow,
+    ModsAdd,
+    ModsRemove,
+    TermsAdd,
+    TermsRemove,
+    /// Admins only: gifts and questions to the room's broadcaster are refused.
+    SuspendGifts,
+    ResumeGifts,
+}
+
+/// One moderation action as it was taken: a line of the room's audit log, and (without
+/// its `term`, which the room is not shown) the body of a `moderation` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModerationRecord {
+    /// The action's place in the room's log: 1, 2, 3…
+    pub rev: u64,
+    pub at_ms: u64,
+    pub action: ModAction,
+    pub by: UserRef,
+    /// The user acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// The event deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// A timeout's length, or slow mode's period (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+    /// When a timeout ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+}
+
+impl ModerationRecord {
+    /// What the room is told: everything but a blocked term.
+    pub fn public(&self) -> ModerationRecord {
+        ModerationRecord {
+            term: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// The sender or subject of an event, as every client shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRef {
@@ -394,6 +476,12 @@ pub enum RoomEventBody {
     },
     Stream {
         live: bool,
+    },
+    /// The event whose `id` this event carries was deleted by a moderator.
+    Deleted {},
+    Moderation {
+        #[serde(flatten)]
+        record: ModerationRecord,
     },
 }
 
@@ -445,10 +533,11 @@ impl UnsequencedEvent {
     }
 }
 
-/// What a node needs from a sequenced frame it did not write: who sent a gift or a
-/// question, so that the broadcaster can acknowledge it on any node.
+/// What a node reads back from a sequenced frame it holds: its type and id (which
+/// event a moderator deletes), and who sent a gift or a question (so that the
+/// broadcaster can acknowledge one paid on another node).
 #[derive(Debug, Deserialize)]
-pub struct PaymentPeek {
+pub struct EventPeek {
     #[serde(rename = "type")]
     pub kind: String,
     pub id: String,

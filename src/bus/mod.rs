@@ -39,7 +39,7 @@ pub struct RoomMessage {
 }
 
 /// A room's shared state at one instant: its epoch, last `seq`, whether its video is
-/// live, and its newest events (the last one numbered `seq`).
+/// live, and its newest events (the last one numbered `seq`; a deleted one is empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub epoch: String,
@@ -73,12 +73,14 @@ impl From<BusError> for crate::protocol::Rejection {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Sequences the event in its room's history and delivers it to every node;
-    /// returns its `seq`. `live` records a `stream` event's new state.
+    /// returns its `seq`. `live` records a `stream` event's new state; `deletes` is the
+    /// event a `deleted` event takes out of the history (its place is left empty).
     async fn publish(
         &self,
         room: &str,
         event: &UnsequencedEvent,
         live: Option<bool>,
+        deletes: Option<&str>,
     ) -> Result<u64, BusError>;
 
     /// The room's state and history, creating its epoch if the room is new.

@@ -43,10 +43,21 @@ macro_rules! room_epoch {
 }
 
 /// Sequences and publishes one event (after `room_epoch!`): KEYS[4] marks the room's
-/// video as live while the last `stream` event said so.
+/// video as live while the last `stream` event said so. ARGV[8], when not empty, is
+/// the id of a chat message, question or answer this event deletes: its place in the
+/// history is left empty (the needle matches only an event's own top-level id, which
+/// is followed by its type).
 macro_rules! publish_event {
     () => {
-        r#"local seq = redis.call('INCR', KEYS[2])
+        r#"if ARGV[8] ~= '' then
+  local needle = '"id":"' .. ARGV[8] .. '","type":"'
+  for i, e in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    if string.find(e, needle, 1, true) and not string.find(e, '"type":"deleted"', 1, true) then
+      redis.call('LSET', KEYS[3], i - 1, '')
+    end
+  end
+end
+local seq = redis.call('INCR', KEYS[2])
 local frame = ARGV[2] .. seq .. ARGV[3]
 redis.call('RPUSH', KEYS[3], frame)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
@@ -185,6 +196,7 @@ impl RedisBus {
         room: &str,
         event: &UnsequencedEvent,
         live: Option<bool>,
+        deletes: Option<&str>,
     ) -> ScriptInvocation<'a> {
         let live = match live {
             None => "-",
@@ -203,7 +215,8 @@ impl RedisBus {
             .arg(self.history_len)
             .arg(fresh_epoch())
             .arg(HISTORY_TTL_S)
-            .arg(live);
+            .arg(live)
+            .arg(deletes.unwrap_or_default());
         invocation
     }
 
@@ -233,9 +246,10 @@ impl Bus for RedisBus {
         room: &str,
         event: &UnsequencedEvent,
         live: Option<bool>,
+        deletes: Option<&str>,
     ) -> Result<u64, BusError> {
         let seq: u64 = self
-            .publishing(&self.publish, room, event, live)
+            .publishing(&self.publish, room, event, live, deletes)
             .invoke_async(&mut self.commands.clone())
             .await?;
         Ok(seq)
@@ -247,7 +261,7 @@ impl Bus for RedisBus {
         event: &UnsequencedEvent,
     ) -> Result<bool, BusError> {
         let seq: u64 = self
-            .publishing(&self.end_orphaned_video, room, event, Some(false))
+            .publishing(&self.end_orphaned_video, room, event, Some(false), None)
             .key(self.key(room, "video"))
             .invoke_async(&mut self.commands.clone())
             .await?;

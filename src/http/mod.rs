@@ -3,6 +3,7 @@
 //! gift engine or the relay (`media.rs`: WHIP and WHEP).
 
 mod media;
+mod moderation;
 mod payments;
 mod payouts;
 mod upgrade;
@@ -70,6 +71,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .merge(media::routes(state.relay.settings().max_sdp_bytes))
         .merge(payments::routes(state.payments.max_body_bytes))
         .merge(payouts::routes())
+        .merge(moderation::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -343,7 +345,9 @@ impl From<Rejection> for ApiError {
         let status = match rejection.code {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::LimitReached => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::LimitReached | ErrorCode::Banned => {
+                StatusCode::FORBIDDEN
+            }
             ErrorCode::NotFound | ErrorCode::NotJoined => StatusCode::NOT_FOUND,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::InsufficientFunds | ErrorCode::InDebt => StatusCode::PAYMENT_REQUIRED,

@@ -187,8 +187,9 @@ impl Cluster {
             RoomEventBody::Stream { live } => Some(*live),
             _ => None,
         };
+        let deletes = matches!(body, RoomEventBody::Deleted {}).then_some(id.as_str());
         let event = UnsequencedEvent::new(room, crate::ids::unix_ms(), &id, body);
-        let seq = self.bus.publish(room, &event, live).await?;
+        let seq = self.bus.publish(room, &event, live, deletes).await?;
         Ok(Published { id, seq })
     }
 

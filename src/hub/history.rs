@@ -1,9 +1,13 @@
 //! A room's window of recent sequenced events, and `since` recovery over it.
 //! Pure data: no locks, no clocks, no sockets.
+//!
+//! A deleted event leaves an empty frame in its place (so is it kept in the bus's
+//! history too): the window's positions stay those of the room's `seq`, and nothing
+//! that reads the history returns it.
 
 use std::collections::VecDeque;
 
-use crate::protocol::TextFrame;
+use crate::protocol::{EventPeek, TextFrame};
 
 /// What a `join` gets back from the history.
 #[derive(Debug, PartialEq)]
@@ -37,7 +41,23 @@ impl History {
 
     /// The events held, newest first.
     pub fn newest_first(&self) -> impl Iterator<Item = &TextFrame> {
-        self.events.iter().rev()
+        self.events.iter().rev().filter(|e| !is_deleted(e))
+    }
+
+    /// Where the chat message, question or answer `id` is in the window.
+    pub fn find_deletable(&self, id: &str) -> Option<usize> {
+        self.events.iter().rposition(|frame| {
+            serde_json::from_str::<EventPeek>(frame.as_str()).is_ok_and(|peek| {
+                peek.id == id && matches!(peek.kind.as_str(), "chat" | "question" | "ack")
+            })
+        })
+    }
+
+    /// Deletes the chat message, question or answer `id`, if the window holds it.
+    pub fn remove(&mut self, id: &str) {
+        if let Some(at) = self.find_deletable(id) {
+            self.events[at] = TextFrame::from("");
+        }
     }
 
     /// The sequence number the next event gets.
@@ -92,16 +112,24 @@ impl History {
                 let skip = (seq + 1 - self.oldest_seq()) as usize;
                 return Replay {
                     recovered: true,
-                    events: self.events.iter().skip(skip).cloned().collect(),
+                    events: kept(self.events.iter().skip(skip)),
                 };
             }
         }
         let skip = self.events.len().saturating_sub(fallback);
         Replay {
             recovered: false,
-            events: self.events.iter().skip(skip).cloned().collect(),
+            events: kept(self.events.iter().skip(skip)),
         }
     }
+}
+
+fn is_deleted(frame: &TextFrame) -> bool {
+    frame.as_bytes().is_empty()
+}
+
+fn kept<'a>(events: impl Iterator<Item = &'a TextFrame>) -> Vec<TextFrame> {
+    events.filter(|e| !is_deleted(e)).cloned().collect()
 }
 
 #[cfg(test)]
@@ -186,5 +214,31 @@ mod tests {
         let h = history(10, 0);
         assert!(h.replay(Some(0), 3).recovered);
         assert!(!h.replay(None, 3).recovered);
+    }
+
+    #[test]
+    fn a_deleted_event_is_never_returned_and_keeps_its_place() {
+        let mut h = History::new(10);
+        for (seq, kind) in [(1, "chat"), (2, "gift"), (3, "chat")] {
+            let frame =
+                format!(r#"{{"room":"r","seq":{seq},"ts":0,"id":"e{seq}","type":"{kind}"}}"#);
+            h.push(TextFrame::from(frame));
+        }
+        // Gifts are money: they are not deleted.
+        assert_eq!(h.find_deletable("e2"), None);
+        h.remove("e2");
+        h.remove("e1");
+        assert_eq!(h.find_deletable("e1"), None);
+        let ids = |events: &[TextFrame]| -> Vec<String> {
+            (events.iter())
+                .map(|e| serde_json::from_str::<EventPeek>(e.as_str()).unwrap().id)
+                .collect()
+        };
+        assert_eq!(ids(&h.replay(None, 50).events), vec!["e2", "e3"]);
+        let recovered = h.replay(Some(0), 50);
+        assert!(recovered.recovered);
+        assert_eq!(ids(&recovered.events), vec!["e2", "e3"]);
+        assert_eq!(h.last_seq(), 3);
+        assert_eq!(h.newest_first().count(), 2);
     }
 }

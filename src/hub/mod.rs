@@ -12,6 +12,7 @@ mod admission;
 mod cluster;
 mod history;
 mod leaderboard;
+mod moderation;
 mod outbox;
 mod rate;
 mod room;
@@ -28,13 +29,13 @@ use serde::Serialize;
 
 pub use admission::{Admission, Refusal, Ticket};
 pub use cluster::{Cluster, ClusterTasks};
+pub use moderation::{JoinModeration, Moderation, RoomModeration};
 pub use outbox::{Batch, ConnId, Next, Outbox, OutboxReceiver, Pushed};
 pub use room::{Published, Room};
 pub use sequencer::{Local, Sequencer};
 pub use session::{Flow, Session};
 
 use crate::config::Limits;
-use crate::moderation::BlockedTerms;
 use crate::protocol::{LeaderEntry, Rejection, RoomEventBody, UserRef};
 use rate::TokenBucket;
 
@@ -48,8 +49,8 @@ pub struct Hub {
     chat_buckets: DashMap<String, TokenBucket>,
     /// Orders rooms' events: their own locks, or a cluster's bus.
     sequencer: Arc<dyn Sequencer>,
-    /// Terms no chat message may contain, in any room.
-    blocked_terms: BlockedTerms,
+    moderation: Moderation,
+    remembered: moderation::Remembered,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,7 +63,7 @@ pub struct RoomSummary {
 impl Hub {
     /// A hub whose rooms' events `sequencer` orders: `Local` (each room's lock), or a
     /// `Cluster` (the bus; start its tasks with `ClusterTasks::run`).
-    pub fn new(limits: Limits, sequencer: Arc<dyn Sequencer>) -> Hub {
+    pub fn new(limits: Limits, sequencer: Arc<dyn Sequencer>, moderation: Moderation) -> Hub {
         Hub {
             limits,
             admission: Arc::default(),
@@ -71,14 +72,9 @@ impl Hub {
             users: DashMap::new(),
             chat_buckets: DashMap::new(),
             sequencer,
-            blocked_terms: BlockedTerms::default(),
+            moderation,
+            remembered: Default::default(),
         }
-    }
-
-    /// Refuses chat containing any of `terms`, in every room.
-    pub fn with_blocked_terms(mut self, terms: BlockedTerms) -> Hub {
-        self.blocked_terms = terms;
-        self
     }
 
     /// Registers a new connection and returns its outbox and the writer's end of it.
@@ -122,6 +118,11 @@ impl Hub {
             Arc::new(self.sequencer.new_room(name, history_len, now))
         });
         with(&entry)
+    }
+
+    /// The room, ready to use (see `join_room`).
+    pub async fn ready_room(&self, name: &str) -> Result<Arc<Room>, Rejection> {
+        self.join_room(name, Arc::clone).await
     }
 
     /// The room a client's `join` enters, with its history (copied from the bus in a
@@ -221,10 +222,12 @@ impl Hub {
         rooms
     }
 
-    /// The sequencer's periodic work, before `tick`: changed leaderboards (and in a
-    /// cluster presence across nodes and video claims).
+    /// The periodic work that waits, before `tick`: changed leaderboards (and in a
+    /// cluster presence across nodes and video claims), moderation rules that missed
+    /// a record.
     pub async fn sequencer_tick(&self) {
         self.sequencer.tick(self).await;
+        self.refresh_stale_rules().await;
     }
 
     /// Periodic work: coalesced presence, freeing rooms empty for longer than the

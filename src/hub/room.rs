@@ -16,16 +16,20 @@ use crate::protocol::TextFrame;
 use serde::Serialize;
 
 use super::history::{History, Replay};
+use super::moderation::RoomModeration;
 use super::outbox::{ConnId, Outbox, Pushed};
 use crate::bus::{RoomMessage, Snapshot};
 use crate::ids;
 use crate::protocol::{
-    close, to_json, EphemeralEvent, PaymentPeek, RoomEventBody, UnsequencedEvent, UserRef,
+    close, to_json, EphemeralEvent, EventPeek, ModerationRecord, RoomEventBody, UnsequencedEvent,
+    UserRef,
 };
 
 pub struct Room {
     pub name: String,
     state: Mutex<RoomState>,
+    /// The room's moderation rules on this node. Taken after `state` when both are.
+    pub moderation: RoomModeration,
 }
 
 struct RoomState {
@@ -118,6 +122,7 @@ impl Room {
                 announced_viewers: None,
                 empty_since: Some(now),
             }),
+            moderation: RoomModeration::default(),
         }
     }
 
@@ -209,8 +214,11 @@ impl Room {
         let started = Instant::now();
         let event = UnsequencedEvent::new(&self.name, ids::unix_ms(), &id, body);
         let mut state = self.state();
-        if let RoomEventBody::Stream { live } = body {
-            state.live = *live;
+        match body {
+            RoomEventBody::Stream { live } => state.live = *live,
+            RoomEventBody::Deleted {} => state.history.remove(&id),
+            RoomEventBody::Moderation { record } => self.moderation.delivered(record),
+            _ => {}
         }
         let seq = state.history.next_seq();
         let frame = TextFrame::from(event.with_seq(seq));
@@ -237,6 +245,7 @@ impl Room {
         if let Some(live) = message.live {
             state.live = live;
         }
+        self.take_effects(&mut state, &message.frame);
         let frame = TextFrame::from(message.frame);
         state.history.push(frame.clone());
         let delivered = fan_out(&state.members, &frame);
@@ -261,6 +270,7 @@ impl Room {
             Some(skip) => {
                 let missed = snapshot.events.len() - skip;
                 for frame in snapshot.events.into_iter().skip(skip) {
+                    self.take_effects(&mut state, &frame);
                     let frame = TextFrame::from(frame);
                     state.history.push(frame.clone());
                     fan_out(&state.members, &frame);
@@ -270,6 +280,7 @@ impl Room {
             }
             None => {
                 let outcome = if state.seeded {
+                    self.moderation.mark_stale();
                     let closed = state.members.len();
                     for outbox in state.members.values() {
                         outbox.close(close::SERVICE_RESTART);
@@ -289,12 +300,34 @@ impl Room {
         outcome
     }
 
+    /// What a frame sequenced elsewhere does to the room besides being delivered: a
+    /// `deleted` event takes its event out of the history, a `moderation` event
+    /// changes the rules. (A member's text is escaped in the frame, so it never
+    /// contains the unescaped `"type":` these look for.)
+    fn take_effects(&self, state: &mut RoomState, frame: &str) {
+        if frame.contains(r#""type":"deleted""#) {
+            if let Ok(peek) = serde_json::from_str::<EventPeek>(frame) {
+                state.history.remove(&peek.id);
+            }
+        } else if frame.contains(r#""type":"moderation""#) {
+            match serde_json::from_str::<ModerationRecord>(frame) {
+                Ok(record) => self.moderation.delivered(&record),
+                Err(_) => self.moderation.mark_stale(),
+            }
+        }
+    }
+
+    /// Whether `id` is a chat message, question or answer still in the room's history.
+    pub fn can_delete(&self, id: &str) -> bool {
+        self.state().history.find_deletable(id).is_some()
+    }
+
     /// Who sent the gift or question `id`, if it is still in the room's history: how a
     /// node learns of payments made on other nodes.
     pub fn payment_sender(&self, id: &str) -> Option<UserRef> {
         let frames: Vec<TextFrame> = self.state().history.newest_first().cloned().collect();
         frames.iter().find_map(|frame| {
-            let peek: PaymentPeek = serde_json::from_str(frame.as_str()).ok()?;
+            let peek: EventPeek = serde_json::from_str(frame.as_str()).ok()?;
             let payment = matches!(peek.kind.as_str(), "gift" | "question");
             (payment && peek.id == id).then_some(peek.from).flatten()
         })
@@ -354,6 +387,8 @@ fn body_type(body: &RoomEventBody) -> &'static str {
         RoomEventBody::RedPacket { .. } => "red_packet",
         RoomEventBody::Grab { .. } => "grab",
         RoomEventBody::Stream { .. } => "stream",
+        RoomEventBody::Deleted {} => "deleted",
+        RoomEventBody::Moderation { .. } => "moderation",
     }
 }
 

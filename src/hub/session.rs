@@ -6,21 +6,31 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::rate::{SlidingWindow, TokenBucket};
-use super::{Hub, Outbox, Room};
+use super::{Hub, JoinModeration, Outbox, Room};
 use crate::auth::User;
 use crate::config::Limits;
 use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder, RedPacketOrder};
 use crate::ids::event_id;
+use crate::moderation::Action;
 use crate::protocol::{
     checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChargedId,
     ChargedReply, ChatRequest, EmptyReply, Envelope, EphemeralEvent, ErrorCode, GiftRequest,
-    GrabRequest, GrabbedReply, JoinRequest, MessageType, QuestionRequest, RedPacketRequest,
-    Rejection, Rid, RoomEventBody, RoomRequest,
+    GrabRequest, GrabbedReply, JoinRequest, MessageType, ModRequest, QuestionRequest,
+    RedPacketRequest, Rejection, Rid, RoomEventBody, RoomRequest,
 };
 
 pub const CHAT_MAX_CHARS: usize = 500;
 pub const QUESTION_MAX_CHARS: usize = 300;
 pub const ACK_MAX_CHARS: usize = 200;
+
+/// The `join` reply: the room's snapshot and what the user should know of its
+/// moderation.
+#[derive(serde::Serialize)]
+struct JoinReply<'a> {
+    #[serde(flatten)]
+    snapshot: super::room::JoinSnapshot<'a>,
+    moderation: JoinModeration,
+}
 
 /// What the connection should do after a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -148,6 +158,7 @@ impl Session {
             MessageType::Ack => self.ack(rid, envelope.fields()?).await,
             MessageType::RedPacket => self.red_packet(rid, envelope.fields()?).await,
             MessageType::Grab => self.grab(rid, envelope.fields()?).await,
+            MessageType::Mod => self.moderate(rid, envelope.fields()?).await,
         }
     }
 
@@ -193,11 +204,19 @@ impl Session {
         let replay_len = self.hub.limits.join_replay;
         let outbox = self.outbox.clone();
         let since = request.since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
+        let room = self.hub.ready_room(&request.room).await?;
+        let moderation = self.hub.join_moderation(&room, self.user.as_ref()).await;
         let room = self
             .hub
             .join_room(&request.room, |room| {
                 room.join(&outbox, since, replay_len, |snapshot| {
-                    ok_reply(rid, snapshot)
+                    ok_reply(
+                        rid,
+                        JoinReply {
+                            snapshot,
+                            moderation,
+                        },
+                    )
                 });
                 room.clone()
             })
@@ -220,12 +239,6 @@ impl Session {
         let user = self.signed_in()?;
         let room = self.joined_room(&request.room)?;
         let text = checked_text(&request.text, CHAT_MAX_CHARS, "text")?;
-        if self.hub.blocked_terms.found_in(&text) {
-            return Err(Rejection::new(
-                ErrorCode::Forbidden,
-                "your message contains a term that is not allowed here",
-            ));
-        }
         if !self.hub.allow_chat(&user.id, now) {
             let limits = &self.hub.limits;
             return Err(Rejection::new(
@@ -237,6 +250,7 @@ impl Session {
                 ),
             ));
         }
+        self.hub.check_chat(room, user, &text).await?;
         let body = RoomEventBody::Chat {
             from: user.as_ref(),
             text,
@@ -245,9 +259,10 @@ impl Session {
         Ok(Some(ok_reply(rid, published)))
     }
 
-    /// The signed-in user and the joined room a payment goes to; a broadcaster cannot
-    /// pay their own room.
-    fn payer_in(&self, room: &str) -> Result<(User, Arc<Room>), Rejection> {
+    /// The signed-in user and the joined room a gift or question goes to; a
+    /// broadcaster cannot pay their own room, nor anyone a room whose gifting is
+    /// suspended, nor a user banned from it.
+    async fn payer_in(&self, room: &str) -> Result<(User, Arc<Room>), Rejection> {
         let user = self.signed_in()?.clone();
         let room = self.joined_room(room)?.clone();
         if user.owns_room(&room.name) {
@@ -256,11 +271,21 @@ impl Session {
                 "broadcasters cannot pay their own room",
             ));
         }
+        self.hub.check_payment(&room, &user, true).await?;
+        Ok((user, room))
+    }
+
+    /// The signed-in user and the joined room of a red packet or a grab, unless the
+    /// user is banned from it.
+    async fn member_paying_in(&self, room: &str) -> Result<(User, Arc<Room>), Rejection> {
+        let user = self.signed_in()?.clone();
+        let room = self.joined_room(room)?.clone();
+        self.hub.check_payment(&room, &user, false).await?;
         Ok((user, room))
     }
 
     async fn gift(&mut self, rid: &Option<Rid>, request: GiftRequest) -> Answer {
-        let (user, room) = self.payer_in(&request.room)?;
+        let (user, room) = self.payer_in(&request.room).await?;
         let order = GiftOrder {
             room: &room.name,
             sticker: &request.sticker,
@@ -275,7 +300,7 @@ impl Session {
     }
 
     async fn question(&mut self, rid: &Option<Rid>, request: QuestionRequest) -> Answer {
-        let (user, room) = self.payer_in(&request.room)?;
+        let (user, room) = self.payer_in(&request.room).await?;
         let text = checked_text(&request.text, QUESTION_MAX_CHARS, "text")?;
         let order = QuestionOrder {
             room: &room.name,
@@ -291,8 +316,7 @@ impl Session {
     }
 
     async fn red_packet(&mut self, rid: &Option<Rid>, request: RedPacketRequest) -> Answer {
-        let user = self.signed_in()?.clone();
-        let room = self.joined_room(&request.room)?.clone();
+        let (user, room) = self.member_paying_in(&request.room).await?;
         let order = RedPacketOrder {
             room: &room.name,
             coins: request.coins,
@@ -308,8 +332,7 @@ impl Session {
     }
 
     async fn grab(&mut self, rid: &Option<Rid>, request: GrabRequest) -> Answer {
-        let user = self.signed_in()?.clone();
-        let room = self.joined_room(&request.room)?.clone();
+        let (user, room) = self.member_paying_in(&request.room).await?;
         let grabbed = self.gifts.grab(&user, &room.name, &request.packet).await?;
         self.announce(&room, event_id(), &grabbed.event).await;
         self.send_balance(&user, grabbed.balance);
@@ -391,6 +414,14 @@ impl Session {
         };
         let published = self.hub.publish(room, event_id(), &body).await?;
         Ok(Some(ok_reply(rid, published)))
+    }
+
+    async fn moderate(&mut self, rid: &Option<Rid>, request: ModRequest) -> Answer {
+        let user = self.signed_in()?;
+        let room = self.joined_room(&request.room)?;
+        let action = Action::parse(request)?;
+        let record = self.hub.moderate(user, room, action).await?;
+        Ok(Some(ok_reply(rid, record)))
     }
 
     /// Leaves every room and unregisters the connection.

@@ -8,6 +8,7 @@ mod audit;
 mod creators;
 pub mod facts;
 mod fault;
+mod moderation;
 mod postgres;
 mod profiles;
 pub mod rules;
@@ -27,6 +28,7 @@ pub use rules::{Transfer, TransferRequest};
 pub use settings::LedgerSettings;
 pub use sqlite::SqliteLedger;
 
+use crate::moderation::ModerationStore;
 use crate::money::{Day, Minor};
 
 /// A transfer that is in the ledger.
@@ -148,7 +150,7 @@ impl CheckReport {
 }
 
 #[async_trait]
-pub trait Ledger: Profiles + CreatorBooks + Send + Sync {
+pub trait Ledger: Profiles + CreatorBooks + ModerationStore + Send + Sync {
     /// Commits the transfer durably (or finds its first commit, for a retry).
     async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
     /// The transfer committed for (user, key), if any.

@@ -11,6 +11,7 @@
 mod audit;
 mod connection;
 mod creators;
+mod moderation;
 mod profiles;
 mod writer;
 
@@ -101,9 +102,9 @@ impl PostgresLedger {
     ) -> Result<PostgresLedger, LedgerError> {
         let client = connect(url).await?;
         client.batch_execute(SCHEMA).await?;
-        let profiles = super::profiles::TABLE;
+        let (profiles, moderation) = (super::profiles::TABLE, crate::moderation::TABLES);
         (client.batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} COMMIT;"
+            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} {moderation} COMMIT;"
         )))
         .await?;
         let version: i32 = client

@@ -9,6 +9,7 @@
 mod audit;
 mod creators;
 mod lines;
+mod moderation;
 mod profiles;
 mod reads;
 mod schema;
