@@ -517,3 +517,104 @@ async fn a_red_packet_whose_node_died_is_refunded_by_another() {
     drop((a, b));
     cluster.finish().await;
 }
+
+fn moderate(room: &str, action: &str, fields: Value) -> Value {
+    let mut message = json!({"type": "mod", "room": room, "action": action});
+    for (key, value) in fields.as_object().unwrap() {
+        message[key] = value.clone();
+    }
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_on_one_node_holds_on_another_and_after_every_node_restarts() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (mut a, b) = (cluster.node(), cluster.node());
+    let mut alice = a.broadcaster("alice").await;
+    alice.join("alice").await;
+    let mut bob_on_b = b.viewer("bob").await;
+    bob_on_b.join("alice").await;
+    say(&mut bob_on_b, "alice", "hello from b").await;
+
+    let ban = moderate("alice", "ban", json!({"user": "bob", "reason": "spam"}));
+    assert_eq!(alice.ok(ban).await["rev"], 1);
+    // Bob's open connection on B hears the ban, and from then on it holds there.
+    let heard = bob_on_b.next_of("moderation").await;
+    assert_eq!(
+        (heard["action"].as_str(), heard["user"]["id"].as_str()),
+        (Some("ban"), Some("bob"))
+    );
+    bob_on_b
+        .error(
+            json!({"type": "chat", "room": "alice", "text": "hi"}),
+            "banned",
+        )
+        .await;
+    // So it does for a new connection to B.
+    let mut again = b.viewer("bob").await;
+    again.join("alice").await;
+    again
+        .error(
+            json!({"type": "chat", "room": "alice", "text": "again"}),
+            "banned",
+        )
+        .await;
+
+    // Every node goes; a new one knows the ban from the shared store.
+    drop((bob_on_b, again, alice, b));
+    a.kill();
+    let c = cluster.node();
+    let mut bob_on_c = c.viewer("bob").await;
+    bob_on_c.join("alice").await;
+    bob_on_c
+        .error(
+            json!({"type": "chat", "room": "alice", "text": "c?"}),
+            "banned",
+        )
+        .await;
+    let mut alice = c.broadcaster("alice").await;
+    alice.join("alice").await;
+    alice
+        .ok(moderate("alice", "unban", json!({"user": "bob"})))
+        .await;
+    say(&mut bob_on_c, "alice", "free again").await;
+    drop(c);
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_deleted_on_one_node_leaves_every_nodes_history() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (a, b) = (cluster.node(), cluster.node());
+    let mut bob_on_a = a.viewer("bob").await;
+    bob_on_a.join("alice").await;
+    let rude = say(&mut bob_on_a, "alice", "something rude").await;
+    let id = rude["id"].as_str().unwrap().to_owned();
+    say(&mut bob_on_a, "alice", "something fine").await;
+    let mut watching_a = watcher(&a, "alice").await;
+
+    let mut alice_on_b = b.broadcaster("alice").await;
+    alice_on_b.join("alice").await;
+    alice_on_b
+        .ok(moderate("alice", "delete", json!({"id": id})))
+        .await;
+    assert_eq!(watching_a.next_of("deleted").await["id"], id);
+
+    // Neither node's history, nor that of a node that joins later, holds it.
+    let c = cluster.node();
+    for node in [&a, &b, &c] {
+        let mut late = node.guest().await;
+        let joined = late.join("alice").await;
+        let chats: Vec<&str> = (joined["events"].as_array().unwrap().iter())
+            .filter(|e| e["type"] == "chat")
+            .map(|e| e["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(chats, ["something fine"], "{joined}");
+    }
+    drop((a, b, c));
+    cluster.finish().await;
+}
