@@ -1,5 +1,7 @@
 //! The pages in real headless Chromium with its fake camera (see tests/browser/e2e.mjs):
-//! go live, watch, top up, gift, thank, cash out and download a statement — inside a network namespace with only
+//! go live, watch, top up, gift, thank, cash out and download a statement, then moderate
+//! (appoint a moderator, delete a viewer's message, slow mode, a timeout and its lifting,
+//! the audit log) — inside a network namespace with only
 //! loopback, so no media leaves 127.0.0.1. Screenshots land in
 //! `target/tmp/e2e-artifacts/`.
 //!
@@ -56,7 +58,7 @@ fn broadcaster_and_viewer_pages_work_end_to_end_in_headless_chromium() {
         "the browser test failed; screenshots in {}",
         artifacts.display()
     );
-    for page in ["broadcaster.png", "viewer.png"] {
+    for page in ["broadcaster.png", "viewer.png", "moderator.png"] {
         assert!(artifacts.join(page).exists(), "no screenshot {page}");
     }
 }

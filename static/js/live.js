@@ -1,13 +1,19 @@
 // Broadcaster page (phone upright): camera preview, WHIP go-live/stop,
 // a feed of gifts and questions with one-tap thanks, earnings and viewers, the earnings
 // panel (held/available/pending/paid, cash-out, payouts, statement; see earnings.js), and
-// the broadcaster's own wallet (debt, today's spending against the cap, a minor's account).
+// the broadcaster's own wallet (debt, today's spending against the cap, a minor's account),
+// and the moderation panel (moderators, slow mode, blocked terms, bans, the audit log;
+// see moderation.js), with a moderator's menu on each chat message by someone else.
 import { getToken, currentUser, getEarnings, getCatalog, getWallet } from './api.js';
 import { showDebt, showSpending, showMinor } from './wallet.js';
 import { setupEarnings, showEarnings, formatMinor } from './earnings.js';
 import { OvationSocket } from './ws.js';
 import { publish } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
+import {
+  sendMod, getModeration, describeRecord, modErrorMessages, refusalMessages, attachMenu, moderateMessage,
+  removeEvent, formatDuration, SLOW_CHOICES,
+} from './moderation.js';
 
 const token = getToken();
 const me = currentUser();
@@ -204,7 +210,7 @@ function start() {
 
   ws.on('ack', (e) => {
     markDone(state.items.get(e.ref), e.text);
-    addMessage(el('li', { className: 'msg ack' }, el('strong', {}, `You → ${e.to.name}: `), e.text));
+    addMessage(el('li', { className: 'msg ack', dataset: { id: e.id } }, el('strong', {}, `You → ${e.to.name}: `), e.text));
   });
 
   // ---------- chat, red packets, presence ----------
@@ -216,14 +222,25 @@ function start() {
     while (messages.children.length > 200) messages.firstChild.remove();
     if (nearBottom) messages.scrollTop = messages.scrollHeight;
   }
-  ws.on('chat', (e) => addMessage(el('li', { className: 'msg chat' }, el('span', { className: 'who' }, e.from.name), ' ', e.text)));
+  const menuOptions = { room, onAction: (action, target) => moderateMessage(ws, room, action, target, me) };
+  ws.on('chat', (e) => {
+    const li = el('li', { className: 'msg chat', dataset: { id: e.id, from: e.from.id, fromName: e.from.name } },
+      el('span', { className: 'who' }, e.from.name), ' ', e.text);
+    if (e.from.id !== me.id) attachMenu(li, menuOptions);
+    addMessage(li);
+  });
   ws.on('red_packet', (e) => addMessage(el('li', { className: 'msg packet' },
     `🧧 ${e.from.name} sent a red packet: ${formatCoins(e.coins)} coins in ${e.shares} shares`)));
   ws.on('grab', (e) => addMessage(el('li', { className: 'msg grab-result' },
     `🧧 ${e.by.name} grabbed ${formatCoins(e.coins)} coins (${e.left} left)`)));
 
   ws.on('reset', () => { feed.replaceChildren(); messages.replaceChildren(); state.items.clear(); $('feed-empty').hidden = false; });
-  ws.on('joined', (ok) => { $('viewers').textContent = ok.viewers; refreshEarnings(); });
+  ws.on('joined', (ok) => {
+    $('viewers').textContent = ok.viewers;
+    refreshEarnings();
+    if (ok.moderation) showSlow(ok.moderation.slow);
+    refreshModeration();
+  });
   ws.on('presence', (e) => { $('viewers').textContent = e.viewers; });
   ws.on('balance', () => loadWallet());
   ws.on('error', (e) => showError(e));
@@ -236,7 +253,141 @@ function start() {
     const text = $('chat-input').value.trim();
     if (!text) return;
     try { await ws.request({ type: 'chat', room, text }); $('chat-input').value = ''; }
-    catch (err) { showError(err); }
+    catch (err) { showError(err, refusalMessages(err)); }
+  });
+
+  // ---------- moderation ----------
+
+  ws.on('deleted', (e) => {
+    removeEvent(messages, e.id);
+    if (removeEvent(feed, e.id)) state.items.delete(e.id);
+    $('feed-empty').hidden = feed.children.length > 0;
+  });
+
+  ws.on('moderation', (e, replay) => {
+    addMessage(el('li', { className: 'msg system moderation', dataset: { action: e.action } }, describeRecord(e, me)));
+    if (replay) return;
+    if (e.action === 'slow') showSlow(e.seconds);
+    refreshModeration();
+  });
+
+  /** Sends a `mod` action from the panel; true when it was taken. */
+  async function moderate(action, fields, button) {
+    if (button) button.disabled = true;
+    try {
+      await sendMod(ws, room, action, fields);
+      refreshModeration();
+      return true;
+    } catch (err) {
+      showError(err, modErrorMessages(err));
+      return false;
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  function showSlow(seconds) {
+    const value = String(Number(seconds) || 0);
+    const select = $('slow-select');
+    if (![...select.options].some((o) => o.value === value)) {
+      select.append(el('option', { value }, formatDuration(Number(value))));
+    }
+    select.value = value;
+    select.dataset.seconds = value;
+  }
+
+  function chip(label, title, onRemove, dataset) {
+    const remove = el('button', { type: 'button', className: 'chip-remove secondary small', 'aria-label': title, title }, '×');
+    remove.addEventListener('click', () => onRemove(remove));
+    return el('li', { className: 'chip', dataset }, el('span', {}, label), remove);
+  }
+
+  const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+  function renderModeration({ rules, log }) {
+    showSlow(rules.slow);
+    $('mod-list').replaceChildren(...(rules.moderators || []).map((user) =>
+      chip(user, `Remove ${user} as a moderator`, (b) => moderate('mods_remove', { user }, b), { user })));
+    $('mod-list-empty').hidden = (rules.moderators || []).length > 0;
+    $('term-list').replaceChildren(...(rules.terms || []).map((term) =>
+      chip(term, `Unblock “${term}”`, (b) => moderate('terms_remove', { term }, b), { term })));
+    const restricted = rules.restricted || [];
+    $('restricted-list').replaceChildren(...restricted.map((r) =>
+      chip(r.until_ms ? `${r.user} (until ${clock(r.until_ms)})` : `${r.user} (banned)`, `Lift ${r.user}’s ban or timeout`,
+        (b) => moderate('unban', { user: r.user }, b), { user: r.user })));
+    $('restricted-empty').hidden = restricted.length > 0;
+    const rows = (log || []).map((record) => el('tr', { dataset: { rev: record.rev, action: record.action } },
+      el('td', { className: 'muted' }, el('time', { dateTime: new Date(record.at_ms).toISOString() }, clock(record.at_ms))),
+      el('td', {}, describeRecord(record, me))));
+    $('mod-log').tBodies[0].replaceChildren(...rows);
+    $('mod-log-empty').hidden = rows.length > 0;
+    $('moderation-panel').hidden = false;
+  }
+
+  // One GET at a time; a refresh asked for meanwhile runs once after it. While the
+  // server cannot answer (503), it is tried again with back-off.
+  let moderationBusy = false;
+  let moderationAgain = false;
+  const moderationRetry = { timer: null, delay: 1000 };
+  async function refreshModeration() {
+    if (moderationBusy) { moderationAgain = true; return; }
+    moderationBusy = true;
+    clearTimeout(moderationRetry.timer);
+    try {
+      renderModeration(await getModeration(token, room, 50));
+      moderationRetry.delay = 1000;
+    } catch (err) {
+      if (err.code === 'forbidden' || err.code === 'not_found') $('moderation-panel').hidden = true;
+      else if (err.code === 'unauthorized') showError(err, { unauthorized: 'Your sign-in has expired; sign in again.' });
+      else {
+        const delay = Number.isFinite(err.retry_after_ms) ? Math.max(err.retry_after_ms, 500) : moderationRetry.delay;
+        moderationRetry.delay = Math.min(moderationRetry.delay * 2, 30000);
+        moderationRetry.timer = setTimeout(refreshModeration, delay);
+      }
+    } finally {
+      moderationBusy = false;
+      if (moderationAgain) { moderationAgain = false; refreshModeration(); }
+    }
+  }
+
+  const userId = () => $('mod-user').value.trim().toLowerCase();
+  function validUser(user) {
+    if (/^[a-z0-9_-]{1,64}$/.test(user)) return true;
+    toast('Enter a user id: lowercase letters, digits, - and _.', 'error');
+    $('mod-user').focus();
+    return false;
+  }
+  $('mods-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const user = userId();
+    if (!validUser(user)) return;
+    if (await moderate('mods_add', { user }, $('mod-add'))) { $('mod-user').value = ''; toast(`${user} is now a moderator.`, 'success'); }
+  });
+  $('mod-remove').addEventListener('click', async () => {
+    const user = userId();
+    if (!validUser(user)) return;
+    if (await moderate('mods_remove', { user }, $('mod-remove'))) { $('mod-user').value = ''; toast(`${user} is no longer a moderator.`, 'success'); }
+  });
+
+  $('slow-select').addEventListener('change', async () => {
+    const select = $('slow-select');
+    const seconds = Number(select.value);
+    if (!SLOW_CHOICES.includes(seconds)) return;
+    if (!(await moderate('slow', { seconds }, select))) showSlow(select.dataset.seconds);
+    else select.dataset.seconds = String(seconds);
+  });
+
+  const termValue = () => $('term-input').value.trim();
+  $('terms-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const term = termValue();
+    if (!term) return;
+    if (await moderate('terms_add', { term }, $('term-add'))) $('term-input').value = '';
+  });
+  $('term-remove').addEventListener('click', async () => {
+    const term = termValue();
+    if (!term) return;
+    if (await moderate('terms_remove', { term }, $('term-remove'))) $('term-input').value = '';
   });
 
   // ---------- earnings ----------

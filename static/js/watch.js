@@ -1,10 +1,12 @@
-// Viewer page: WHEP video, chat, gifts, paid questions, red packets, leaderboard.
+// Viewer page: WHEP video, chat, gifts, paid questions, red packets, leaderboard;
+// for the room's moderators, a menu on each message by someone else (see moderation.js).
 import { getToken, currentUser, getCatalog, getWallet, setDailyLimit, getLeaderboard, topUp, newKey, getCoinPacks, buyInDevStore } from './api.js';
 import { OvationSocket } from './ws.js';
 import { play } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
 import { showDebt, showSpending, showMinor } from './wallet.js';
 import { isServerFault, retryServerFaults, MAX_RETRIES, RETRY_CAP_MS } from './retry.js';
+import { attachMenu, syncMenus, moderateMessage, describeRecord, slowModeText, refusalMessages, removeEvent } from './moderation.js';
 
 const room = new URLSearchParams(location.search).get('room') || '';
 if (!/^[a-z0-9_-]{1,64}$/.test(room)) location.replace('/');
@@ -24,8 +26,14 @@ const state = {
   generation: 0,
   retryTimer: null,
   retryDelay: 1000,
+  joined: false,
+  moderator: false, // may moderate this room (the join reply, then mods_add / mods_remove events)
+  slow: 0, // slow mode's period in seconds, 0: off
 };
-window.ovation = { get pc() { return state.pc; }, get playback() { return state.playback; } };
+window.ovation = {
+  get pc() { return state.pc; }, get playback() { return state.playback; },
+  get joined() { return state.joined; }, get moderator() { return state.moderator; },
+};
 
 document.title = `${room} · Ovation`;
 $('room-title').textContent = room;
@@ -105,11 +113,51 @@ function addMessage(node) {
   if (nearBottom) messages.scrollTop = messages.scrollHeight;
 }
 const who = (user) => el('span', { className: user.id === room ? 'who host' : 'who' }, user.name);
+
+/** A chat or question element: carries its event id and author, and a moderator's menu. */
+function authored(className, e, ...children) {
+  const li = el('li', { className, dataset: { id: e.id, from: e.from.id, fromName: e.from.name } }, ...children);
+  if (state.moderator && !(me && e.from.id === me.id)) attachMenu(li, menuOptions);
+  return li;
+}
 const stickerName = (id) => (state.catalog.get(id) || {}).name || id;
 
 function learnHost(user) {
   if (user && user.id === room) state.hostName = user.name;
 }
+
+// ---------- moderation ----------
+
+const menuOptions = { room, onAction: (action, target) => moderateMessage(ws, room, action, target, me) };
+
+function setModerator(on) {
+  state.moderator = !!on && !!token;
+  document.body.classList.toggle('moderator', state.moderator);
+  $('mod-badge').hidden = !state.moderator;
+  syncMenus(messages, { on: state.moderator, me, ...menuOptions });
+}
+
+function setSlow(seconds) {
+  state.slow = Number(seconds) || 0;
+  $('slow-mode').textContent = slowModeText(state.slow);
+  $('slow-mode').hidden = !state.slow;
+  $('slow-mode').dataset.seconds = state.slow;
+}
+
+ws.on('deleted', (e) => {
+  removeEvent(messages, e.id);
+  removeEvent($('pinned'), e.id);
+});
+
+ws.on('moderation', (e, replay) => {
+  addMessage(el('li', { className: 'msg system moderation', dataset: { action: e.action } }, describeRecord(e, me)));
+  if (replay) return; // the join reply's `moderation` already says where things stand
+  if (e.action === 'slow') setSlow(e.seconds);
+  if ((e.action === 'mods_add' || e.action === 'mods_remove') && me && e.user && e.user.id === me.id) {
+    setModerator(e.action === 'mods_add');
+    toast(e.action === 'mods_add' ? 'You are now a moderator of this room.' : 'You are no longer a moderator of this room.');
+  }
+});
 
 // ---------- events ----------
 
@@ -121,20 +169,24 @@ ws.on('reset', () => {
 
 ws.on('joined', (ok) => {
   $('viewers').textContent = ok.viewers;
+  const moderation = ok.moderation || {};
+  setSlow(moderation.slow);
+  setModerator(moderation.moderator);
+  state.joined = true;
   setLive(!!ok.live);
   loadLeaderboard();
 });
 
 ws.on('chat', (e) => {
   learnHost(e.from);
-  addMessage(el('li', { className: 'msg chat' }, who(e.from), ' ', e.text));
+  addMessage(authored('msg chat', e, who(e.from), ' ', e.text));
 });
 
 ws.on('gift', (e, replay) => {
   learnHost(e.from);
   state.kinds.set(e.id, 'gift');
   const count = e.count > 1 ? ` ×${e.count}` : '';
-  addMessage(el('li', { className: 'msg gift' }, who(e.from),
+  addMessage(el('li', { className: 'msg gift', dataset: { id: e.id } }, who(e.from),
     ` sent ${stickerEmoji(e.sticker)} ${stickerName(e.sticker)}${count}`,
     e.combo > 1 ? el('span', { className: 'combo' }, ` x${e.combo}`) : null));
   if (!replay) animateGift(e);
@@ -143,7 +195,7 @@ ws.on('gift', (e, replay) => {
 ws.on('question', (e) => {
   learnHost(e.from);
   state.kinds.set(e.id, 'question');
-  addMessage(el('li', { className: 'msg question' }, '❓ ', who(e.from),
+  addMessage(authored('msg question', e, '❓ ', who(e.from),
     el('span', { className: 'muted' }, ` (${formatCoins(e.coins)} coins) `), e.text));
   pinQuestion(e);
 });
@@ -151,7 +203,7 @@ ws.on('question', (e) => {
 ws.on('ack', (e) => {
   const verb = state.kinds.get(e.ref) === 'question' ? 'answered' : 'thanked';
   const mine = me && e.to.id === me.id;
-  addMessage(el('li', { className: mine ? 'msg ack ack-me' : 'msg ack' },
+  addMessage(el('li', { className: mine ? 'msg ack ack-me' : 'msg ack', dataset: { id: e.id } },
     el('strong', {}, `${state.hostName} ${verb} ${e.to.name}${mine ? ' (you)' : ''}: `), e.text));
 });
 
@@ -258,7 +310,11 @@ async function charge(message) {
   return ok;
 }
 
-const OWN_ROOM = { forbidden: 'You cannot send gifts in your own room.' };
+/** Overrides for a refused gift, question or red packet (a ban, suspended gifts, one's own room). */
+const paidRefusal = (e) => ({
+  ...refusalMessages(e),
+  ...(me && me.id === room ? { forbidden: 'You cannot send gifts in your own room.' } : {}),
+});
 
 async function sendGift(id, button) {
   if (!token) { toast('Sign in to send gifts.', 'error'); return; }
@@ -267,7 +323,7 @@ async function sendGift(id, button) {
     await charge({ type: 'gift', sticker: id, count: 1 });
     void button.offsetWidth; // restart the pulse
     button.classList.add('sent');
-  } catch (e) { showError(e, OWN_ROOM); }
+  } catch (e) { showError(e, paidRefusal(e)); }
 }
 
 async function grab(packet, button) {
@@ -283,7 +339,7 @@ async function grab(packet, button) {
     if (e.code === 'conflict') button.textContent = 'Grabbed';
     else if (e.code === 'exhausted') button.textContent = 'Empty';
     else button.disabled = false;
-    showError(e, { conflict: 'You already grabbed this red packet.', exhausted: 'Too late — this red packet is empty.' });
+    showError(e, { ...refusalMessages(e), conflict: 'You already grabbed this red packet.', exhausted: 'Too late — this red packet is empty.' });
   }
 }
 
@@ -404,7 +460,7 @@ $('chat').addEventListener('submit', async (e) => {
   try {
     await ws.request({ type: 'chat', room, text });
     input.value = '';
-  } catch (err) { showError(err); }
+  } catch (err) { showError(err, refusalMessages(err)); }
 });
 
 $('question').addEventListener('submit', async (e) => {
@@ -422,7 +478,7 @@ $('question').addEventListener('submit', async (e) => {
     await charge({ type: 'question', text, coins });
     $('question-text').value = '';
     toast('Question sent — it is pinned for everyone.', 'success');
-  } catch (err) { showError(err, { bad_request: `A question needs text and at least ${state.questionMin} coins.` }); }
+  } catch (err) { showError(err, { ...paidRefusal(err), bad_request: `A question needs text and at least ${state.questionMin} coins.` }); }
   finally { $('question-send').disabled = false; }
 });
 
@@ -440,7 +496,7 @@ $('packet').addEventListener('submit', async (e) => {
   try {
     await charge({ type: 'red_packet', coins, shares, split: $('packet-split').value });
     toast('Red packet sent!', 'success');
-  } catch (err) { showError(err); }
+  } catch (err) { showError(err, refusalMessages(err)); }
   finally { $('packet-send').disabled = false; }
 });
 

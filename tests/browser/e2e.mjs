@@ -5,7 +5,12 @@
 // limit that stops the next one, the broadcaster taps thank-you, and the
 // viewer sees the acknowledgement; then the broadcaster cashes out the gift's
 // earnings (no hold period in this test's config) and downloads the CSV statement.
-// Screenshots of both pages go to $ARTIFACTS.
+// Then moderation: a third page (Mo) chats, the broadcaster appoints Mo moderator
+// on the live page's panel, the viewer chats, Mo deletes that message from its "⋯"
+// menu and it leaves every page, the broadcaster's audit log shows the delete; slow
+// mode set on the panel shows on the viewer's page; Mo times the viewer out, whose
+// next chat is refused with the server's message, and the broadcaster lifts it.
+// Screenshots of the pages go to $ARTIFACTS.
 //
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
 // OVATION_BIN (the server binary), CHROMIUM and ARTIFACTS set.
@@ -88,11 +93,13 @@ try {
   }
   const live = await phone.newPage();
   const watch = await desktop.newPage();
-  for (const [name, page] of [['live', live], ['watch', watch]]) {
+  const logPage = (name, page) => {
     page.on('console', (m) => { if (m.type() === 'error') console.log(`[${name} console] ${m.text()}`); });
     page.on('pageerror', (e) => console.log(`[${name} error] ${e.message}`));
     page.on('response', (r) => { if (r.status() >= 400) console.log(`[${name}] ${r.status()} ${r.request().method()} ${r.url()}`); });
-  }
+  };
+  logPage('live', live);
+  logPage('watch', watch);
 
   step('broadcaster signs in and goes live with the fake camera');
   await signIn(live, 'Alice', 'broadcaster');
@@ -184,8 +191,84 @@ try {
   }
   step(`statement ${name}: ${lines.length - 1} lines (${kinds.join(', ')})`);
 
+  step('moderation: Mo joins the room and chats (the server knows users who have written)');
+  const moderatorContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const mod = await moderatorContext.newPage();
+  logPage('mod', mod);
+  await signIn(mod, 'Mo', 'viewer');
+  await mod.goto(`${BASE}/watch.html?room=alice`);
+  await mod.waitForFunction(() => window.ovation && window.ovation.joined, null, { timeout: 10000 });
+  if (await mod.evaluate(() => window.ovation.moderator)) throw new Error('Mo moderates the room before being appointed');
+  await mod.fill('#chat-input', 'hi, Mo here');
+  await mod.click('#chat-send');
+  await watch.locator('#messages li.chat', { hasText: 'hi, Mo here' }).waitFor({ timeout: 10000 });
+  if (await watch.locator('.mod-menu-button').count()) throw new Error('a viewer who does not moderate sees moderation menus');
+
+  step('broadcaster appoints Mo moderator on the live page’s panel; Mo’s page gets the menus');
+  await live.locator('#moderation-panel').waitFor({ timeout: 10000 });
+  await live.fill('#mod-user', 'mo');
+  await live.click('#mod-add');
+  await live.locator('#mod-list li[data-user="mo"]').waitFor({ timeout: 10000 });
+  await mod.waitForFunction(() => window.ovation.moderator === true, null, { timeout: 10000 });
+  await mod.locator('#mod-badge').waitFor({ timeout: 10000 });
+  const own = mod.locator('#messages li.chat', { hasText: 'hi, Mo here' });
+  if (await own.locator('.mod-menu-button').count()) throw new Error('a moderation menu on the moderator’s own message');
+
+  step('viewer chats; Mo deletes the message from its menu and it leaves every page');
+  const doomed = `please delete me ${Date.now()}`;
+  await watch.fill('#chat-input', doomed);
+  await watch.click('#chat-send');
+  const onViewer = watch.locator('#messages li.chat', { hasText: doomed });
+  await onViewer.waitFor({ timeout: 10000 });
+  const doomedId = await onViewer.getAttribute('data-id');
+  if (!doomedId) throw new Error('a chat message without data-id');
+  const onMod = mod.locator(`#messages li[data-id="${doomedId}"]`);
+  const onLive = live.locator(`#messages li[data-id="${doomedId}"]`);
+  await onMod.waitFor({ timeout: 10000 });
+  await onLive.waitFor({ timeout: 10000 });
+  await onMod.locator('.mod-menu-button').click();
+  await onMod.locator('[data-mod-action="delete"]').click();
+  await onViewer.waitFor({ state: 'detached', timeout: 10000 });
+  await onMod.waitFor({ state: 'detached', timeout: 10000 });
+  await onLive.waitFor({ state: 'detached', timeout: 10000 });
+  await watch.locator('#messages li.moderation[data-action="delete"]', { hasText: 'Mo deleted a message' }).waitFor({ timeout: 10000 });
+
+  step('the broadcaster’s audit log shows Mo’s delete');
+  await live.locator('#mod-log tbody tr[data-action="delete"]', { hasText: 'Mo deleted a message' }).waitFor({ timeout: 10000 });
+  await live.locator('#mod-log tbody tr[data-action="mods_add"]', { hasText: 'Mo' }).waitFor({ timeout: 10000 });
+
+  step('slow mode set on the panel shows on the viewer’s page, then goes off');
+  await live.selectOption('#slow-select', '10');
+  await watch.locator('#slow-mode', { hasText: 'Slow mode: 10 s' }).waitFor({ timeout: 10000 });
+  await live.selectOption('#slow-select', '0');
+  await watch.locator('#slow-mode').waitFor({ state: 'hidden', timeout: 10000 });
+
+  step('Mo times the viewer out; the viewer’s next chat is refused with the server’s message');
+  const before2 = `one more from Bob ${Date.now()}`;
+  await watch.fill('#chat-input', before2);
+  await watch.click('#chat-send');
+  const target = mod.locator('#messages li.chat', { hasText: before2 });
+  await target.waitFor({ timeout: 10000 });
+  await target.locator('.mod-menu-button').click();
+  await target.locator('[data-mod-action="timeout"]').click();
+  await watch.locator('#messages li.moderation[data-action="timeout"]', { hasText: 'timed out Bob' }).waitFor({ timeout: 10000 });
+  await watch.fill('#chat-input', 'am I still here?');
+  await watch.click('#chat-send');
+  await watch.locator('.toast-error', { hasText: /timed out/i }).first().waitFor({ timeout: 10000 });
+  if (await watch.locator('#messages li.chat', { hasText: 'am I still here?' }).count()) throw new Error('a timed-out viewer’s chat was shown');
+
+  step('broadcaster lifts the timeout from the panel; the viewer can chat again');
+  const restricted = live.locator('#restricted-list li[data-user="bob"]');
+  await restricted.waitFor({ timeout: 10000 });
+  await restricted.locator('button').click();
+  await restricted.waitFor({ state: 'detached', timeout: 10000 });
+  await watch.fill('#chat-input', 'back again');
+  await watch.click('#chat-send');
+  await live.locator('#messages li.chat', { hasText: 'back again' }).waitFor({ timeout: 10000 });
+
   await live.screenshot({ path: join(artifacts, 'broadcaster.png'), fullPage: true });
   await watch.screenshot({ path: join(artifacts, 'viewer.png'), fullPage: true });
+  await mod.screenshot({ path: join(artifacts, 'moderator.png'), fullPage: true });
   step(`screenshots in ${artifacts}`);
 } catch (error) {
   failed = true;
