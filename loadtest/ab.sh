@@ -5,6 +5,8 @@
 # and the load tester's CPU.
 #   loadtest/ab.sh DIR_S DIR_L --workers 2 fanout --clients 10000 --rate 50 --duration 8
 # Copy each build's target/release/{ovation,loadtest} into its own DIR first.
+# AB_EXTRA: a TOML file added to the server's configuration; AB_SETUP: a command run
+# with the server's data directory once it answers, before the load starts.
 set -u
 server_dir=$1
 tester_dir=$2
@@ -12,7 +14,8 @@ shift 2
 source "$(dirname "$0")/bench-server.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-start_bench_server "$server_dir" "$work" || exit 1
+start_bench_server "$server_dir" "$work" "${AB_EXTRA:-/dev/null}" || exit 1
+if [ -n "${AB_SETUP:-}" ]; then $AB_SETUP "$work/data" > /dev/null || { stop_server; exit 1; }; fi
 /usr/bin/time -f "tester_cpu_s=%U+%S" "$tester_dir/loadtest" "$@" > "$work/report" 2> "$work/tester.log"
 delivered=$(awk '$1 == "result.delivered" {print $2}' "$work/report")
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$server/stat")
