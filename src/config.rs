@@ -13,6 +13,7 @@ use crate::ledger::LedgerSettings;
 use crate::moderation::ModerationSettings;
 use crate::money::{Catalog, CoinPack, SplitPolicy};
 use crate::payments::PaymentSettings;
+use crate::webhooks::WebhookSettings;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +60,7 @@ pub struct FileConfig {
     pub payments: PaymentSettings,
     pub payouts: PayoutSettings,
     pub moderation: ModerationSettings,
+    pub webhooks: WebhookSettings,
     /// The packs of coins a viewer can buy (`GET /api/coin-packs`).
     pub coin_packs: Vec<CoinPack>,
 }

@@ -16,6 +16,7 @@ pub mod payments;
 pub mod protocol;
 pub mod relay;
 mod serve;
+pub mod webhooks;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::hub::{Cluster, Hub, Local, Moderation};
 use crate::ledger::{Ledger, PostgresLedger, SqliteLedger, StorageFault};
 use crate::moderation::BlockedTerms;
 use crate::relay::Relay;
+use crate::webhooks::Webhooks;
 
 /// A running server. Dropping it does not stop it; call `shutdown` and `stopped`.
 pub struct Server {
@@ -68,8 +70,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let moderation_store = gifts.ledger().clone();
-    let hub = open_hub(&config, addr, moderation_store, shutdown.clone()).await?;
+    let webhooks = Arc::new(Webhooks::new(
+        gifts.ledger().clone(),
+        file.webhooks.clone(),
+        config.clock.clone(),
+    ));
+    let hub = open_hub(
+        &config,
+        addr,
+        gifts.ledger().clone(),
+        webhooks.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let connections = TaskTracker::new();
     // Installed first: the pool reports its size as a metric.
     let metrics = metrics::install();
@@ -98,7 +111,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             payments::Payments::new(&file.payments, file.coin_packs.clone(), config.dev)
                 .context("payments settings")?,
         ),
+        webhooks: webhooks.clone(),
     };
+    tokio::spawn(webhooks.run(shutdown.clone()));
     let drain = Limits::ms(file.ledger.fault_drain_ms);
     tokio::spawn(stop_on_fault(fault.clone(), drain, shutdown.clone()));
     tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
@@ -149,6 +164,7 @@ async fn open_hub(
     config: &Config,
     addr: SocketAddr,
     ledger: Arc<dyn Ledger>,
+    webhooks: Arc<Webhooks>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Hub>> {
     let limits = &config.file.limits;
@@ -158,7 +174,7 @@ async fn open_hub(
         platform_terms: BlockedTerms::new(&config.file.moderation.blocked_terms)?,
     };
     let Some(settings) = &config.bus else {
-        let hub = Hub::new(limits.clone(), Arc::new(Local::new()), moderation);
+        let hub = Hub::new(limits.clone(), Arc::new(Local::new()), moderation, webhooks);
         return Ok(Arc::new(hub));
     };
     let bus = RedisBus::connect(
@@ -175,7 +191,7 @@ async fn open_hub(
         .unwrap_or_else(|| format!("http://{addr}"));
     let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
     let cluster = Arc::new(cluster);
-    let hub = Hub::new(limits.clone(), cluster.clone(), moderation);
+    let hub = Hub::new(limits.clone(), cluster.clone(), moderation, webhooks);
     let hub = Arc::new(hub);
     tasks.run(hub.clone(), cluster, shutdown);
     Ok(hub)

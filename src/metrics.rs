@@ -97,6 +97,12 @@ pub fn error_sent(code: ErrorCode) {
     message_out("error", 1);
 }
 
+/// A webhook delivery attempt, by the receiver's status (`none`: no answer).
+pub fn webhook_attempt(status: Option<u16>) {
+    let status = status.map_or("none".to_owned(), |s| s.to_string());
+    counter!("ovation_webhook_attempts_total", "status" => status).increment(1);
+}
+
 /// A moderation action taken (on this node).
 pub fn moderation_action(action: crate::protocol::ModAction) {
     let action = crate::protocol::to_json(&action)

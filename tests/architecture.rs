@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Every module of the crate, lowest first.
-const LAYERS: [&str; 18] = [
+const LAYERS: [&str; 19] = [
     "protocol",
     "ids",
     "clock",
@@ -17,6 +17,7 @@ const LAYERS: [&str; 18] = [
     "money",
     "ledger",
     "payments",
+    "webhooks",
     "config",
     "gift",
     "bus",

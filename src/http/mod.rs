@@ -7,6 +7,7 @@ mod moderation;
 mod payments;
 mod payouts;
 mod upgrade;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub fault: crate::ledger::StorageFault,
     /// Payment systems' secrets and the coin packs.
     pub payments: Arc<crate::payments::Payments>,
+    /// Outgoing webhooks' endpoints.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> Router {
@@ -72,6 +75,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .merge(payments::routes(state.payments.max_body_bytes))
         .merge(payouts::routes())
         .merge(moderation::routes())
+        .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -37,6 +37,7 @@ pub use session::{Flow, Session};
 
 use crate::config::Limits;
 use crate::protocol::{LeaderEntry, Rejection, RoomEventBody, UserRef};
+use crate::webhooks::Webhooks;
 use rate::TokenBucket;
 
 pub struct Hub {
@@ -51,6 +52,8 @@ pub struct Hub {
     sequencer: Arc<dyn Sequencer>,
     moderation: Moderation,
     remembered: moderation::Remembered,
+    /// Told of what happens in rooms besides payments (which the books tell).
+    webhooks: Arc<Webhooks>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,7 +66,12 @@ pub struct RoomSummary {
 impl Hub {
     /// A hub whose rooms' events `sequencer` orders: `Local` (each room's lock), or a
     /// `Cluster` (the bus; start its tasks with `ClusterTasks::run`).
-    pub fn new(limits: Limits, sequencer: Arc<dyn Sequencer>, moderation: Moderation) -> Hub {
+    pub fn new(
+        limits: Limits,
+        sequencer: Arc<dyn Sequencer>,
+        moderation: Moderation,
+        webhooks: Arc<Webhooks>,
+    ) -> Hub {
         Hub {
             limits,
             admission: Arc::default(),
@@ -74,6 +82,7 @@ impl Hub {
             sequencer,
             moderation,
             remembered: Default::default(),
+            webhooks,
         }
     }
 
@@ -203,8 +212,18 @@ impl Hub {
     /// The room's video went live or stopped on this node: members (of every node)
     /// hear a `stream` event when that changes what they knew, and a live room is not
     /// freed.
-    pub fn set_live(&self, room: &str, live: bool) {
+    pub fn set_live(self: &Arc<Self>, room: &str, live: bool) {
         self.sequencer.video_changed(self, room, live);
+        let (hub, room) = (self.clone(), room.to_owned());
+        let kind = if live {
+            "stream.started"
+        } else {
+            "stream.ended"
+        };
+        tokio::spawn(async move {
+            let data = serde_json::json!({ "room": room });
+            hub.webhooks.notify(kind, Some(&room), data).await;
+        });
     }
 
     pub fn rooms(&self) -> Vec<RoomSummary> {

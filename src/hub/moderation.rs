@@ -267,6 +267,10 @@ impl Hub {
             .map_err(unavailable)?;
         room.moderation.delivered(&record);
         crate::metrics::moderation_action(record.action);
+        let told = serde_json::to_value(&record).unwrap_or_default();
+        (self.webhooks)
+            .notify("moderation.action", Some(&room.name), told)
+            .await;
         if let Action::Delete { event } = &action {
             self.publish(room, event.clone(), &RoomEventBody::Deleted {})
                 .await?;

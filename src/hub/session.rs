@@ -407,12 +407,19 @@ impl Session {
                     format!("no gift or question {:?} in this room", request.reference),
                 )
             })?;
+        let told = serde_json::json!({
+            "room": room.name, "ref": request.reference, "to": to, "text": text,
+        });
         let body = RoomEventBody::Ack {
             reference: request.reference,
             to,
             text,
         };
         let published = self.hub.publish(room, event_id(), &body).await?;
+        self.hub
+            .webhooks
+            .notify("ack.sent", Some(&room.name), told)
+            .await;
         Ok(Some(ok_reply(rid, published)))
     }
 

@@ -14,6 +14,7 @@ mod profiles;
 pub mod rules;
 mod settings;
 mod sqlite;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -30,6 +31,7 @@ pub use sqlite::SqliteLedger;
 
 use crate::moderation::ModerationStore;
 use crate::money::{Day, Minor};
+use webhooks::WebhookBooks;
 
 /// A transfer that is in the ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +152,7 @@ impl CheckReport {
 }
 
 #[async_trait]
-pub trait Ledger: Profiles + CreatorBooks + ModerationStore + Send + Sync {
+pub trait Ledger: Profiles + CreatorBooks + ModerationStore + WebhookBooks + Send + Sync {
     /// Commits the transfer durably (or finds its first commit, for a retry).
     async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
     /// The transfer committed for (user, key), if any.

@@ -46,6 +46,11 @@ impl Secret {
         Ok(Secret(bytes))
     }
 
+    /// The secret as it is shown and configured: `whsec_` and its base64.
+    pub fn encoded(&self) -> String {
+        format!("{}{}", Self::PREFIX, BASE64.encode(&self.0))
+    }
+
     /// A new secret of 32 random bytes.
     pub fn random(rng: &mut impl rand::RngCore) -> Secret {
         let mut bytes = vec![0; 32];

@@ -13,6 +13,7 @@ mod connection;
 mod creators;
 mod moderation;
 mod profiles;
+mod webhooks;
 mod writer;
 
 use async_trait::async_trait;
@@ -103,8 +104,9 @@ impl PostgresLedger {
         let client = connect(url).await?;
         client.batch_execute(SCHEMA).await?;
         let (profiles, moderation) = (super::profiles::TABLE, crate::moderation::TABLES);
+        let webhooks = super::webhooks::postgres_tables();
         (client.batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} {moderation} COMMIT;"
+            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} {moderation} {webhooks} COMMIT;"
         )))
         .await?;
         let version: i32 = client

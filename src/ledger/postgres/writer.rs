@@ -48,9 +48,15 @@ impl Connection {
         Ok(Connection {
             insert_transfer: client
                 .prepare(
-                    "INSERT INTO transfers (kind, room, created_ms, idem_user, idem_key, fingerprint, meta)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (idem_user, idem_key) DO NOTHING RETURNING id",
+                    // The outbox row is the transfer's event for webhooks, booked with it.
+                    "WITH booked AS (
+                         INSERT INTO transfers (kind, room, created_ms, idem_user, idem_key, fingerprint, meta)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (idem_user, idem_key) DO NOTHING RETURNING id
+                     ), outbox AS (
+                         INSERT INTO webhook_outbox (transfer_id) SELECT id FROM booked
+                     )
+                     SELECT id FROM booked",
                 )
                 .await?,
             insert_legs: client

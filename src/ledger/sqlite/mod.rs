@@ -14,6 +14,7 @@ mod profiles;
 mod reads;
 mod schema;
 mod wal;
+mod webhooks;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};

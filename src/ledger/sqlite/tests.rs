@@ -32,10 +32,12 @@ const SCHEMA_1: &str = "
     INSERT INTO legs VALUES (3, 0, 'wallet:bob', -100), (3, 1, 'escrow:p1', 100);
 ";
 
+/// The indexes made on the money's tables.
 fn indexes(connection: &Connection) -> Vec<String> {
     let mut statement = connection
         .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
+             AND tbl_name IN ('transfers', 'legs') ORDER BY name",
         )
         .unwrap();
     let names = statement.query_map([], |row| row.get(0)).unwrap();

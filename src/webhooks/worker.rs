@@ -1,0 +1,183 @@
+//! The delivery worker: it queues the events of newly booked transfers, takes the
+//! deliveries that are due (leased, so that each goes out from one node at a time),
+//! sends each signed, and records what the receiver did and when to try again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::schedule::{outcome, Answer};
+use super::{describe, Webhooks};
+use crate::ledger::webhooks::DueDelivery;
+use crate::payments::standard::Secret;
+use crate::protocol::to_json;
+
+/// Transfers queued per pass.
+const BOOKED_PER_PASS: usize = 1000;
+/// A delivery stays leased this long after its receiver's time is up.
+const LEASE_SLACK_MS: u64 = 10_000;
+/// The most of a receiver's answer kept in the delivery log.
+const MAX_ERROR_CHARS: usize = 300;
+
+impl Webhooks {
+    /// Delivers until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_millis(self.settings.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(self.policy.resolver())
+            .user_agent("Ovation-Webhooks/1")
+            .build()
+        {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "no HTTP client: webhooks are not delivered");
+                return;
+            }
+        };
+        let idle = Duration::from_millis(self.settings.poll_ms);
+        while !shutdown.is_cancelled() {
+            let busy = self.pass(&client).await;
+            if !busy {
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// One pass: queue what was booked, send what is due; whether there was work.
+    async fn pass(&self, client: &reqwest::Client) -> bool {
+        let queued = match self.books.queue_booked(&describe, BOOKED_PER_PASS).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(%error, "booked events were not queued for webhooks");
+                0
+            }
+        };
+        let now = self.clock.now_ms();
+        let lease = now + self.settings.timeout_ms + LEASE_SLACK_MS;
+        let limit = self.settings.concurrency * 4;
+        let due = match self.books.due(now, lease, limit).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "due webhook deliveries were not read");
+                Vec::new()
+            }
+        };
+        let sent = due.len();
+        futures_util::stream::iter(due)
+            .for_each_concurrent(self.settings.concurrency, |delivery| {
+                self.deliver(client, delivery)
+            })
+            .await;
+        queued > 0 || sent > 0
+    }
+
+    async fn deliver(&self, client: &reqwest::Client, delivery: DueDelivery) {
+        let (answer, error) = self.send(client, &delivery).await;
+        let status = match answer {
+            Answer::Status { code, .. } => Some(code),
+            Answer::Failed => None,
+        };
+        crate::metrics::webhook_attempt(status);
+        let now = self.clock.now_ms();
+        let next = outcome(&answer, delivery.attempts + 1, now, rand::random());
+        if let Err(error) = (self.books)
+            .attempted(&delivery, now, status, error, &next)
+            .await
+        {
+            // The lease runs out and the delivery is sent again: at least once.
+            tracing::warn!(%error, endpoint = delivery.endpoint.id, "an attempt was not recorded");
+        }
+    }
+
+    /// Posts the event; the receiver's answer, and what went wrong if anything did.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        delivery: &DueDelivery,
+    ) -> (Answer, Option<String>) {
+        let endpoint = &delivery.endpoint;
+        let url = match reqwest::Url::parse(&endpoint.url) {
+            Ok(url) => url,
+            Err(error) => return (Answer::Failed, Some(format!("bad url: {error}"))),
+        };
+        // Addresses written as such are never resolved, so the resolver cannot check them.
+        if url
+            .host()
+            .is_none_or(|host| !self.policy.allows_url_host(&host))
+        {
+            return (Answer::Failed, Some("the address is not allowed".into()));
+        }
+        let secret = match Secret::parse(&endpoint.secret) {
+            Ok(secret) => secret,
+            Err(error) => {
+                return (
+                    Answer::Failed,
+                    Some(format!("the endpoint's secret: {error}")),
+                )
+            }
+        };
+        let event = &delivery.event;
+        let body = format!(
+            r#"{{"type":{},"timestamp":{},"data":{}}}"#,
+            to_json(&event.kind),
+            to_json(&rfc3339(event.at_ms)),
+            event.data
+        );
+        // The signing time is the transport's, read from the system: receivers
+        // compare it with their own clocks.
+        let timestamp = (crate::ids::unix_ms() / 1000) as i64;
+        let signature = secret.sign(&event.id, timestamp, body.as_bytes());
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &event.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Err(error) => (Answer::Failed, Some(error_chain(&error))),
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let retry_after_s = (response.headers().get("retry-after"))
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.trim().parse().ok());
+                let error = (!response.status().is_success()).then(|| format!("HTTP {code}"));
+                (
+                    Answer::Status {
+                        code,
+                        retry_after_s,
+                    },
+                    error,
+                )
+            }
+        }
+    }
+}
+
+/// What went wrong, with its causes (a timeout, a refused or reset connection).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+/// `2026-12-02T04:50:26.123Z`.
+fn rfc3339(unix_ms: u64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
