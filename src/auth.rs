@@ -17,6 +17,8 @@ pub enum Role {
     Viewer,
     Broadcaster,
     Admin,
+    /// A third party's program (v2): joins, reads and chats, never pays.
+    Bot,
 }
 
 /// A signed-in user, as proven by a token.

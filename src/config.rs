@@ -224,6 +224,10 @@ pub struct Limits {
     pub queue_len: usize,
     pub chat_burst: u32,
     pub chat_window_ms: u64,
+    /// A bot's chat limit (`role: bot` tokens), in place of `chat_burst` per
+    /// `chat_window_ms`.
+    pub bot_chat_burst: u32,
+    pub bot_chat_window_ms: u64,
     pub error_storm_count: usize,
     pub error_storm_window_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -276,6 +280,8 @@ impl Default for Limits {
             queue_len: 1024,
             chat_burst: 5,
             chat_window_ms: 10_000,
+            bot_chat_burst: 100,
+            bot_chat_window_ms: 30_000,
             error_storm_count: 20,
             error_storm_window_ms: 10_000,
             heartbeat_interval_ms: 20_000,
@@ -318,6 +324,8 @@ impl Limits {
             ("queue_len", self.queue_len as u64),
             ("chat_burst", u64::from(self.chat_burst)),
             ("chat_window_ms", self.chat_window_ms),
+            ("bot_chat_burst", u64::from(self.bot_chat_burst)),
+            ("bot_chat_window_ms", self.bot_chat_window_ms),
             ("error_storm_count", self.error_storm_count as u64),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),

@@ -368,6 +368,16 @@ pub struct ModRequest {
     pub reason: Option<String>,
     #[serde(default)]
     pub term: Option<String>,
+    /// `assistant`: thank each gift's sender in the broadcaster's name.
+    #[serde(default)]
+    pub thanks: Option<bool>,
+    /// `assistant`: the thanks, with `{name}`, `{count}` and `{sticker}` filled in.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// `assistant`: after how long an unanswered paid question's asker is told it
+    /// is still queued.
+    #[serde(default)]
+    pub answer_window_s: Option<u64>,
 }
 
 /// The moderation actions, as `mod` requests, `moderation` events and the audit log
@@ -388,6 +398,26 @@ pub enum ModAction {
     /// Admins only: gifts and questions to the room's broadcaster are refused.
     SuspendGifts,
     ResumeGifts,
+    /// The broadcaster's settings of the room's assistant (v2, bots).
+    Assistant,
+}
+
+/// How a room's assistant behaves (`mod` action `assistant`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssistantSettings {
+    pub thanks: bool,
+    pub template: String,
+    pub answer_window_s: u64,
+}
+
+impl Default for AssistantSettings {
+    fn default() -> Self {
+        AssistantSettings {
+            thanks: false,
+            template: "Thank you {name} for {count} {sticker}!".into(),
+            answer_window_s: 300,
+        }
+    }
 }
 
 /// One moderation action as it was taken: a line of the room's audit log, and (without
@@ -415,6 +445,8 @@ pub struct ModerationRecord {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant: Option<AssistantSettings>,
 }
 
 impl ModerationRecord {
@@ -441,6 +473,9 @@ pub enum RoomEventBody {
     Chat {
         from: UserRef,
         text: String,
+        /// Said by a bot (a `bot` token, or the room's assistant) (v2).
+        #[serde(skip_serializing_if = "is_false")]
+        bot: bool,
     },
     Gift {
         from: UserRef,
@@ -542,6 +577,9 @@ pub struct EventPeek {
     pub kind: String,
     pub id: String,
     pub from: Option<UserRef>,
+    /// What an `ack` answers.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
 }
 
 /// Ephemeral events: not sequenced, coalesced, not recoverable.
@@ -556,11 +594,24 @@ pub enum EphemeralEvent<'a> {
         room: &'a str,
         top: &'a [LeaderEntry],
     },
+    /// A private message to one user in a room (the assistant's answers) (v2).
+    Notice {
+        room: &'a str,
+        text: &'a str,
+    },
     Balance {
         coins: u64,
         /// What the user owes, when they owe anything (v2).
         #[serde(skip_serializing_if = "is_zero")]
         debt: u64,
+    },
+    /// The broadcaster asked their stream overlay to show a sample alert (v2).
+    OverlayTest {
+        room: &'a str,
+    },
+    /// The broadcaster asked their stream overlay to show its last alert again (v2).
+    OverlayReplay {
+        room: &'a str,
     },
 }
 
@@ -664,6 +715,10 @@ pub fn checked_text(text: &str, max_chars: usize, field: &str) -> Result<String,
 
 fn is_zero(amount: &u64) -> bool {
     *amount == 0
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// A serialized text message, shared by every connection it is sent to. It is only

@@ -1,9 +1,10 @@
 //! The pages in real headless Chromium with its fake camera (see tests/browser/e2e.mjs):
 //! go live, watch, top up, gift, thank, cash out and download a statement, then moderate
 //! (appoint a moderator, delete a viewer's message, slow mode, a timeout and its lifting,
-//! the audit log) — inside a network namespace with only
-//! loopback, so no media leaves 127.0.0.1. Screenshots land in
-//! `target/tmp/e2e-artifacts/`.
+//! the audit log), then the stream overlay (its URL from the live page, a gift alert,
+//! test and replay alerts, a wrong key's page left blank, a rotated key) — inside a
+//! network namespace with only loopback, so no media leaves 127.0.0.1. Screenshots
+//! land in `target/tmp/e2e-artifacts/`.
 //!
 //! Needs Debian's `chromium` (or `CHROMIUM=/path`), Node.js and `unshare`. Without
 //! Chromium the test says it is skipped, unless `OVATION_TEST_BROWSER` is set (as
@@ -58,7 +59,12 @@ fn broadcaster_and_viewer_pages_work_end_to_end_in_headless_chromium() {
         "the browser test failed; screenshots in {}",
         artifacts.display()
     );
-    for page in ["broadcaster.png", "viewer.png", "moderator.png"] {
+    for page in [
+        "broadcaster.png",
+        "viewer.png",
+        "moderator.png",
+        "overlay.png",
+    ] {
         assert!(artifacts.join(page).exists(), "no screenshot {page}");
     }
 }

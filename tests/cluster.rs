@@ -5,6 +5,8 @@
 //! fresh schema and cluster name.
 
 mod common;
+#[path = "common/receiver.rs"]
+mod receiver;
 #[path = "common/rtc.rs"]
 mod rtc;
 
@@ -616,5 +618,67 @@ async fn a_message_deleted_on_one_node_leaves_every_nodes_history() {
         assert_eq!(chats, ["something fine"], "{joined}");
     }
     drop((a, b, c));
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_is_delivered_once_whichever_node_booked_it() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let (receiver, at) = receiver::Receiver::start(None).await;
+    let toml = "[webhooks]\nallow_hosts = [\"127.0.0.1\"]\npoll_ms = 20\n";
+    let (a, b) = (
+        cluster.node_with_config(toml),
+        cluster.node_with_config(toml),
+    );
+    let url = format!("http://{at}/hook/shared");
+    let created: Value = a
+        .http(
+            reqwest::Method::POST,
+            "/api/admin/webhooks",
+            "root",
+            Role::Admin,
+        )
+        .json(&json!({"url": url, "events": ["gift.sent", "moderation.action"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    receiver.expect("shared", created["secret"].as_str().unwrap());
+    a.top_up("bob", 10_000).await;
+    let mut sent = Vec::new();
+    for node in [&a, &b] {
+        let mut bob = node.viewer("bob").await;
+        bob.join("alice").await;
+        for _ in 0..15 {
+            let key = rand_key();
+            let gift =
+                json!({"type": "gift", "room": "alice", "sticker": "rose", "count": 1, "key": key});
+            sent.push(bob.ok(gift).await["gift_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut alice = b.broadcaster("alice").await;
+    alice.join("alice").await;
+    alice
+        .ok(moderate("alice", "slow", json!({"seconds": 3})))
+        .await;
+
+    let arrived = receiver.wait_for(sent.len() + 1).await;
+    let mut gifts: Vec<String> = (arrived.iter())
+        .filter(|d| d.body["type"] == "gift.sent")
+        .map(|d| d.body["data"]["gift_id"].as_str().unwrap().to_owned())
+        .collect();
+    gifts.sort();
+    sent.sort();
+    assert_eq!(gifts, sent, "every gift once");
+    let ids: std::collections::BTreeSet<&str> = arrived.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), arrived.len(), "no webhook-id twice");
+    assert!(arrived
+        .iter()
+        .any(|d| d.body["type"] == "moderation.action"));
+    drop((a, b, alice));
     cluster.finish().await;
 }

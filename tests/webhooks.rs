@@ -329,3 +329,55 @@ async fn registrations_are_checked_and_endpoints_belong_to_their_owner() {
     let (_, mine) = call(&server, ALICE, reqwest::Method::GET, "", None).await;
     assert_eq!(mine["endpoints"].as_array().unwrap().len(), 1, "{mine}");
 }
+
+/// A server process on `data_dir` delivering to loopback.
+fn spawn_node(data_dir: &std::path::Path) -> common::node::Node {
+    let config = data_dir.join("ovation.toml");
+    std::fs::write(
+        &config,
+        "[webhooks]\nallow_hosts = [\"127.0.0.1\"]\npoll_ms = 20\n",
+    )
+    .unwrap();
+    let (dir, config) = (data_dir.to_str().unwrap(), config.to_str().unwrap());
+    common::node::Node::spawn(&["--data-dir", dir, "--config", config])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_booked_before_a_kill_are_delivered_after_the_restart() {
+    let (receiver, at) = Receiver::start(None).await;
+    receiver.answer(Mode::Fail(503));
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut node = spawn_node(data_dir.path());
+    register(&node, &receiver, at, ADMIN, "kept", &["gift.sent"]).await;
+    node.top_up("bob", 1000).await;
+    let mut bob = node.viewer("bob").await;
+    bob.join("alice").await;
+    let mut gift_ids = Vec::new();
+    for _ in 0..20 {
+        let sent = bob.ok(gift("alice", "rose")).await;
+        gift_ids.push(sent["gift_id"].as_str().unwrap().to_owned());
+    }
+    // Some deliveries have failed once (the receiver is down), others may not even
+    // have been queued yet: the process dies with all of them outstanding.
+    receiver.wait_for(1).await;
+    node.kill();
+    drop(bob);
+
+    // Only what arrives from now on is accepted, and counts.
+    receiver.answer(Mode::Accept);
+    let refused = receiver.arrived().len();
+    let node = spawn_node(data_dir.path());
+    let mut delivered = std::collections::BTreeSet::new();
+    while delivered.len() < gift_ids.len() {
+        let arrived = receiver.wait_for(receiver.arrived().len() + 1).await;
+        delivered = (arrived[refused..].iter())
+            .filter(|d| d.body["type"] == "gift.sent")
+            .map(|d| d.body["data"]["gift_id"].as_str().unwrap().to_owned())
+            .collect();
+    }
+    let mut sent = gift_ids.clone();
+    sent.sort();
+    assert_eq!(delivered.into_iter().collect::<Vec<_>>(), sent);
+    assert_eq!(receiver.forged(), 0);
+    drop(node);
+}

@@ -4,6 +4,7 @@
 
 mod media;
 mod moderation;
+mod overlay;
 mod payments;
 mod payouts;
 mod upgrade;
@@ -75,6 +76,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .merge(payments::routes(state.payments.max_body_bytes))
         .merge(payouts::routes())
         .merge(moderation::routes())
+        .merge(overlay::routes())
         .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .fallback_service(ServeDir::new(static_dir))

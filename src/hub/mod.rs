@@ -9,6 +9,7 @@
 //! the other nodes.
 
 mod admission;
+mod assistant;
 mod cluster;
 mod history;
 mod leaderboard;
@@ -35,8 +36,9 @@ pub use room::{Published, Room};
 pub use sequencer::{Local, Sequencer};
 pub use session::{Flow, Session};
 
+use crate::auth::{Role, User};
 use crate::config::Limits;
-use crate::protocol::{LeaderEntry, Rejection, RoomEventBody, UserRef};
+use crate::protocol::{ErrorCode, LeaderEntry, Rejection, RoomEventBody, UserRef};
 use crate::webhooks::Webhooks;
 use rate::TokenBucket;
 
@@ -54,6 +56,8 @@ pub struct Hub {
     remembered: moderation::Remembered,
     /// Told of what happens in rooms besides payments (which the books tell).
     webhooks: Arc<Webhooks>,
+    /// Paid questions the assistant watches for an answer.
+    waiting: assistant::Waiting,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +87,7 @@ impl Hub {
             moderation,
             remembered: Default::default(),
             webhooks,
+            waiting: Default::default(),
         }
     }
 
@@ -200,13 +205,31 @@ impl Hub {
         }
     }
 
-    /// Takes one chat token of the user's bucket.
-    fn allow_chat(&self, user_id: &str, now: Instant) -> bool {
-        let window = crate::config::Limits::ms(self.limits.chat_window_ms);
-        self.chat_buckets
-            .entry(user_id.to_owned())
-            .or_insert_with(|| TokenBucket::new(self.limits.chat_burst, window, now))
-            .try_take(now)
+    /// Takes one chat token of the user's bucket: a person's, or a bot's own
+    /// (`bot_chat_burst`). An error saying the limit when it is spent.
+    fn allow_chat(&self, user: &User, now: Instant) -> Result<(), Rejection> {
+        let limits = &self.limits;
+        let (burst, window_ms) = if user.role == Role::Bot {
+            (limits.bot_chat_burst, limits.bot_chat_window_ms)
+        } else {
+            (limits.chat_burst, limits.chat_window_ms)
+        };
+        let window = Limits::ms(window_ms);
+        let allowed = self
+            .chat_buckets
+            .entry(user.id.clone())
+            .or_insert_with(|| TokenBucket::new(burst, window, now))
+            .try_take(now);
+        if allowed {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            ErrorCode::RateLimited,
+            format!(
+                "slow down: at most {burst} chat messages per {} s",
+                window_ms / 1000
+            ),
+        ))
     }
 
     /// The room's video went live or stopped on this node: members (of every node)
@@ -243,10 +266,11 @@ impl Hub {
 
     /// The periodic work that waits, before `tick`: changed leaderboards (and in a
     /// cluster presence across nodes and video claims), moderation rules that missed
-    /// a record.
+    /// a record, the assistant's reminders.
     pub async fn sequencer_tick(&self) {
         self.sequencer.tick(self).await;
         self.refresh_stale_rules().await;
+        self.remind_waiting_askers();
     }
 
     /// Periodic work: coalesced presence, freeing rooms empty for longer than the

@@ -19,7 +19,9 @@ use crate::ids::event_id;
 use crate::moderation::{
     Action, BlockedTerms, ModerationStore, Refusal, RoomRules, RulesView, Standing, StoreError,
 };
-use crate::protocol::{ErrorCode, ModAction, ModerationRecord, Rejection, RoomEventBody, UserRef};
+use crate::protocol::{
+    AssistantSettings, ErrorCode, ModAction, ModerationRecord, Rejection, RoomEventBody, UserRef,
+};
 
 /// What the hub moderates with.
 pub struct Moderation {
@@ -75,6 +77,14 @@ impl RoomModeration {
             Some(rules) if record.rev == rules.rev() + 1 && whole => rules.apply(record),
             _ => slot.stale = true,
         }
+    }
+
+    /// The assistant's settings, once the rules are read.
+    pub fn assistant(&self) -> Option<AssistantSettings> {
+        self.slot()
+            .rules
+            .as_ref()
+            .map(|rules| rules.assistant().clone())
     }
 
     /// The room's history restarted: records may have been missed.

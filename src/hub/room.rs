@@ -322,6 +322,17 @@ impl Room {
         self.state().history.find_deletable(id).is_some()
     }
 
+    /// Whether the broadcaster answered (acknowledged) `id`, as far as the room's
+    /// history remembers.
+    pub fn answered(&self, id: &str) -> bool {
+        let state = self.state();
+        let answered = state.history.newest_first().any(|frame| {
+            serde_json::from_str::<EventPeek>(frame.as_str())
+                .is_ok_and(|peek| peek.kind == "ack" && peek.reference.as_deref() == Some(id))
+        });
+        answered
+    }
+
     /// Who sent the gift or question `id`, if it is still in the room's history: how a
     /// node learns of payments made on other nodes.
     pub fn payment_sender(&self, id: &str) -> Option<UserRef> {

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::assistant::{Command, CommandReply};
 use super::rate::{SlidingWindow, TokenBucket};
 use super::{Hub, JoinModeration, Outbox, Room};
-use crate::auth::User;
+use crate::auth::{Role, User};
 use crate::config::Limits;
 use crate::gift::{Charge, GiftEngine, GiftOrder, QuestionOrder, RedPacketOrder};
 use crate::ids::event_id;
@@ -239,31 +240,35 @@ impl Session {
         let user = self.signed_in()?;
         let room = self.joined_room(&request.room)?;
         let text = checked_text(&request.text, CHAT_MAX_CHARS, "text")?;
-        if !self.hub.allow_chat(&user.id, now) {
-            let limits = &self.hub.limits;
-            return Err(Rejection::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "slow down: at most {} chat messages per {} s",
-                    limits.chat_burst,
-                    limits.chat_window_ms / 1000
-                ),
-            ));
-        }
+        self.hub.allow_chat(user, now)?;
         self.hub.check_chat(room, user, &text).await?;
+        if let Some(command) = Command::parse(&text) {
+            self.hub.answer(room, user, command, &self.gifts).await?;
+            return Ok(Some(ok_reply(rid, CommandReply { command })));
+        }
         let body = RoomEventBody::Chat {
             from: user.as_ref(),
             text,
+            bot: user.role == Role::Bot,
         };
         let published = self.hub.publish(room, event_id(), &body).await?;
         Ok(Some(ok_reply(rid, published)))
+    }
+
+    /// The signed-in user, unless a bot: bots never pay.
+    fn paying_user(&self) -> Result<User, Rejection> {
+        let user = self.signed_in()?;
+        if user.role == Role::Bot {
+            return Err(Rejection::new(ErrorCode::Forbidden, "bots do not pay"));
+        }
+        Ok(user.clone())
     }
 
     /// The signed-in user and the joined room a gift or question goes to; a
     /// broadcaster cannot pay their own room, nor anyone a room whose gifting is
     /// suspended, nor a user banned from it.
     async fn payer_in(&self, room: &str) -> Result<(User, Arc<Room>), Rejection> {
-        let user = self.signed_in()?.clone();
+        let user = self.paying_user()?;
         let room = self.joined_room(room)?.clone();
         if user.owns_room(&room.name) {
             return Err(Rejection::new(
@@ -278,7 +283,7 @@ impl Session {
     /// The signed-in user and the joined room of a red packet or a grab, unless the
     /// user is banned from it.
     async fn member_paying_in(&self, room: &str) -> Result<(User, Arc<Room>), Rejection> {
-        let user = self.signed_in()?.clone();
+        let user = self.paying_user()?;
         let room = self.joined_room(room)?.clone();
         self.hub.check_payment(&room, &user, false).await?;
         Ok((user, room))
@@ -377,6 +382,9 @@ impl Session {
             }
             self.announce(room, charge.id.clone(), event).await;
             self.send_balance(user, charge.balance);
+            self.hub
+                .assistant_sees(room, &charge.id, event, &self.gifts)
+                .await;
         }
         let reply = ChargedReply {
             balance: charge.balance,

@@ -101,6 +101,19 @@ pub struct Attempt {
     pub next_at_ms: Option<u64>,
 }
 
+/// One attempt of a delivery, to record.
+#[derive(Debug, Clone)]
+pub struct Tried {
+    pub endpoint: String,
+    pub event_seq: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub at_ms: u64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub outcome: Outcome,
+}
+
 /// After an attempt: delivered, try again at a time, or give up (and, for `410` or a
 /// whole schedule failed, disable the endpoint with a reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,15 +147,8 @@ pub trait WebhookBooks: Send + Sync {
         lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, LedgerError>;
-    /// Records an attempt of a delivery and what comes next.
-    async fn attempted(
-        &self,
-        delivery: &DueDelivery,
-        at_ms: u64,
-        status: Option<u16>,
-        error: Option<String>,
-        outcome: &Outcome,
-    ) -> Result<(), LedgerError>;
+    /// Records attempts (of one pass, together) and what comes next for each.
+    async fn attempted(&self, tried: Vec<Tried>) -> Result<(), LedgerError>;
     /// The endpoint's newest attempts, newest first.
     async fn attempts(&self, endpoint: &str, limit: usize) -> Result<Vec<Attempt>, LedgerError>;
     /// Queues again every event since `since_ms` that the endpoint wants, delivered
@@ -175,7 +181,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     lease_until_ms BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (endpoint_id, event_seq)
 );
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at_ms)
+-- Due deliveries in the order they are sent, without sorting the backlog.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at_ms, event_seq)
     WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS webhook_attempts (
     endpoint_id TEXT NOT NULL,
@@ -190,8 +197,9 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
 );
 ";
 
-/// The queue's tables in the embedded ledger; its transfers are the money events'
-/// outbox, read behind `webhook_cursor`.
+/// The queue's tables beside the embedded ledger, in a file of their own (so that
+/// the queue's writes never wait for the ledger writer's lock, nor hold it up); the
+/// ledger's transfers are the money events' outbox, read behind `webhook_cursor`.
 pub fn sqlite_tables() -> String {
     format!(
         "{COMMON_TABLES}
@@ -204,8 +212,6 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS webhook_cursor (name TEXT PRIMARY KEY, transfer_id INTEGER NOT NULL);
-INSERT OR IGNORE INTO webhook_cursor (name, transfer_id)
-    SELECT 'booked', COALESCE(MAX(id), 0) FROM transfers;
 "
     )
 }

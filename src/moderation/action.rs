@@ -1,7 +1,9 @@
 //! A `mod` request checked into an `Action`: each action's fields present, in range,
 //! and nothing else. Who may take it is `rules.rs`'s question.
 
-use crate::protocol::{checked_text, is_valid_id, ModAction, ModRequest, Rejection};
+use crate::protocol::{
+    checked_text, is_valid_id, AssistantSettings, ModAction, ModRequest, Rejection,
+};
 
 use super::terms::MAX_TERM_CHARS;
 
@@ -10,6 +12,9 @@ pub const MAX_TIMEOUT_S: u64 = 14 * 24 * 3600;
 /// Slow mode's period when on.
 pub const SLOW_RANGE_S: std::ops::RangeInclusive<u64> = 3..=120;
 pub const MAX_REASON_CHARS: usize = 500;
+pub const MAX_TEMPLATE_CHARS: usize = 200;
+/// How long the assistant lets a paid question wait before telling its asker.
+pub const ANSWER_WINDOW_S: std::ops::RangeInclusive<u64> = 30..=3600;
 
 /// A moderation request with its fields checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,7 @@ pub enum Action {
     ResumeGifts {
         reason: Option<String>,
     },
+    Assistant(AssistantSettings),
 }
 
 impl Action {
@@ -107,6 +113,7 @@ impl Action {
             },
             ModAction::SuspendGifts => Action::SuspendGifts { reason },
             ModAction::ResumeGifts => Action::ResumeGifts { reason },
+            ModAction::Assistant => Action::Assistant(assistant(&request)?),
         };
         Ok(action)
     }
@@ -126,6 +133,7 @@ impl Action {
             Action::TermsRemove { .. } => ModAction::TermsRemove,
             Action::SuspendGifts { .. } => ModAction::SuspendGifts,
             Action::ResumeGifts { .. } => ModAction::ResumeGifts,
+            Action::Assistant(_) => ModAction::Assistant,
         }
     }
 
@@ -151,6 +159,28 @@ fn user(user: Option<String>) -> Result<String, Rejection> {
         return Err(Rejection::bad_request("user must match [a-z0-9_-]{1,64}"));
     }
     Ok(user)
+}
+
+/// The assistant's settings: what the request gives, the defaults for the rest.
+fn assistant(request: &ModRequest) -> Result<AssistantSettings, Rejection> {
+    let defaults = AssistantSettings::default();
+    let template = match &request.template {
+        Some(template) => checked_text(template, MAX_TEMPLATE_CHARS, "template")?,
+        None => defaults.template,
+    };
+    let answer_window_s = request.answer_window_s.unwrap_or(defaults.answer_window_s);
+    if !ANSWER_WINDOW_S.contains(&answer_window_s) {
+        return Err(Rejection::bad_request(format!(
+            "answer_window_s: {} to {} seconds",
+            ANSWER_WINDOW_S.start(),
+            ANSWER_WINDOW_S.end()
+        )));
+    }
+    Ok(AssistantSettings {
+        thanks: request.thanks.unwrap_or(defaults.thanks),
+        template,
+        answer_window_s,
+    })
 }
 
 fn term(term: Option<String>) -> Result<String, Rejection> {

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::auth::{Role, User};
-use crate::protocol::{ModAction, ModerationRecord, UserRef};
+use crate::protocol::{AssistantSettings, ModAction, ModerationRecord, UserRef};
 
 use super::action::Action;
 use super::terms::BlockedTerms;
@@ -28,6 +28,7 @@ pub struct RoomRules {
     terms: Vec<String>,
     blocked: BlockedTerms,
     gifting_suspended: bool,
+    assistant: AssistantSettings,
     /// When each user last chatted here (slow mode; this node's own memory).
     last_chat: HashMap<String, u64>,
 }
@@ -47,6 +48,7 @@ pub struct RulesView {
     pub rev: u64,
     pub slow: u64,
     pub gifting_suspended: bool,
+    pub assistant: AssistantSettings,
     pub moderators: Vec<String>,
     pub terms: Vec<String>,
     /// Bans and timeouts in force: `until_ms` is null for a ban.
@@ -129,6 +131,11 @@ impl RoomRules {
             }
             (ModAction::SuspendGifts, _) => self.gifting_suspended = true,
             (ModAction::ResumeGifts, _) => self.gifting_suspended = false,
+            (ModAction::Assistant, _) => {
+                if let Some(settings) = &record.assistant {
+                    self.assistant = settings.clone();
+                }
+            }
             // A delete changes the room's history, not its rules.
             _ => {}
         }
@@ -248,6 +255,7 @@ impl RoomRules {
             until_ms: None,
             reason: None,
             term: None,
+            assistant: None,
         };
         match action {
             Action::Delete { event } => record.event = Some(event.clone()),
@@ -265,6 +273,7 @@ impl RoomRules {
             Action::TermsAdd { term } | Action::TermsRemove { term } => {
                 record.term = Some(term.clone())
             }
+            Action::Assistant(settings) => record.assistant = Some(settings.clone()),
             Action::ModsAdd { .. } | Action::ModsRemove { .. } => {}
         }
         record
@@ -332,6 +341,10 @@ impl RoomRules {
         self.slow_s
     }
 
+    pub fn assistant(&self) -> &AssistantSettings {
+        &self.assistant
+    }
+
     pub fn view(&self, now_ms: u64) -> RulesView {
         let mut moderators: Vec<String> = self.moderators.iter().cloned().collect();
         moderators.sort();
@@ -347,6 +360,7 @@ impl RoomRules {
             rev: self.rev,
             slow: self.slow_s,
             gifting_suspended: self.gifting_suspended,
+            assistant: self.assistant.clone(),
             moderators,
             terms: self.terms.clone(),
             restricted,

@@ -83,3 +83,37 @@ pub fn describe(meta: &TransferMeta, at_ms: u64) -> Option<NewEvent> {
         data: data.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::facts::{PayoutSettled, Topup};
+    use crate::money::{Coins, Minor};
+
+    #[test]
+    fn only_transfers_that_are_events_are_described() {
+        let settled = |paid| {
+            TransferMeta::PayoutSettled(PayoutSettled {
+                payout_id: "po1".into(),
+                payee: Payee::Broadcaster("alice".into()),
+                amount: Minor::new(12_345),
+                paid,
+                event_id: "e1".into(),
+                settled_ms: 5,
+            })
+        };
+        let paid = describe(&settled(true), 7).unwrap();
+        assert_eq!(
+            (paid.kind.as_str(), paid.room.as_deref(), paid.at_ms),
+            ("payout.paid", Some("alice"), 7)
+        );
+        let data: serde_json::Value = serde_json::from_str(&paid.data).unwrap();
+        assert_eq!(data["amount"], 12_345);
+        assert!(describe(&settled(false), 7).is_none());
+        let topup = TransferMeta::Topup(Topup {
+            coins: Coins::new(5),
+        });
+        assert!(describe(&topup, 7).is_none());
+        assert!(EVENT_TYPES.iter().all(|kind| is_event_type(kind)));
+    }
+}

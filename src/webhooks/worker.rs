@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedule::{outcome, Answer};
 use super::{describe, Webhooks};
-use crate::ledger::webhooks::DueDelivery;
+use crate::ledger::webhooks::{DueDelivery, Tried};
 use crate::payments::standard::Secret;
 use crate::protocol::to_json;
 
@@ -18,6 +18,8 @@ use crate::protocol::to_json;
 const BOOKED_PER_PASS: usize = 1000;
 /// A delivery stays leased this long after its receiver's time is up.
 const LEASE_SLACK_MS: u64 = 10_000;
+/// Deliveries taken per pass, per delivery in flight.
+const DUE_PER_SENDER: usize = 16;
 /// The most of a receiver's answer kept in the delivery log.
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -60,7 +62,7 @@ impl Webhooks {
         };
         let now = self.clock.now_ms();
         let lease = now + self.settings.timeout_ms + LEASE_SLACK_MS;
-        let limit = self.settings.concurrency * 4;
+        let limit = self.settings.concurrency * DUE_PER_SENDER;
         let due = match self.books.due(now, lease, limit).await {
             Ok(due) => due,
             Err(error) => {
@@ -69,15 +71,22 @@ impl Webhooks {
             }
         };
         let sent = due.len();
-        futures_util::stream::iter(due)
-            .for_each_concurrent(self.settings.concurrency, |delivery| {
-                self.deliver(client, delivery)
-            })
+        let tried: Vec<Tried> = futures_util::stream::iter(due)
+            .map(|delivery| self.deliver(client, delivery))
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
             .await;
+        if !tried.is_empty() {
+            if let Err(error) = self.books.attempted(tried).await {
+                // Their leases run out and they are sent again: at least once.
+                tracing::warn!(%error, "webhook attempts were not recorded");
+            }
+        }
         queued > 0 || sent > 0
     }
 
-    async fn deliver(&self, client: &reqwest::Client, delivery: DueDelivery) {
+    /// Sends one delivery; what to record of it.
+    async fn deliver(&self, client: &reqwest::Client, delivery: DueDelivery) -> Tried {
         let (answer, error) = self.send(client, &delivery).await;
         let status = match answer {
             Answer::Status { code, .. } => Some(code),
@@ -85,13 +94,15 @@ impl Webhooks {
         };
         crate::metrics::webhook_attempt(status);
         let now = self.clock.now_ms();
-        let next = outcome(&answer, delivery.attempts + 1, now, rand::random());
-        if let Err(error) = (self.books)
-            .attempted(&delivery, now, status, error, &next)
-            .await
-        {
-            // The lease runs out and the delivery is sent again: at least once.
-            tracing::warn!(%error, endpoint = delivery.endpoint.id, "an attempt was not recorded");
+        let attempt = delivery.attempts + 1;
+        Tried {
+            endpoint: delivery.endpoint.id,
+            event_seq: delivery.event.seq,
+            attempt,
+            at_ms: now,
+            status,
+            error,
+            outcome: outcome(&answer, attempt, now, rand::random()),
         }
     }
 

@@ -5,6 +5,7 @@
 // and the moderation panel (moderators, slow mode, blocked terms, bans, the audit log;
 // see moderation.js), with a moderator's menu on each chat message by someone else.
 import { getToken, currentUser, getEarnings, getCatalog, getWallet } from './api.js';
+import { api } from './api.js'; // the stream overlay's routes
 import { showDebt, showSpending, showMinor } from './wallet.js';
 import { setupEarnings, showEarnings, formatMinor } from './earnings.js';
 import { OvationSocket } from './ws.js';
@@ -306,6 +307,7 @@ function start() {
 
   function renderModeration({ rules, log }) {
     showSlow(rules.slow);
+    showAssistant(rules.assistant);
     $('mod-list').replaceChildren(...(rules.moderators || []).map((user) =>
       chip(user, `Remove ${user} as a moderator`, (b) => moderate('mods_remove', { user }, b), { user })));
     $('mod-list-empty').hidden = (rules.moderators || []).length > 0;
@@ -369,6 +371,28 @@ function start() {
     if (await moderate('mods_remove', { user }, $('mod-remove'))) { $('mod-user').value = ''; toast(`${user} is no longer a moderator.`, 'success'); }
   });
 
+  // The room's assistant: thanks in the broadcaster's name, reminders of questions.
+  function showAssistant(settings) {
+    if (!settings || document.activeElement?.closest('#assistant-form')) return;
+    $('assistant-thanks').checked = settings.thanks;
+    $('assistant-template').value = settings.template;
+    const window = String(settings.answer_window_s);
+    const select = $('assistant-window');
+    if (![...select.options].some((o) => o.value === window)) {
+      select.append(el('option', { value: window }, formatDuration(Number(window))));
+    }
+    select.value = window;
+  }
+  $('assistant-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const settings = {
+      thanks: $('assistant-thanks').checked,
+      template: $('assistant-template').value.trim() || undefined,
+      answer_window_s: Number($('assistant-window').value),
+    };
+    if (await moderate('assistant', settings, $('assistant-save'))) toast('Assistant saved.', 'success');
+  });
+
   $('slow-select').addEventListener('change', async () => {
     const select = $('slow-select');
     const seconds = Number(select.value);
@@ -389,6 +413,72 @@ function start() {
     if (!term) return;
     if (await moderate('terms_remove', { term }, $('term-remove'))) $('term-input').value = '';
   });
+
+  // ---------- stream overlay ----------
+
+  // The OBS browser-source URL (with the room's read-only overlay key), hidden until
+  // shown; Copy, Test alert, Replay last alert, and Rotate key (asks for a second tap:
+  // the old URL stops working).
+  const overlay = { url: '', confirmTimer: null };
+  function showOverlay({ url }) {
+    overlay.url = new URL(url, location.origin).href;
+    $('overlay-url').value = overlay.url;
+    $('overlay-url').dataset.url = overlay.url;
+    $('overlay-panel').hidden = false;
+  }
+  async function loadOverlay(delay = 1000) {
+    try { showOverlay(await api('/api/me/overlay', { token })); }
+    catch (err) {
+      if (err.code === 'unavailable') setTimeout(() => loadOverlay(Math.min(delay * 2, 30000)), delay);
+    }
+  }
+  async function overlayAction(path, button, done) {
+    button.disabled = true;
+    try { done(await api(path, { method: 'POST', token })); }
+    catch (err) { showError(err); }
+    finally { button.disabled = false; }
+  }
+  $('overlay-copy').addEventListener('click', async () => {
+    const input = $('overlay-url');
+    try {
+      await navigator.clipboard.writeText(overlay.url);
+    } catch {
+      const type = input.type;
+      input.type = 'text';
+      input.select();
+      document.execCommand('copy');
+      input.type = type;
+    }
+    toast('Overlay URL copied — paste it into an OBS Browser source.', 'success');
+  });
+  $('overlay-show').addEventListener('click', () => {
+    const shown = $('overlay-url').type === 'text';
+    $('overlay-url').type = shown ? 'password' : 'text';
+    $('overlay-show').textContent = shown ? 'Show' : 'Hide';
+    $('overlay-show').setAttribute('aria-pressed', String(!shown));
+  });
+  $('overlay-test').addEventListener('click', () => overlayAction('/api/me/overlay/test', $('overlay-test'),
+    () => toast('Test alert sent to your open overlays.', 'success')));
+  $('overlay-replay').addEventListener('click', () => overlayAction('/api/me/overlay/replay', $('overlay-replay'),
+    () => toast('Your open overlays replay their last alert.', 'success')));
+  $('overlay-rotate').addEventListener('click', () => {
+    const button = $('overlay-rotate');
+    if (!button.classList.contains('danger')) {
+      button.classList.replace('secondary', 'danger');
+      button.textContent = 'Tap again: old URL stops';
+      clearTimeout(overlay.confirmTimer);
+      overlay.confirmTimer = setTimeout(() => { button.classList.replace('danger', 'secondary'); button.textContent = 'Rotate key'; }, 5000);
+      return;
+    }
+    clearTimeout(overlay.confirmTimer);
+    button.classList.replace('danger', 'secondary');
+    button.textContent = 'Rotate key';
+    overlayAction('/api/me/overlay/rotate', button, (body) => {
+      showOverlay(body);
+      toast('New overlay URL: paste it into OBS; the old one shows nothing now.', 'success');
+    });
+  });
+  loadOverlay();
 
   // ---------- earnings ----------
 

@@ -66,6 +66,7 @@ export function describeRecord(record, me = null) {
     case 'terms_remove': line = `${by} unblocked a term${term}`; break;
     case 'suspend_gifts': line = `${by} suspended gifts in this room`; break;
     case 'resume_gifts': line = `${by} resumed gifts in this room`; break;
+    case 'assistant': line = `${by} set the assistant's thanks ${record.assistant && record.assistant.thanks ? 'on' : 'off'}`; break;
     default: line = `${by}: ${record.action}`;
   }
   return record.reason ? `${line} (${record.reason})` : line;

@@ -10,6 +10,12 @@
 // menu and it leaves every page, the broadcaster's audit log shows the delete; slow
 // mode set on the panel shows on the viewer's page; Mo times the viewer out, whose
 // next chat is refused with the server's message, and the broadcaster lifts it.
+// Then the stream overlay (an OBS browser source): its URL from the live page's
+// "Stream overlay" section opens a transparent page that joins the room; the same
+// page with a wrong key, or none, stays locked and opens no connection; the viewer's
+// sticker shows as a gift alert on the overlay (and never on the locked ones); the
+// live page's Test alert and Replay last alert show on it; rotating the key locks
+// the old URL and the new one works.
 // Screenshots of the pages go to $ARTIFACTS.
 //
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
@@ -265,6 +271,87 @@ try {
   await watch.fill('#chat-input', 'back again');
   await watch.click('#chat-send');
   await live.locator('#messages li.chat', { hasText: 'back again' }).waitFor({ timeout: 10000 });
+
+  step('broadcaster turns on the assistant’s thanks on the live page');
+  await live.check('#assistant-thanks');
+  await live.fill('#assistant-template', 'Thanks {name} for the {sticker}!');
+  await live.click('#assistant-save');
+  await live.locator('#mod-log tbody tr[data-action="assistant"]').waitFor({ timeout: 10000 });
+
+  step('stream overlay: the live page shows the overlay URL with its key');
+  await live.locator('#overlay-panel').waitFor({ timeout: 10000 });
+  await live.waitForFunction(() => /\/overlay\.html\?room=alice&key=[0-9a-f]{32}$/.test(document.getElementById('overlay-url').value),
+    null, { timeout: 10000 });
+  const overlayUrl = await live.inputValue('#overlay-url');
+  if (!overlayUrl.startsWith(`${BASE}/`)) throw new Error(`the overlay URL is not absolute: ${overlayUrl}`);
+  await live.click('#overlay-copy');
+  await live.locator('.toast-success', { hasText: 'copied' }).first().waitFor({ timeout: 10000 });
+
+  step('the overlay page (an OBS browser source) checks its key and joins the room');
+  const obs = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const overlay = await obs.newPage();
+  logPage('overlay', overlay);
+  await overlay.goto(overlayUrl);
+  await overlay.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 10000 });
+  const look = await overlay.evaluate(() => {
+    const [html, body] = [document.documentElement, document.body].map((e) => getComputedStyle(e));
+    return { html: html.backgroundColor, body: body.backgroundColor, overflow: html.overflow + ' ' + body.overflow,
+      scrolls: document.documentElement.scrollHeight > innerHeight || document.documentElement.scrollWidth > innerWidth };
+  });
+  if (look.html !== 'rgba(0, 0, 0, 0)' || look.body !== 'rgba(0, 0, 0, 0)') throw new Error(`the overlay is not transparent: ${JSON.stringify(look)}`);
+  if (look.scrolls || look.overflow !== 'hidden hidden') throw new Error(`the overlay could scroll: ${JSON.stringify(look)}`);
+  if (await overlay.locator('#alert').count()) throw new Error('the overlay shows an alert before any (history is not shown)');
+
+  step('the same page with a wrong key, and with none, stays locked and opens no connection');
+  const lockedPages = [];
+  for (const url of [overlayUrl.replace(/key=[0-9a-f]+$/, `key=${'0'.repeat(32)}`), `${BASE}/overlay.html?room=alice`]) {
+    const page = await obs.newPage();
+    const sockets = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
+    page.on('pageerror', (e) => console.log(`[locked overlay error] ${e.message}`));
+    await page.goto(url);
+    await page.waitForFunction(() => document.body.dataset.state === 'locked', null, { timeout: 10000 });
+    lockedPages.push({ page, sockets, url });
+  }
+
+  step('the viewer sends a sticker; the overlay shows it as a gift alert');
+  await watch.click('.sticker[data-id="rose"]');
+  const giftAlert = overlay.locator('#alert[data-kind="gift"][data-sticker="rose"]');
+  await giftAlert.waitFor({ timeout: 10000 });
+  const alertText = await giftAlert.textContent();
+  if (!alertText.includes('Bob') || !alertText.includes('🌹') || !/rose/i.test(alertText)) throw new Error(`the gift alert reads ${JSON.stringify(alertText)}`);
+  // The assistant thanked that gift in the broadcaster's name, in the viewer's chat.
+  await watch.locator('#messages li.chat', { hasText: /Thanks Bob for the Rose!/i }).waitFor({ timeout: 10000 });
+  await overlay.waitForFunction(() => {
+    const alert = document.getElementById('alert');
+    return alert && alert.getAnimations().some((a) => a.animationName === 'overlay-in' && a.playState === 'finished');
+  }, null, { timeout: 5000 }); // the entry animation has played
+  await overlay.screenshot({ path: join(artifacts, 'overlay.png'), omitBackground: true });
+  for (const { page, sockets, url } of lockedPages) {
+    const state = await page.evaluate(() => ({ state: document.body.dataset.state, alerts: document.querySelectorAll('#alert, .overlay-alert').length,
+      text: document.body.innerText.trim() }));
+    if (state.state !== 'locked' || state.alerts || state.text || sockets.length) {
+      throw new Error(`the overlay at ${url} is not blank and locked: ${JSON.stringify({ ...state, sockets })}`);
+    }
+  }
+
+  step('Test alert and Replay last alert from the live page show on the overlay, one after the other');
+  await live.click('#overlay-test');
+  await overlay.locator('#alert[data-kind="test"]').waitFor({ timeout: 15000 });
+  await live.click('#overlay-replay');
+  await overlay.locator('#alert[data-kind="gift"][data-sticker="rose"][data-replay="true"]').waitFor({ timeout: 15000 });
+
+  step('rotating the key on the live page locks the old URL; the new one works');
+  await live.click('#overlay-rotate');
+  await live.click('#overlay-rotate');
+  await live.waitForFunction((old) => {
+    const url = document.getElementById('overlay-url').value;
+    return url !== old && /key=[0-9a-f]{32}$/.test(url);
+  }, overlayUrl, { timeout: 10000 });
+  await overlay.reload();
+  await overlay.waitForFunction(() => document.body.dataset.state === 'locked', null, { timeout: 10000 });
+  await overlay.goto(await live.inputValue('#overlay-url'));
+  await overlay.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 10000 });
 
   await live.screenshot({ path: join(artifacts, 'broadcaster.png'), fullPage: true });
   await watch.screenshot({ path: join(artifacts, 'viewer.png'), fullPage: true });

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses its own part of this kit
 //! A webhook receiver on loopback: it verifies each delivery's signature with an
 //! independent implementation (the `standardwebhooks` crate), records what arrived,
 //! and answers as the test tells it to (fail, `410`, `Retry-After`, too slowly).

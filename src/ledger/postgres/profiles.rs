@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::PostgresLedger;
-use crate::ledger::profiles::{new_app_account_token, Profile, Profiles};
+use crate::ledger::profiles::{new_app_account_token, new_overlay_key, Profile, Profiles};
 use crate::ledger::LedgerError;
 use crate::money::Coins;
 
@@ -63,6 +63,41 @@ impl Profiles for PostgresLedger {
             .query_opt(
                 "SELECT user_id FROM profiles WHERE app_account_token = $1",
                 &[&token],
+            )
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn overlay_key(&self, room: &str) -> Result<String, LedgerError> {
+        // The no-op update makes RETURNING answer the key already there.
+        let row = (self.reader.client().await?)
+            .query_one(
+                "INSERT INTO overlay_keys (room, overlay_key) VALUES ($1, $2)
+                 ON CONFLICT (room) DO UPDATE SET overlay_key = overlay_keys.overlay_key
+                 RETURNING overlay_key",
+                &[&room, &new_overlay_key()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn rotate_overlay_key(&self, room: &str) -> Result<String, LedgerError> {
+        let row = (self.reader.client().await?)
+            .query_one(
+                "INSERT INTO overlay_keys (room, overlay_key) VALUES ($1, $2)
+                 ON CONFLICT (room) DO UPDATE SET overlay_key = EXCLUDED.overlay_key
+                 RETURNING overlay_key",
+                &[&room, &new_overlay_key()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn current_overlay_key(&self, room: &str) -> Result<Option<String>, LedgerError> {
+        let row = (self.reader.client().await?)
+            .query_opt(
+                "SELECT overlay_key FROM overlay_keys WHERE room = $1",
+                &[&room],
             )
             .await?;
         Ok(row.map(|row| row.get(0)))

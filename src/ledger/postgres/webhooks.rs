@@ -11,7 +11,7 @@ use super::PostgresLedger;
 use crate::ledger::facts::TransferMeta;
 use crate::ledger::webhooks::{
     decode_events, encode_events, event_id, wanting, Attempt, Describe, DueDelivery, Endpoint,
-    NewEvent, Outcome, Owner, QueuedEvent, Subscriber, WebhookBooks,
+    NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks,
 };
 use crate::ledger::LedgerError;
 
@@ -219,7 +219,7 @@ impl WebhookBooks for PostgresLedger {
                          SELECT d.endpoint_id, d.event_seq FROM webhook_deliveries d
                          JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.disabled IS NULL
                          WHERE d.state = 'pending' AND d.next_at_ms <= $1 AND d.lease_until_ms <= $1
-                         ORDER BY d.event_seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED
+                         ORDER BY d.next_at_ms, d.event_seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED
                      ), leased AS (
                          UPDATE webhook_deliveries d SET lease_until_ms = $2 FROM picked p
                          WHERE d.endpoint_id = p.endpoint_id AND d.event_seq = p.event_seq
@@ -252,20 +252,15 @@ impl WebhookBooks for PostgresLedger {
             .collect()
     }
 
-    async fn attempted(
-        &self,
-        delivery: &DueDelivery,
-        at_ms: u64,
-        status: Option<u16>,
-        error: Option<String>,
-        outcome: &Outcome,
-    ) -> Result<(), LedgerError> {
-        let (state, next_at) = outcome.state();
-        let (delivery_state, disable) = (outcome.delivery_state(), outcome.disables());
-        let attempt = (delivery.attempts + 1) as i32;
-        (self.reader.client().await?)
-            .execute(
-                "WITH attempt AS (
+    async fn attempted(&self, tried: Vec<Tried>) -> Result<(), LedgerError> {
+        let client = self.reader.client().await?;
+        for tried in &tried {
+            let (state, next_at) = tried.outcome.state();
+            let (delivery_state, disable) =
+                (tried.outcome.delivery_state(), tried.outcome.disables());
+            client
+                .execute(
+                    "WITH attempt AS (
                      INSERT INTO webhook_attempts
                      (endpoint_id, event_seq, attempt, at_ms, status, error, state, next_at_ms)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
@@ -275,20 +270,21 @@ impl WebhookBooks for PostgresLedger {
                  UPDATE webhook_deliveries SET attempts = $3, state = $10, next_at_ms = $8,
                      lease_until_ms = 0
                  WHERE endpoint_id = $1 AND event_seq = $2",
-                &[
-                    &delivery.endpoint.id,
-                    &(delivery.event.seq as i64),
-                    &attempt,
-                    &(at_ms as i64),
-                    &status.map(i32::from),
-                    &error,
-                    &state,
-                    &next_at.map(|n| n as i64),
-                    &disable,
-                    &delivery_state,
-                ],
-            )
-            .await?;
+                    &[
+                        &tried.endpoint,
+                        &(tried.event_seq as i64),
+                        &(tried.attempt as i32),
+                        &(tried.at_ms as i64),
+                        &tried.status.map(i32::from),
+                        &tried.error,
+                        &state,
+                        &next_at.map(|n| n as i64),
+                        &disable,
+                        &delivery_state,
+                    ],
+                )
+                .await?;
+        }
         Ok(())
     }
 

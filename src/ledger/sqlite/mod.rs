@@ -67,6 +67,8 @@ pub struct SqliteLedger {
     reader: Arc<Mutex<Connection>>,
     /// Writes profiles (`profiles.rs`), never money.
     profiles: Arc<Mutex<Connection>>,
+    /// The outgoing webhooks' queue, in its own file (`webhooks.rs`).
+    webhooks: Arc<Mutex<Connection>>,
     statements: Statements,
     /// Dropping it stops the checkpointer.
     _checkpoints: mpsc::Sender<()>,
@@ -102,6 +104,7 @@ impl SqliteLedger {
         let profiles = Connection::open(&path)?;
         profiles.busy_timeout(BUSY_TIMEOUT)?;
         profiles.pragma_update(None, "synchronous", "FULL")?;
+        let webhooks = webhooks::open(&dir.join(webhooks::FILE_NAME), &connection)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let restart_wal = RestartWal::default();
         let (checkpoints, stop) = mpsc::channel();
@@ -136,6 +139,7 @@ impl SqliteLedger {
             submit,
             reader: Arc::new(Mutex::new(reader)),
             profiles: Arc::new(Mutex::new(profiles)),
+            webhooks: Arc::new(Mutex::new(webhooks)),
             statements,
             _checkpoints: checkpoints,
         })
@@ -147,6 +151,14 @@ impl SqliteLedger {
         query: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         on(self.reader.clone(), query).await
+    }
+
+    /// Runs statements on the webhooks' queue without blocking the runtime.
+    async fn webhook_statement<T: Send + 'static>(
+        &self,
+        statement: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        on(self.webhooks.clone(), statement).await
     }
 
     /// Runs a statement on the profiles' connection without blocking the runtime.

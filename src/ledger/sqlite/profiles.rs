@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::SqliteLedger;
-use crate::ledger::profiles::{new_app_account_token, Profile, Profiles};
+use crate::ledger::profiles::{new_app_account_token, new_overlay_key, Profile, Profiles};
 use crate::ledger::LedgerError;
 use crate::money::Coins;
 
@@ -80,6 +80,49 @@ impl Profiles for SqliteLedger {
             Ok(c.query_row(
                 "SELECT user_id FROM profiles WHERE app_account_token = ?1",
                 [token],
+                |row| row.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn overlay_key(&self, room: &str) -> Result<String, LedgerError> {
+        let (room, fresh) = (room.to_owned(), new_overlay_key());
+        self.profile_statement(move |c| {
+            c.execute(
+                "INSERT INTO overlay_keys (room, overlay_key) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO NOTHING",
+                params![room, fresh],
+            )?;
+            Ok(c.query_row(
+                "SELECT overlay_key FROM overlay_keys WHERE room = ?1",
+                [room],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn rotate_overlay_key(&self, room: &str) -> Result<String, LedgerError> {
+        let (room, fresh) = (room.to_owned(), new_overlay_key());
+        self.profile_statement(move |c| {
+            c.execute(
+                "INSERT INTO overlay_keys (room, overlay_key) VALUES (?1, ?2)
+                 ON CONFLICT (room) DO UPDATE SET overlay_key = excluded.overlay_key",
+                params![room, fresh],
+            )?;
+            Ok(fresh)
+        })
+        .await
+    }
+
+    async fn current_overlay_key(&self, room: &str) -> Result<Option<String>, LedgerError> {
+        let room = room.to_owned();
+        self.profile_statement(move |c| {
+            Ok(c.query_row(
+                "SELECT overlay_key FROM overlay_keys WHERE room = ?1",
+                [room],
                 |row| row.get(0),
             )
             .optional()?)

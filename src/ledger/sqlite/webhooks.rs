@@ -1,4 +1,5 @@
-//! Outgoing webhooks' queue in the ledger's file, through the profiles' connection.
+//! Outgoing webhooks' queue beside the ledger, in `webhooks.sqlite3`: a file of its
+//! own, so that its writes never wait for the ledger writer's lock (nor hold it up).
 //! The writer thread commits transfers in `id` order, so a cursor over `transfers`
 //! sees every booked transfer once, in order: the books are the outbox.
 
@@ -8,10 +9,31 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteLedger;
 use crate::ledger::facts::TransferMeta;
 use crate::ledger::webhooks::{
-    decode_events, encode_events, event_id, wanting, Attempt, Describe, DueDelivery, Endpoint,
-    NewEvent, Outcome, Owner, QueuedEvent, Subscriber, WebhookBooks,
+    decode_events, encode_events, event_id, sqlite_tables, wanting, Attempt, Describe, DueDelivery,
+    Endpoint, NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks,
 };
 use crate::ledger::LedgerError;
+
+/// The queue's file, in the ledger's directory.
+pub const FILE_NAME: &str = "webhooks.sqlite3";
+
+/// Opens (creating if needed) the queue; a new queue starts after the last transfer
+/// `ledger` holds (nobody asked for what was booked before).
+pub fn open(path: &std::path::Path, ledger: &Connection) -> Result<Connection, LedgerError> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.execute_batch(&sqlite_tables())?;
+    let last: i64 = ledger.query_row("SELECT COALESCE(MAX(id), 0) FROM transfers", [], |row| {
+        row.get(0)
+    })?;
+    connection.execute(
+        "INSERT OR IGNORE INTO webhook_cursor (name, transfer_id) VALUES ('booked', ?1)",
+        [last],
+    )?;
+    Ok(connection)
+}
 
 const ENDPOINT_COLUMNS: &str = "id, owner, url, events, secret, disabled, created_ms";
 
@@ -84,7 +106,7 @@ fn subscribers(c: &Connection) -> Result<Vec<Subscriber>, LedgerError> {
 impl WebhookBooks for SqliteLedger {
     async fn add_endpoint(&self, endpoint: &Endpoint) -> Result<(), LedgerError> {
         let endpoint = endpoint.clone();
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             c.execute(
                 "INSERT INTO webhook_endpoints (id, owner, url, events, secret, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -104,7 +126,7 @@ impl WebhookBooks for SqliteLedger {
 
     async fn endpoints(&self, owner: Option<&Owner>) -> Result<Vec<Endpoint>, LedgerError> {
         let owner = owner.map(|o| o.stored().to_owned());
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let mut statement = c.prepare_cached(&format!(
                 "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
                  WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_ms, id"
@@ -117,7 +139,7 @@ impl WebhookBooks for SqliteLedger {
 
     async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>, LedgerError> {
         let id = id.to_owned();
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let row = c
                 .query_row(
                     &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"),
@@ -132,7 +154,7 @@ impl WebhookBooks for SqliteLedger {
 
     async fn remove_endpoint(&self, id: &str) -> Result<bool, LedgerError> {
         let id = id.to_owned();
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let transaction = c.unchecked_transaction()?;
             transaction.execute(
                 "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1 AND state = 'pending'",
@@ -147,7 +169,7 @@ impl WebhookBooks for SqliteLedger {
     }
 
     async fn enqueue(&self, event: NewEvent) -> Result<(), LedgerError> {
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let transaction = c.unchecked_transaction()?;
             let subscribers = subscribers(&transaction)?;
             let (wanted, now) = wanting(&subscribers, &event);
@@ -163,13 +185,17 @@ impl WebhookBooks for SqliteLedger {
     async fn queue_booked(&self, describe: &Describe, limit: usize) -> Result<usize, LedgerError> {
         // Read first (a snapshot), described here, then written in one transaction
         // that moves the cursor only if nobody moved it meanwhile.
-        let (from, booked) = self
-            .profile_statement(move |c| {
-                let from: i64 = c.query_row(
+        let from: i64 = self
+            .webhook_statement(|c| {
+                Ok(c.query_row(
                     "SELECT transfer_id FROM webhook_cursor WHERE name = 'booked'",
                     [],
                     |row| row.get(0),
-                )?;
+                )?)
+            })
+            .await?;
+        let booked = self
+            .read(move |c| {
                 let mut statement = c.prepare_cached(
                     "SELECT id, created_ms, meta FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
                 )?;
@@ -180,8 +206,7 @@ impl WebhookBooks for SqliteLedger {
                         row.get::<_, String>(2)?,
                     ))
                 })?;
-                let booked = rows.collect::<Result<Vec<_>, _>>()?;
-                Ok((from, booked))
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
         let Some(&(to, _, _)) = booked.last() else {
@@ -194,7 +219,7 @@ impl WebhookBooks for SqliteLedger {
             }
         }
         let taken = booked.len();
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let transaction = c.unchecked_transaction()?;
             let moved = transaction.execute(
                 "UPDATE webhook_cursor SET transfer_id = ?2 WHERE name = 'booked' AND transfer_id = ?1",
@@ -221,7 +246,7 @@ impl WebhookBooks for SqliteLedger {
         lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, LedgerError> {
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let transaction = c.unchecked_transaction()?;
             let mut statement = transaction.prepare_cached(&format!(
                 "SELECT d.attempts, e.seq, e.kind, e.at_ms, e.data, {}
@@ -230,7 +255,7 @@ impl WebhookBooks for SqliteLedger {
                  JOIN webhook_endpoints w ON w.id = d.endpoint_id
                  WHERE d.state = 'pending' AND d.next_at_ms <= ?1 AND d.lease_until_ms <= ?1
                    AND w.disabled IS NULL
-                 ORDER BY e.seq LIMIT ?2",
+                 ORDER BY d.next_at_ms, d.event_seq LIMIT ?2",
                 ENDPOINT_COLUMNS
                     .split(", ")
                     .map(|c| format!("w.{c}"))
@@ -277,54 +302,47 @@ impl WebhookBooks for SqliteLedger {
         .await
     }
 
-    async fn attempted(
-        &self,
-        delivery: &DueDelivery,
-        at_ms: u64,
-        status: Option<u16>,
-        error: Option<String>,
-        outcome: &Outcome,
-    ) -> Result<(), LedgerError> {
-        let (endpoint, seq, attempt) = (
-            delivery.endpoint.id.clone(),
-            delivery.event.seq as i64,
-            delivery.attempts + 1,
-        );
-        let outcome = outcome.clone();
-        self.profile_statement(move |c| {
+    async fn attempted(&self, tried: Vec<Tried>) -> Result<(), LedgerError> {
+        self.webhook_statement(move |c| {
             let transaction = c.unchecked_transaction()?;
-            let (state, next_at) = outcome.state();
-            transaction.execute(
-                "INSERT OR REPLACE INTO webhook_attempts
-                 (endpoint_id, event_seq, attempt, at_ms, status, error, state, next_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    endpoint,
-                    seq,
-                    attempt,
-                    at_ms as i64,
-                    status,
-                    error,
-                    state,
-                    next_at.map(|n| n as i64)
-                ],
-            )?;
-            transaction.execute(
-                "UPDATE webhook_deliveries SET attempts = ?3, state = ?4, next_at_ms = ?5,
-                 lease_until_ms = 0 WHERE endpoint_id = ?1 AND event_seq = ?2",
-                params![
-                    endpoint,
-                    seq,
-                    attempt,
-                    outcome.delivery_state(),
-                    next_at.map(|n| n as i64)
-                ],
-            )?;
-            if let Some(reason) = outcome.disables() {
-                transaction.execute(
-                    "UPDATE webhook_endpoints SET disabled = ?2 WHERE id = ?1",
-                    params![endpoint, reason],
-                )?;
+            for tried in &tried {
+                let (state, next_at) = tried.outcome.state();
+                let (endpoint, seq) = (&tried.endpoint, tried.event_seq as i64);
+                let next_at = next_at.map(|n| n as i64);
+                transaction
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO webhook_attempts
+                         (endpoint_id, event_seq, attempt, at_ms, status, error, state, next_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        endpoint,
+                        seq,
+                        tried.attempt,
+                        tried.at_ms as i64,
+                        tried.status,
+                        tried.error,
+                        state,
+                        next_at
+                    ])?;
+                transaction
+                    .prepare_cached(
+                        "UPDATE webhook_deliveries SET attempts = ?3, state = ?4, next_at_ms = ?5,
+                         lease_until_ms = 0 WHERE endpoint_id = ?1 AND event_seq = ?2",
+                    )?
+                    .execute(params![
+                        endpoint,
+                        seq,
+                        tried.attempt,
+                        tried.outcome.delivery_state(),
+                        next_at
+                    ])?;
+                if let Some(reason) = tried.outcome.disables() {
+                    transaction.execute(
+                        "UPDATE webhook_endpoints SET disabled = ?2 WHERE id = ?1",
+                        params![endpoint, reason],
+                    )?;
+                }
             }
             transaction.commit()?;
             Ok(())
@@ -334,7 +352,7 @@ impl WebhookBooks for SqliteLedger {
 
     async fn attempts(&self, endpoint: &str, limit: usize) -> Result<Vec<Attempt>, LedgerError> {
         let endpoint = endpoint.to_owned();
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let mut statement = c.prepare_cached(
                 "SELECT a.event_seq, e.kind, a.attempt, a.at_ms, a.status, a.error, a.state, a.next_at_ms
                  FROM webhook_attempts a JOIN webhook_events e ON e.seq = a.event_seq
@@ -367,7 +385,7 @@ impl WebhookBooks for SqliteLedger {
         let Some(found) = self.endpoint(endpoint).await? else {
             return Ok(0);
         };
-        self.profile_statement(move |c| {
+        self.webhook_statement(move |c| {
             let transaction = c.unchecked_transaction()?;
             transaction.execute(
                 "UPDATE webhook_endpoints SET disabled = NULL WHERE id = ?1",
