@@ -381,3 +381,32 @@ async fn events_booked_before_a_kill_are_delivered_after_the_restart() {
     assert_eq!(receiver.forged(), 0);
     drop(node);
 }
+
+#[tokio::test]
+async fn a_red_packet_is_told_when_created_and_when_its_last_share_is_taken() {
+    let (receiver, at) = Receiver::start(None).await;
+    let server = TestServer::with_config(|file| *file = loopback_allowed()).await;
+    let events = ["red_packet.created", "red_packet.finished"];
+    register(&server, &receiver, at, ALICE, "packets", &events).await;
+    server.top_up("bob", 100).await;
+    let mut bob = server.viewer("bob").await;
+    let mut eve = server.viewer("eve").await;
+    bob.join("alice").await;
+    eve.join("alice").await;
+    let packet = json!({"type": "red_packet", "room": "alice", "coins": 10, "shares": 1, "split": "even", "key": rand_key()});
+    let created = bob.ok(packet).await;
+    let id = created["packet_id"].as_str().unwrap();
+    assert_eq!(eve.grab("alice", id).await, Ok(10));
+    let arrived = receiver.wait_for(2).await;
+    let kinds: Vec<&str> = arrived
+        .iter()
+        .map(|d| d.body["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, events);
+    let finished = &arrived[1].body["data"];
+    assert_eq!(
+        (finished["packet_id"].as_str(), finished["how"].as_str()),
+        (Some(id), Some("grabbed"))
+    );
+    assert_eq!(finished["last"]["id"], "eve");
+}

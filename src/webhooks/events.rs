@@ -48,6 +48,18 @@ pub fn describe(meta: &TransferMeta, at_ms: u64) -> Option<NewEvent> {
             json!({"packet_id": packet.id, "room": packet.room, "from": packet.from,
                    "coins": packet.coins.get(), "shares": packet.shares, "split": packet.split}),
         ),
+        TransferMeta::Grab(grab) if grab.left == 0 => (
+            "red_packet.finished",
+            Some(grab.room.clone()),
+            json!({"packet_id": grab.packet, "room": grab.room, "how": "grabbed",
+                   "last": grab.by}),
+        ),
+        TransferMeta::Refund(refund) => (
+            "red_packet.finished",
+            Some(refund.room.clone()),
+            json!({"packet_id": refund.packet, "room": refund.room, "how": "expired",
+                   "refunded": refund.coins.get(), "to": refund.to}),
+        ),
         TransferMeta::Purchase(purchase) => (
             "purchase.completed",
             None,
