@@ -32,6 +32,12 @@ pub fn open(path: &std::path::Path, ledger: &Connection) -> Result<Connection, L
         "INSERT OR IGNORE INTO webhook_cursor (name, transfer_id) VALUES ('booked', ?1)",
         [last],
     )?;
+    // One process sends from this file: deliveries it had in flight when it stopped
+    // are due again now, not when their leases would have run out.
+    connection.execute(
+        "UPDATE webhook_deliveries SET lease_until_ms = 0 WHERE lease_until_ms > 0",
+        [],
+    )?;
     Ok(connection)
 }
 
