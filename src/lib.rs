@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     tokio::spawn(webhooks.run(shutdown.clone()));
     let drain = Limits::ms(file.ledger.fault_drain_ms);
     tokio::spawn(stop_on_fault(fault.clone(), drain, shutdown.clone()));
+    let finishing = hub.clone();
     tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
     let app = http::router(state, default_static_dir(), &file.http.cors_origins);
     let stop = shutdown.clone();
@@ -129,7 +130,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             limits.socket_send_buffer_bytes,
         )
         .await;
-        close_connections(&relay, &connections, Limits::ms(limits.shutdown_grace_ms)).await;
+        let grace = Limits::ms(limits.shutdown_grace_ms);
+        close_connections(&relay, &connections, grace).await;
+        finishing.finish(grace).await;
         drop(writers);
         Ok(())
     });

@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/receiver.rs"]
 mod receiver;
+#[path = "common/rtc.rs"]
+mod rtc;
 
 use std::time::Duration;
 
@@ -409,4 +411,24 @@ async fn a_red_packet_is_told_when_created_and_when_its_last_share_is_taken() {
         (Some(id), Some("grabbed"))
     );
     assert_eq!(finished["last"]["id"], "eve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_ended_by_a_shutdown_is_told_after_the_restart() {
+    let (receiver, at) = Receiver::start(None).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut node = spawn_node(data_dir.path());
+    let events = ["stream.started", "stream.ended"];
+    register(&node, &receiver, at, ALICE, "video", &events).await;
+    let token = node.token("alice", Role::Broadcaster);
+    let publisher = rtc::Publisher::start(&node, "alice", &token).await;
+    assert_eq!(receiver.wait_for(1).await[0].body["type"], "stream.started");
+    // SIGTERM ends the video; its event is queued before the process exits, and the
+    // next start delivers it.
+    assert!(node.terminate().success());
+    let node = spawn_node(data_dir.path());
+    let arrived = receiver.wait_for(2).await;
+    assert_eq!(arrived[1].body["type"], "stream.ended");
+    assert_eq!(arrived[1].body["data"]["room"], "alice");
+    drop((publisher, node));
 }

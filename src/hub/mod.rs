@@ -58,6 +58,9 @@ pub struct Hub {
     webhooks: Arc<Webhooks>,
     /// Paid questions the assistant watches for an answer.
     waiting: assistant::Waiting,
+    /// Work the hub started that must end before the process does (queueing the
+    /// events of videos that stopped).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +91,7 @@ impl Hub {
             remembered: Default::default(),
             webhooks,
             waiting: Default::default(),
+            tasks: Default::default(),
         }
     }
 
@@ -243,10 +247,22 @@ impl Hub {
         } else {
             "stream.ended"
         };
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let data = serde_json::json!({ "room": room });
             hub.webhooks.notify(kind, Some(&room), data).await;
         });
+    }
+
+    /// At shutdown, after the videos ended: waits (up to `grace`) for the work they
+    /// started, so that no `stream.ended` is left unqueued.
+    pub async fn finish(&self, grace: std::time::Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the hub's last work did not end within the shutdown grace period");
+        }
     }
 
     pub fn rooms(&self) -> Vec<RoomSummary> {
