@@ -32,12 +32,6 @@ pub fn open(path: &std::path::Path, ledger: &Connection) -> Result<Connection, L
         "INSERT OR IGNORE INTO webhook_cursor (name, transfer_id) VALUES ('booked', ?1)",
         [last],
     )?;
-    // One process sends from this file: deliveries it had in flight when it stopped
-    // are due again now, not when their leases would have run out.
-    connection.execute(
-        "UPDATE webhook_deliveries SET lease_until_ms = 0 WHERE lease_until_ms > 0",
-        [],
-    )?;
     Ok(connection)
 }
 
@@ -246,15 +240,16 @@ impl WebhookBooks for SqliteLedger {
         .await
     }
 
+    /// One process sends from this file, one pass at a time, recording a pass's
+    /// attempts before it takes the next: no lease is needed (`_lease_until_ms`).
     async fn due(
         &self,
         now_ms: u64,
-        lease_until_ms: u64,
+        _lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, LedgerError> {
         self.webhook_statement(move |c| {
-            let transaction = c.unchecked_transaction()?;
-            let mut statement = transaction.prepare_cached(&format!(
+            let mut statement = c.prepare_cached(&format!(
                 "SELECT d.attempts, e.seq, e.kind, e.at_ms, e.data, {}
                  FROM webhook_deliveries d
                  JOIN webhook_events e ON e.seq = d.event_seq
@@ -290,19 +285,6 @@ impl WebhookBooks for SqliteLedger {
                 });
             }
             drop(statement);
-            let mut lease = transaction.prepare_cached(
-                "UPDATE webhook_deliveries SET lease_until_ms = ?3
-                 WHERE endpoint_id = ?1 AND event_seq = ?2",
-            )?;
-            for delivery in &due {
-                lease.execute(params![
-                    delivery.endpoint.id,
-                    delivery.event.seq as i64,
-                    lease_until_ms as i64
-                ])?;
-            }
-            drop(lease);
-            transaction.commit()?;
             Ok(due)
         })
         .await
