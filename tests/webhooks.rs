@@ -432,3 +432,38 @@ async fn a_video_ended_by_a_shutdown_is_told_after_the_restart() {
     assert_eq!(arrived[1].body["data"]["room"], "alice");
     drop((publisher, node));
 }
+
+#[tokio::test]
+async fn delivered_events_are_forgotten_after_thirty_days() {
+    let (receiver, at) = Receiver::start(None).await;
+    let (server, clock) = server_at_t0(loopback_allowed()).await;
+    let endpoint = register(&server, &receiver, at, ADMIN, "kept", &["gift.sent"]).await;
+    server.top_up("bob", 100).await;
+    let mut bob = server.viewer("bob").await;
+    bob.join("alice").await;
+    bob.ok(gift("alice", "rose")).await;
+    assert_eq!(
+        attempts(&server, ADMIN, &endpoint, 1).await[0]["state"],
+        "delivered"
+    );
+    // A day on, the log still holds it; past thirty days the next hourly pass forgets it.
+    clock.set(T0 + 24 * 3600 * 1000);
+    let path = format!("/{endpoint}/replay");
+    let since = Some(json!({"since": T0}));
+    let (_, replayed) = call(&server, ADMIN, reqwest::Method::POST, &path, since.clone()).await;
+    assert_eq!(replayed["queued"], 1);
+    receiver.wait_for(2).await;
+    clock.set(T0 + 31 * 24 * 3600 * 1000);
+    for _ in 0..600 {
+        if deliveries(&server, ADMIN, &endpoint).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(deliveries(&server, ADMIN, &endpoint).await.is_empty());
+    let (_, replayed) = call(&server, ADMIN, reqwest::Method::POST, &path, since).await;
+    assert_eq!(
+        replayed["queued"], 0,
+        "nothing older than thirty days is kept"
+    );
+}

@@ -151,6 +151,9 @@ pub trait WebhookBooks: Send + Sync {
     async fn attempted(&self, tried: Vec<Tried>) -> Result<(), LedgerError>;
     /// The endpoint's newest attempts, newest first.
     async fn attempts(&self, endpoint: &str, limit: usize) -> Result<Vec<Attempt>, LedgerError>;
+    /// Forgets events older than `before_ms` with nothing left to send, with their
+    /// deliveries and attempts; how many events.
+    async fn prune(&self, before_ms: u64) -> Result<usize, LedgerError>;
     /// Queues again every event since `since_ms` that the endpoint wants, delivered
     /// or not (same `webhook-id`); how many.
     async fn replay(
@@ -236,6 +239,19 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 "
     )
 }
+
+/// What `WebhookBooks::prune` runs, in order (SQL both dialects take; `$1` is the
+/// cut-off): attempts and finished deliveries of old events, then old events that no
+/// delivery needs any more.
+pub const PRUNE: [&str; 3] = [
+    "DELETE FROM webhook_attempts WHERE event_seq IN (
+         SELECT seq FROM webhook_events WHERE at_ms < $1
+         AND seq NOT IN (SELECT event_seq FROM webhook_deliveries WHERE state = 'pending'))",
+    "DELETE FROM webhook_deliveries WHERE state <> 'pending'
+         AND event_seq IN (SELECT seq FROM webhook_events WHERE at_ms < $1)",
+    "DELETE FROM webhook_events WHERE at_ms < $1
+         AND seq NOT IN (SELECT event_seq FROM webhook_deliveries)",
+];
 
 /// The `webhook-id` of a queued event.
 pub fn event_id(seq: u64) -> String {

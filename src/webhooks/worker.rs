@@ -18,6 +18,10 @@ use crate::protocol::to_json;
 const BOOKED_PER_PASS: usize = 1000;
 /// A delivery stays leased this long after its receiver's time is up.
 const LEASE_SLACK_MS: u64 = 10_000;
+/// How long finished deliveries and their events are kept (replays reach this far).
+pub const KEPT_MS: u64 = 30 * 24 * 3600 * 1000;
+/// How often old events are forgotten.
+const PRUNE_EVERY_MS: u64 = 3600 * 1000;
 /// Deliveries taken per pass, per delivery in flight.
 const DUE_PER_SENDER: usize = 16;
 /// The most of a receiver's answer kept in the delivery log.
@@ -40,7 +44,15 @@ impl Webhooks {
             }
         };
         let idle = Duration::from_millis(self.settings.poll_ms);
+        let mut pruned_at = 0;
         while !shutdown.is_cancelled() {
+            let now = self.clock.now_ms();
+            if now >= pruned_at + PRUNE_EVERY_MS {
+                pruned_at = now;
+                if let Err(error) = self.books.prune(now.saturating_sub(KEPT_MS)).await {
+                    tracing::warn!(%error, "old webhook events were not forgotten");
+                }
+            }
             let busy = self.pass(&client).await;
             if !busy {
                 tokio::select! {

@@ -11,7 +11,7 @@ use super::PostgresLedger;
 use crate::ledger::facts::TransferMeta;
 use crate::ledger::webhooks::{
     decode_events, encode_events, event_id, wanting, Attempt, Describe, DueDelivery, Endpoint,
-    NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks,
+    NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks, PRUNE,
 };
 use crate::ledger::LedgerError;
 
@@ -311,6 +311,15 @@ impl WebhookBooks for PostgresLedger {
                 next_at_ms: row.get::<_, Option<i64>>(7).map(|n| n as u64),
             })
             .collect())
+    }
+
+    async fn prune(&self, before_ms: u64) -> Result<usize, LedgerError> {
+        let client = self.reader.client().await?;
+        let mut pruned = 0;
+        for statement in PRUNE {
+            pruned = client.execute(statement, &[&(before_ms as i64)]).await?;
+        }
+        Ok(pruned as usize)
     }
 
     async fn replay(

@@ -10,7 +10,7 @@ use super::SqliteLedger;
 use crate::ledger::facts::TransferMeta;
 use crate::ledger::webhooks::{
     decode_events, encode_events, event_id, sqlite_tables, wanting, Attempt, Describe, DueDelivery,
-    Endpoint, NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks,
+    Endpoint, NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks, PRUNE,
 };
 use crate::ledger::LedgerError;
 
@@ -360,6 +360,19 @@ impl WebhookBooks for SqliteLedger {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: u64) -> Result<usize, LedgerError> {
+        self.webhook_statement(move |c| {
+            let transaction = c.unchecked_transaction()?;
+            let mut pruned = 0;
+            for statement in PRUNE {
+                pruned = transaction.execute(statement, [before_ms as i64])?;
+            }
+            transaction.commit()?;
+            Ok(pruned)
         })
         .await
     }
