@@ -32,6 +32,8 @@ pub struct Delivery {
     pub hook: String,
     pub id: String,
     pub body: Value,
+    /// Answered with a success.
+    pub accepted: bool,
 }
 
 #[derive(Default)]
@@ -99,7 +101,11 @@ impl Receiver {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("{count} deliveries did not arrive: {:?}", self.arrived()))
+        .unwrap_or_else(|_| {
+            let (arrived, forged) = (self.arrived(), self.forged());
+            let ids: Vec<&str> = arrived.iter().map(|d| d.id.as_str()).collect();
+            panic!("{count} deliveries did not arrive ({forged} forged): {ids:?}")
+        })
     }
 }
 
@@ -125,6 +131,7 @@ async fn receive(
                 hook: name,
                 id: headers["webhook-id"].to_str().unwrap().to_owned(),
                 body: serde_json::from_slice(&body).unwrap(),
+                accepted: mode == Mode::Accept,
             });
         } else {
             inner.forged += 1;
