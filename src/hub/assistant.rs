@@ -139,13 +139,12 @@ impl Hub {
                 count,
                 ..
             } => {
-                let settings = room.moderation.assistant();
-                let Some(settings) = settings.filter(|s| s.thanks) else {
+                let Some(template) = room.moderation.thanks_template() else {
                     return;
                 };
                 let sticker =
                     (gifts.catalog.sticker(sticker)).map_or(sticker.clone(), |s| s.name.clone());
-                let text = thanks(&settings.template, &from.name, *count, &sticker);
+                let text = thanks(&template, &from.name, *count, &sticker);
                 let broadcaster = self.broadcaster_of(room).await;
                 if let Err(rejection) = self.say(room, broadcaster, text).await {
                     tracing::warn!(
@@ -195,10 +194,7 @@ impl Hub {
                 if room.answered(&question.id) {
                     return false;
                 }
-                let window_ms = room
-                    .moderation
-                    .assistant()
-                    .map_or(u64::MAX, |s| s.answer_window_s * 1000);
+                let window_ms = room.moderation.answer_window_ms().unwrap_or(u64::MAX);
                 if now >= question.asked_ms.saturating_add(window_ms) {
                     let text = format!(
                         "Your question \u{201c}{}\u{201d} is still in the queue: the broadcaster has not answered it yet.",

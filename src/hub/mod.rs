@@ -158,6 +158,7 @@ impl Hub {
         }
         let room = self.with_room(name, Arc::clone);
         self.sequencer.ready(&room).await?;
+        self.prepare_rules(&room).await;
         self.with_room(name, |room| {
             // Freed and created again while it was seeded (it sat empty for the
             // whole linger time): rare enough to refuse and let the client retry.

@@ -19,9 +19,7 @@ use crate::ids::event_id;
 use crate::moderation::{
     Action, BlockedTerms, ModerationStore, Refusal, RoomRules, RulesView, Standing, StoreError,
 };
-use crate::protocol::{
-    AssistantSettings, ErrorCode, ModAction, ModerationRecord, Rejection, RoomEventBody, UserRef,
-};
+use crate::protocol::{ErrorCode, ModAction, ModerationRecord, Rejection, RoomEventBody, UserRef};
 
 /// What the hub moderates with.
 pub struct Moderation {
@@ -79,12 +77,32 @@ impl RoomModeration {
         }
     }
 
-    /// The assistant's settings, once the rules are read.
-    pub fn assistant(&self) -> Option<AssistantSettings> {
-        self.slot()
-            .rules
-            .as_ref()
-            .map(|rules| rules.assistant().clone())
+    /// The broadcaster's thanks template, when the assistant is to thank gifts.
+    pub fn thanks_template(&self) -> Option<String> {
+        let slot = self.slot();
+        let settings = slot.rules.as_ref()?.assistant();
+        settings.thanks.then(|| settings.template.clone())
+    }
+
+    /// How long a paid question may wait for an answer, once the rules are read.
+    pub fn answer_window_ms(&self) -> Option<u64> {
+        let slot = self.slot();
+        Some(slot.rules.as_ref()?.assistant().answer_window_s * 1000)
+    }
+
+    /// What a joining user learns; none of it before the rules are read.
+    pub fn for_join(&self, user: Option<&User>) -> JoinModeration {
+        let slot = self.slot();
+        slot.rules.as_ref().map_or(
+            JoinModeration {
+                slow: 0,
+                moderator: false,
+            },
+            |rules| JoinModeration {
+                slow: rules.slow_seconds(),
+                moderator: user.is_some_and(|u| rules.standing(u) != Standing::Member),
+            },
+        )
     }
 
     /// The room's history restarted: records may have been missed.
@@ -92,19 +110,10 @@ impl RoomModeration {
         self.slot().stale = true;
     }
 
+    /// Whether the rules were read and missed no record since.
     fn is_fresh(&self) -> bool {
         let slot = self.slot();
         slot.rules.is_some() && !slot.stale
-    }
-
-    /// Runs `with` on the rules (read from the store by `Hub::rules_ready`).
-    fn with<T>(&self, with: impl FnOnce(&mut RoomRules) -> T) -> Result<T, Rejection> {
-        match &mut self.slot().rules {
-            Some(rules) => Ok(with(rules)),
-            None => Err(Rejection::unavailable(
-                "the room's moderation rules are not loaded; try again",
-            )),
-        }
     }
 }
 
@@ -124,9 +133,6 @@ impl Hub {
     /// Makes sure the room's rules are those of its whole log: read from the store
     /// the first time, and again after a record was missed.
     pub(super) async fn rules_ready(&self, room: &Room) -> Result<(), Rejection> {
-        if room.moderation.is_fresh() {
-            return Ok(());
-        }
         let _one_reader = room.moderation.loading.lock().await;
         loop {
             let after = {
@@ -151,25 +157,43 @@ impl Hub {
         }
     }
 
-    /// The user's place in the room and its slow mode, for a `join` reply. Rules the
-    /// store cannot give now count as none: watching does not depend on them.
-    pub(super) async fn join_moderation(&self, room: &Room, user: Option<&User>) -> JoinModeration {
+    /// Runs `with` on the room's rules: at once when they are up to date (one lock,
+    /// the hot path), else after reading the log.
+    async fn with_rules<T>(
+        &self,
+        room: &Room,
+        with: impl FnOnce(&mut RoomRules) -> T,
+    ) -> Result<T, Rejection> {
+        {
+            let mut slot = room.moderation.slot();
+            if let (false, Some(rules)) = (slot.stale, slot.rules.as_mut()) {
+                return Ok(with(rules));
+            }
+        }
+        self.rules_ready(room).await?;
+        // Read just now: a record delivered meanwhile is applied already, or marks them
+        // stale for the next check.
+        let mut slot = room.moderation.slot();
+        let rules = slot.rules.as_mut().ok_or_else(|| {
+            Rejection::unavailable("the room's moderation rules are not loaded; try again")
+        })?;
+        Ok(with(rules))
+    }
+
+    /// Reads the room's rules before its first join on this node. A store that cannot
+    /// give them now leaves them unread: watching does not depend on them (writing
+    /// does, and reads them again).
+    pub(super) async fn prepare_rules(&self, room: &Room) {
+        if room.moderation.is_fresh() {
+            return;
+        }
         if let Err(rejection) = self.rules_ready(room).await {
             tracing::warn!(
                 room = room.name,
                 message = rejection.message,
-                "joined without rules"
+                "rules not read"
             );
         }
-        room.moderation
-            .with(|rules| JoinModeration {
-                slow: rules.slow_seconds(),
-                moderator: user.is_some_and(|u| rules.standing(u) != Standing::Member),
-            })
-            .unwrap_or(JoinModeration {
-                slow: 0,
-                moderator: false,
-            })
     }
 
     /// Whether `user` may say `text` in the room now (bans, timeouts, blocked terms,
@@ -183,10 +207,9 @@ impl Hub {
         if self.moderation.platform_terms.found_in(text) {
             return Err(Refusal::BlockedTerm.into());
         }
-        self.rules_ready(room).await?;
         let now = self.moderation.clock.now_ms();
-        room.moderation
-            .with(|rules| rules.may_chat(user, text, now))??;
+        self.with_rules(room, |rules| rules.may_chat(user, text, now))
+            .await??;
         self.remember(user);
         Ok(())
     }
@@ -199,15 +222,15 @@ impl Hub {
         user: &User,
         to_broadcaster: bool,
     ) -> Result<(), Rejection> {
-        self.rules_ready(room).await?;
         let now = self.moderation.clock.now_ms();
-        room.moderation.with(|rules| {
+        self.with_rules(room, |rules| {
             rules.may_pay(user, now)?;
             if to_broadcaster {
                 rules.may_pay_broadcaster()?;
             }
             Ok::<_, Refusal>(())
-        })??;
+        })
+        .await??;
         self.remember(user);
         Ok(())
     }
@@ -248,14 +271,13 @@ impl Hub {
         room: &Room,
         action: Action,
     ) -> Result<ModerationRecord, Rejection> {
-        self.rules_ready(room).await?;
         let target = match action.target() {
             Some(id) => self.target(room, id).await?,
             None => None,
         };
         let target_role = target.as_ref().map(|(card, role)| (card, *role));
-        room.moderation
-            .with(|rules| rules.authorize(actor, &action, target_role))??;
+        self.with_rules(room, |rules| rules.authorize(actor, &action, target_role))
+            .await??;
         if let Action::Delete { event } = &action {
             if !room.can_delete(event) {
                 return Err(Rejection::new(
@@ -302,16 +324,17 @@ impl Hub {
         limit: usize,
     ) -> Result<(RulesView, Vec<ModerationRecord>), Rejection> {
         let room = self.ready_room(room).await?;
-        self.rules_ready(&room).await?;
         let now = self.moderation.clock.now_ms();
-        let view = room.moderation.with(|rules| {
-            if rules.standing(viewer) == Standing::Member {
-                return Err(Refusal::NotAllowed(
-                    "only the room's broadcaster, its moderators and admins see its moderation",
-                ));
-            }
-            Ok(rules.view(now))
-        })??;
+        let view = self
+            .with_rules(&room, |rules| {
+                if rules.standing(viewer) == Standing::Member {
+                    return Err(Refusal::NotAllowed(
+                        "only the room's broadcaster, its moderators and admins see its moderation",
+                    ));
+                }
+                Ok(rules.view(now))
+            })
+            .await??;
         let log = (self.moderation.store)
             .recent(&room.name, before_rev, limit)
             .await

@@ -205,11 +205,11 @@ impl Session {
         let replay_len = self.hub.limits.join_replay;
         let outbox = self.outbox.clone();
         let since = request.since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
-        let room = self.hub.ready_room(&request.room).await?;
-        let moderation = self.hub.join_moderation(&room, self.user.as_ref()).await;
+        let user = self.user.as_ref();
         let room = self
             .hub
             .join_room(&request.room, |room| {
+                let moderation = room.moderation.for_join(user);
                 room.join(&outbox, since, replay_len, |snapshot| {
                     ok_reply(
                         rid,

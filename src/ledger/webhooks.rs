@@ -270,20 +270,25 @@ pub struct Subscriber {
 /// Whether any of `subscribers` wants `event` (a disabled one too: a replay may ask
 /// for it later), and which enabled ones get a delivery now.
 pub fn wanting<'a>(subscribers: &'a [Subscriber], event: &NewEvent) -> (bool, Vec<&'a str>) {
+    let room = event.room.as_deref();
     let wanted: Vec<&Subscriber> = (subscribers.iter())
-        .filter(|s| {
-            let room_matches = match &s.owner {
-                Owner::Platform => true,
-                Owner::Room(room) => event.room.as_deref() == Some(room.as_str()),
-            };
-            room_matches && s.events.contains(&event.kind)
-        })
+        .filter(|s| wants(&s.owner, &s.events, &event.kind, room))
         .collect();
     let now = (wanted.iter())
         .filter(|s| s.enabled)
         .map(|s| s.id.as_str())
         .collect();
     (!wanted.is_empty(), now)
+}
+
+/// Whether an endpoint of `owner` asking for `events` wants an event of type `kind`
+/// from `room`: the one rule of who gets what.
+pub fn wants(owner: &Owner, events: &[String], kind: &str, room: Option<&str>) -> bool {
+    let room_matches = match owner {
+        Owner::Platform => true,
+        Owner::Room(own) => room == Some(own.as_str()),
+    };
+    room_matches && events.iter().any(|event| event == kind)
 }
 
 /// An endpoint's event types as stored.

@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 use super::PostgresLedger;
 use crate::ledger::facts::TransferMeta;
 use crate::ledger::webhooks::{
-    decode_events, encode_events, event_id, wanting, Attempt, Describe, DueDelivery, Endpoint,
-    NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks, PRUNE,
+    decode_events, encode_events, event_id, wanting, wants, Attempt, Describe, DueDelivery,
+    Endpoint, NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks, PRUNE,
 };
 use crate::ledger::LedgerError;
 
@@ -338,22 +338,8 @@ impl WebhookBooks for PostgresLedger {
                 &[&(since_ms as i64)],
             )
             .await?;
-        let only = [Subscriber {
-            id: found.id.clone(),
-            owner: found.owner.clone(),
-            events: found.events.clone(),
-            enabled: true,
-        }];
         let again: Vec<i64> = (rows.iter())
-            .filter(|row| {
-                let probe = NewEvent {
-                    kind: row.get(1),
-                    room: row.get(2),
-                    at_ms: 0,
-                    data: String::new(),
-                };
-                wanting(&only, &probe).0
-            })
+            .filter(|row| wants(&found.owner, &found.events, row.get(1), row.get(2)))
             .map(|row| row.get(0))
             .collect();
         client

@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteLedger;
 use crate::ledger::facts::TransferMeta;
 use crate::ledger::webhooks::{
-    decode_events, encode_events, event_id, sqlite_tables, wanting, Attempt, Describe, DueDelivery,
-    Endpoint, NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks, PRUNE,
+    decode_events, encode_events, event_id, sqlite_tables, wanting, wants, Attempt, Describe,
+    DueDelivery, Endpoint, NewEvent, Owner, QueuedEvent, Subscriber, Tried, WebhookBooks, PRUNE,
 };
 use crate::ledger::LedgerError;
 
@@ -403,21 +403,9 @@ impl WebhookBooks for SqliteLedger {
                 ))
             })?;
             let mut again = Vec::new();
-            let only = [Subscriber {
-                id: found.id.clone(),
-                owner: found.owner.clone(),
-                events: found.events.clone(),
-                enabled: true,
-            }];
             for row in rows {
                 let (seq, kind, room) = row?;
-                let probe = NewEvent {
-                    kind,
-                    room,
-                    at_ms: 0,
-                    data: String::new(),
-                };
-                if wanting(&only, &probe).0 {
+                if wants(&found.owner, &found.events, &kind, room.as_deref()) {
                     again.push(seq);
                 }
             }
