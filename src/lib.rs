@@ -113,11 +113,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ),
         webhooks: webhooks.clone(),
     };
-    tokio::spawn(webhooks.run(shutdown.clone()));
+    let deliveries = tokio::spawn(webhooks.run(shutdown.clone()));
     let drain = Limits::ms(file.ledger.fault_drain_ms);
     tokio::spawn(stop_on_fault(fault.clone(), drain, shutdown.clone()));
     let finishing = hub.clone();
-    tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
+    let ticks = tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
     let app = http::router(state, default_static_dir(), &file.http.cors_origins);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -133,6 +133,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let grace = Limits::ms(limits.shutdown_grace_ms);
         close_connections(&relay, &connections, grace).await;
         finishing.finish(grace).await;
+        // When `stopped` resolves nothing of this server holds the ledger any more, so
+        // a new server may open the same data directory at once.
+        for task in [deliveries, ticks] {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+            }
+        }
         drop(writers);
         Ok(())
     });

@@ -52,6 +52,9 @@ UPDATE schema_version SET version = 3;
 ";
 
 pub fn configure(connection: &Connection) -> Result<(), LedgerError> {
+    // First: even setting the journal mode waits for a lock, e.g. while the last
+    // connection of a process that just stopped checkpoints the WAL away.
+    connection.busy_timeout(BUSY_TIMEOUT)?;
     // Small pages: a commit writes every page it dirtied to the WAL, and the
     // idempotency index dirties one page per transfer wherever its key falls.
     // (Takes effect when the file is created.)
@@ -63,7 +66,6 @@ pub fn configure(connection: &Connection) -> Result<(), LedgerError> {
     // (`docs/benchmarks.md`, "The writer's page work").
     connection.pragma_update(None, "cache_size", -2048)?;
     connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
-    connection.busy_timeout(BUSY_TIMEOUT)?;
     Ok(())
 }
 
