@@ -368,6 +368,7 @@ impl FileConfig {
         self.payments.validate()?;
         self.payouts.validate()?;
         self.moderation.validate()?;
+        self.webhooks.validate()?;
         crate::money::CoinPack::validate_all(&self.coin_packs)?;
         for origin in &self.http.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {
@@ -445,6 +446,8 @@ mod tests {
         assert!(FileConfig::parse("[limits]\nchat_brust = 5\n").is_err());
         assert!(FileConfig::parse("[limits]\nqueue_len = 0\n").is_err());
         assert!(FileConfig::parse("[ledger]\nwal_limit_mib = 0\n").is_err());
+        assert!(FileConfig::parse("[webhooks]\nnice = 20\n").is_err());
+        assert!(FileConfig::parse("[webhooks]\nconcurrency = 0\n").is_err());
         let ledger = FileConfig::parse("[ledger]\nwal_limit_mib = 8\n")
             .unwrap()
             .ledger;

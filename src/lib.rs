@@ -113,7 +113,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ),
         webhooks: webhooks.clone(),
     };
-    let deliveries = tokio::spawn(webhooks.run(shutdown.clone()));
+    let grace = Limits::ms(limits.shutdown_grace_ms);
+    let deliveries = webhooks
+        .clone()
+        .start(shutdown.clone(), grace)
+        .context("starting the webhook worker")?;
     let drain = Limits::ms(file.ledger.fault_drain_ms);
     tokio::spawn(stop_on_fault(fault.clone(), drain, shutdown.clone()));
     let finishing = hub.clone();
@@ -130,16 +134,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             limits.socket_send_buffer_bytes,
         )
         .await;
-        let grace = Limits::ms(limits.shutdown_grace_ms);
         close_connections(&relay, &connections, grace).await;
         finishing.finish(grace).await;
         // When `stopped` resolves nothing of this server holds the ledger any more, so
         // a new server may open the same data directory at once.
-        for task in [deliveries, ticks] {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(grace, task).await.is_err() {
-                abort.abort();
-            }
+        deliveries.stopped(grace).await;
+        let abort = ticks.abort_handle();
+        if tokio::time::timeout(grace, ticks).await.is_err() {
+            abort.abort();
         }
         drop(writers);
         Ok(())

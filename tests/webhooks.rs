@@ -472,3 +472,41 @@ async fn delivered_events_are_forgotten_after_thirty_days() {
         "nothing older than thirty days is kept"
     );
 }
+
+/// The niceness of each of this process's threads called `name`.
+fn niceness_of_threads(name: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        // Fields after the command's closing parenthesis; niceness is field 19.
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        found.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    found
+}
+
+#[tokio::test]
+async fn deliveries_run_on_a_thread_of_their_own_that_gives_way_to_the_money_path() {
+    let mut file = loopback_allowed();
+    file.webhooks.nice = 17;
+    let server = TestServer::with_config(|f| *f = file).await;
+    // Other tests' servers in this process run at the default, 10.
+    assert!(
+        niceness_of_threads("webhooks").contains(&17),
+        "{:?}",
+        niceness_of_threads("webhooks")
+    );
+    // And it delivers from there.
+    let (receiver, at) = Receiver::start(None).await;
+    register(&server, &receiver, at, ADMIN, "platform", &["gift.sent"]).await;
+    server.top_up("bob", 100).await;
+    let mut bob = server.viewer("bob").await;
+    bob.join("alice").await;
+    bob.ok(gift("alice", "rose")).await;
+    assert_eq!(receiver.wait_for(1).await[0].body["type"], "gift.sent");
+}

@@ -41,6 +41,9 @@ pub struct WebhookSettings {
     pub poll_ms: u64,
     /// Deliveries sent at once by one node.
     pub concurrency: usize,
+    /// The niceness (0–19) of the worker's threads: deliveries are never urgent,
+    /// so when the CPU is short they give way to booking money and fanning out.
+    pub nice: i32,
 }
 
 impl Default for WebhookSettings {
@@ -50,7 +53,20 @@ impl Default for WebhookSettings {
             timeout_ms: 15_000,
             poll_ms: 200,
             concurrency: 16,
+            nice: 10,
         }
+    }
+}
+
+impl WebhookSettings {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.timeout_ms == 0 || self.poll_ms == 0 || self.concurrency == 0 {
+            anyhow::bail!("webhooks.timeout_ms, poll_ms and concurrency must be greater than zero");
+        }
+        if !(0..=19).contains(&self.nice) {
+            anyhow::bail!("webhooks.nice must be from 0 (normal) to 19 (lowest priority)");
+        }
+        Ok(())
     }
 }
 

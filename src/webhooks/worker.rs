@@ -15,7 +15,10 @@ use crate::payments::standard::Secret;
 use crate::protocol::to_json;
 
 /// Transfers queued per pass.
-const BOOKED_PER_PASS: usize = 1000;
+const BOOKED_PER_PASS: usize = 2000;
+/// While there is work, a pass starts at most this often: each commits the queue's
+/// writes (a sync each), and fewer, larger ones leave the disk to the ledger writer.
+const BUSY_PASS_EVERY: Duration = Duration::from_millis(50);
 /// A delivery stays leased this long after its receiver's time is up.
 const LEASE_SLACK_MS: u64 = 10_000;
 /// How long finished deliveries and their events are kept (replays reach this far).
@@ -23,13 +26,60 @@ pub const KEPT_MS: u64 = 30 * 24 * 3600 * 1000;
 /// How often old events are forgotten.
 const PRUNE_EVERY_MS: u64 = 3600 * 1000;
 /// Deliveries taken per pass, per delivery in flight.
-const DUE_PER_SENDER: usize = 16;
+const DUE_PER_SENDER: usize = 32;
 /// The most of a receiver's answer kept in the delivery log.
 const MAX_ERROR_CHARS: usize = 300;
 
+/// The worker's thread, with a runtime of its own whose threads run at the
+/// configured niceness.
+pub struct DeliveryThread {
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl DeliveryThread {
+    /// Resolves when the worker has stopped (after `shutdown`) and let go of the
+    /// books, or after `grace`.
+    pub async fn stopped(self, grace: Duration) {
+        if tokio::time::timeout(grace, self.stopped).await.is_err() {
+            tracing::warn!("the webhook worker did not stop within the shutdown grace period");
+        }
+    }
+}
+
 impl Webhooks {
+    /// Starts the worker on its own thread; it delivers until `shutdown`. A pass in
+    /// progress is dropped then: what it sent and did not record goes out again
+    /// (at least once, with the same `webhook-id`).
+    pub fn start(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> std::io::Result<DeliveryThread> {
+        let nice = self.settings.nice;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("webhooks")
+            .on_thread_start(move || lower_priority(nice))
+            .build()?;
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("webhooks".into())
+            .spawn(move || {
+                lower_priority(nice);
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = self.run(shutdown.clone()) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                });
+                runtime.shutdown_timeout(grace);
+                let _ = done.send(());
+            })?;
+        Ok(DeliveryThread { stopped })
+    }
+
     /// Delivers until `shutdown`.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let client = match reqwest::Client::builder()
             .timeout(Duration::from_millis(self.settings.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
@@ -53,12 +103,15 @@ impl Webhooks {
                     tracing::warn!(%error, "old webhook events were not forgotten");
                 }
             }
+            let started = tokio::time::Instant::now();
             let busy = self.pass(&client).await;
-            if !busy {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
-                    _ = shutdown.cancelled() => {}
-                }
+            let next = match busy {
+                true => started + BUSY_PASS_EVERY,
+                false => tokio::time::Instant::now() + idle,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.cancelled() => {}
             }
         }
     }
@@ -182,6 +235,18 @@ impl Webhooks {
                 )
             }
         }
+    }
+}
+
+/// Lowers the calling thread's priority to `nice` (Linux: niceness is per thread).
+fn lower_priority(nice: i32) {
+    // SAFETY: plain system calls on the calling thread; no memory is shared.
+    let result = unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, nice)
+    };
+    if result != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "the webhook worker runs at normal priority");
     }
 }
 
