@@ -61,6 +61,7 @@ pub struct FileConfig {
     pub payouts: PayoutSettings,
     pub moderation: ModerationSettings,
     pub webhooks: WebhookSettings,
+    pub pk: crate::pk::PkSettings,
     /// The packs of coins a viewer can buy (`GET /api/coin-packs`).
     pub coin_packs: Vec<CoinPack>,
 }
@@ -228,6 +229,10 @@ pub struct Limits {
     /// `chat_window_ms`.
     pub bot_chat_burst: u32,
     pub bot_chat_window_ms: u64,
+    /// `like` messages a user may send per `like_window_ms` (each carries up to 15
+    /// taps).
+    pub like_burst: u32,
+    pub like_window_ms: u64,
     pub error_storm_count: usize,
     pub error_storm_window_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -282,6 +287,8 @@ impl Default for Limits {
             chat_window_ms: 10_000,
             bot_chat_burst: 100,
             bot_chat_window_ms: 30_000,
+            like_burst: 30,
+            like_window_ms: 1_000,
             error_storm_count: 20,
             error_storm_window_ms: 10_000,
             heartbeat_interval_ms: 20_000,
@@ -326,6 +333,8 @@ impl Limits {
             ("chat_window_ms", self.chat_window_ms),
             ("bot_chat_burst", u64::from(self.bot_chat_burst)),
             ("bot_chat_window_ms", self.bot_chat_window_ms),
+            ("like_burst", u64::from(self.like_burst)),
+            ("like_window_ms", self.like_window_ms),
             ("error_storm_count", self.error_storm_count as u64),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
@@ -369,6 +378,7 @@ impl FileConfig {
         self.payouts.validate()?;
         self.moderation.validate()?;
         self.webhooks.validate()?;
+        self.pk.validate()?;
         crate::money::CoinPack::validate_all(&self.coin_packs)?;
         for origin in &self.http.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod money;
 pub mod payments;
+pub mod pk;
 pub mod protocol;
 pub mod relay;
 mod serve;
@@ -121,6 +122,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let drain = Limits::ms(file.ledger.fault_drain_ms);
     tokio::spawn(stop_on_fault(fault.clone(), drain, shutdown.clone()));
     let finishing = hub.clone();
+    tokio::spawn(every(
+        Limits::ms(LIKES_EVERY_MS),
+        shutdown.clone(),
+        hub.clone(),
+        |hub| async move { hub.likes_tick().await },
+    ));
+    tokio::spawn(every(
+        Limits::ms(file.pk.score_interval_ms),
+        shutdown.clone(),
+        hub.clone(),
+        |hub| async move { hub.pk_tick().await },
+    ));
     let ticks = tokio::spawn(tick(hub, gifts, limits.clone(), shutdown.clone()));
     let app = http::router(state, default_static_dir(), &file.http.cors_origins);
     let stop = shutdown.clone();
@@ -181,13 +194,20 @@ async fn open_hub(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Hub>> {
     let limits = &config.file.limits;
+    let battles = hub::Battles::new(ledger.clone(), config.file.pk.clone(), config.clock.clone());
     let moderation = Moderation {
         store: ledger,
         clock: config.clock.clone(),
         platform_terms: BlockedTerms::new(&config.file.moderation.blocked_terms)?,
     };
     let Some(settings) = &config.bus else {
-        let hub = Hub::new(limits.clone(), Arc::new(Local::new()), moderation, webhooks);
+        let hub = Hub::new(
+            limits.clone(),
+            Arc::new(Local::new()),
+            moderation,
+            webhooks,
+            battles,
+        );
         return Ok(Arc::new(hub));
     };
     let bus = RedisBus::connect(
@@ -204,7 +224,13 @@ async fn open_hub(
         .unwrap_or_else(|| format!("http://{addr}"));
     let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
     let cluster = Arc::new(cluster);
-    let hub = Hub::new(limits.clone(), cluster.clone(), moderation, webhooks);
+    let hub = Hub::new(
+        limits.clone(),
+        cluster.clone(),
+        moderation,
+        webhooks,
+        battles,
+    );
     let hub = Arc::new(hub);
     tasks.run(hub.clone(), cluster, shutdown);
     Ok(hub)
@@ -267,6 +293,29 @@ async fn stop_on_fault(
 
 /// Periodic work until shutdown: presence, freeing rooms, coalesced leaderboards,
 /// refunds of expired red packets.
+/// How often rooms' likes are counted and announced.
+const LIKES_EVERY_MS: u64 = 1000;
+
+/// Runs `work` on `hub` every `period` until `shutdown`.
+async fn every<F, Fut>(
+    period: std::time::Duration,
+    shutdown: CancellationToken,
+    hub: Arc<Hub>,
+    work: F,
+) where
+    F: Fn(Arc<Hub>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => work(hub.clone()).await,
+        }
+    }
+}
+
 async fn tick(hub: Arc<Hub>, gifts: Arc<GiftEngine>, limits: Limits, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Limits::ms(limits.presence_interval_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -207,11 +207,15 @@ pub enum MessageType {
     RedPacket,
     Grab,
     Mod,
+    Like,
+    PkInvite,
+    PkAccept,
+    PkDecline,
     Ping,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 10] = [
+    pub const ALL: [MessageType; 14] = [
         MessageType::Join,
         MessageType::Leave,
         MessageType::Chat,
@@ -221,6 +225,10 @@ impl MessageType {
         MessageType::RedPacket,
         MessageType::Grab,
         MessageType::Mod,
+        MessageType::Like,
+        MessageType::PkInvite,
+        MessageType::PkAccept,
+        MessageType::PkDecline,
         MessageType::Ping,
     ];
 
@@ -235,6 +243,10 @@ impl MessageType {
             MessageType::RedPacket => "red_packet",
             MessageType::Grab => "grab",
             MessageType::Mod => "mod",
+            MessageType::Like => "like",
+            MessageType::PkInvite => "pk_invite",
+            MessageType::PkAccept => "pk_accept",
+            MessageType::PkDecline => "pk_decline",
             MessageType::Ping => "ping",
         }
     }
@@ -350,6 +362,65 @@ pub struct AckRequest {
     #[serde(rename = "ref")]
     pub reference: String,
     pub text: String,
+}
+
+/// Taps of the heart button (`like`, v2).
+#[derive(Debug, Deserialize)]
+pub struct LikeRequest {
+    pub room: String,
+    pub count: u32,
+}
+
+/// The taps one `like` may carry.
+pub const LIKE_COUNT: std::ops::RangeInclusive<u32> = 1..=15;
+
+/// A broadcaster invites another to a battle (`pk_invite`, v2).
+#[derive(Debug, Deserialize)]
+pub struct PkInviteRequest {
+    pub room: String,
+    pub opponent: String,
+    #[serde(default)]
+    pub seconds: Option<u64>,
+}
+
+/// The invited broadcaster's answer (`pk_accept`, `pk_decline`, v2).
+#[derive(Debug, Deserialize)]
+pub struct PkAnswerRequest {
+    pub pk: String,
+}
+
+/// A battle as rooms, pages and `GET /api/pk/{pk}` see it (v2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkView {
+    pub pk: String,
+    /// `invited`, `running`, `finished`, `declined` or `expired`.
+    pub state: String,
+    pub rooms: [String; 2],
+    pub seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<u64>,
+    /// Points per room.
+    pub scores: std::collections::BTreeMap<String, u64>,
+    /// Each room's biggest supporters in this battle.
+    pub top: std::collections::BTreeMap<String, Vec<LeaderEntry>>,
+    /// Once finished: the room with more points, `null` for a draw.
+    pub winner: Option<String>,
+}
+
+/// The reply to `pk_invite`.
+#[derive(Debug, Serialize)]
+pub struct PkInvitedReply<'a> {
+    pub pk: &'a str,
+    pub expires_at: u64,
+}
+
+/// The reply to `pk_accept`.
+#[derive(Debug, Serialize)]
+pub struct PkAcceptedReply<'a> {
+    pub pk: &'a str,
+    pub ends_at: u64,
 }
 
 /// A moderation request (`mod`): which fields an action needs is checked by
@@ -604,6 +675,27 @@ pub enum EphemeralEvent<'a> {
         /// What the user owes, when they owe anything (v2).
         #[serde(skip_serializing_if = "is_zero")]
         debt: u64,
+    },
+    /// The room's likes since its previous `likes` event, and since its stream
+    /// started (v2).
+    Likes {
+        room: &'a str,
+        total: u64,
+        recent: u64,
+    },
+    /// Another broadcaster invites the one who gets this to a battle (v2).
+    PkInvite {
+        pk: &'a str,
+        from: &'a str,
+        room: &'a str,
+        seconds: u64,
+        expires_at: u64,
+    },
+    /// A battle's state, in each of its rooms (v2).
+    Pk {
+        room: &'a str,
+        #[serde(flatten)]
+        view: &'a PkView,
     },
     /// The broadcaster asked their stream overlay to show a sample alert (v2).
     OverlayTest {

@@ -7,13 +7,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Every module of the crate, lowest first.
-const LAYERS: [&str; 19] = [
+const LAYERS: [&str; 20] = [
     "protocol",
     "ids",
     "clock",
     "metrics",
     "auth",
     "moderation",
+    "pk",
     "money",
     "ledger",
     "payments",

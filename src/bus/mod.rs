@@ -24,6 +24,11 @@ pub enum BusMessage {
         user: String,
         frame: String,
     },
+    /// An ephemeral event for every member of a room, wherever they are.
+    Flash {
+        room: String,
+        frame: String,
+    },
 }
 
 /// A room event as the bus delivers it to every node.
@@ -94,6 +99,19 @@ pub trait Bus: Send + Sync + 'static {
     /// Delivers a private event to the user's connections on every node (not kept:
     /// private events are not recoverable).
     async fn send_to_user(&self, user: &str, frame: &str) -> Result<(), BusError>;
+
+    /// Delivers an ephemeral event (not numbered, not kept) to the room's members on
+    /// every node.
+    async fn flash(&self, room: &str, frame: &str) -> Result<(), BusError>;
+
+    /// Counts `taps` likes in the room (0: only asks). At most once a second across
+    /// the cluster it answers the room's total and the taps since the last answer,
+    /// for its `likes` event (0 taps: none waited); `None` while the event is not due
+    /// (the taps wait for the next answer).
+    async fn add_likes(&self, room: &str, taps: u64) -> Result<Option<(u64, u64)>, BusError>;
+
+    /// Starts the room's like total again (its stream started).
+    async fn reset_likes(&self, room: &str) -> Result<(), BusError>;
 
     /// Records this node's viewer count of each room (it expires unless refreshed)
     /// and returns the cluster's totals, in the same order.

@@ -8,7 +8,8 @@
 //! `C:room:R:{top,names}` (leaderboard), `C:room:R:video` (the video host's URL, kept
 //! alive by that node, expiring as presence does), `C:room:R:live` (set while the last
 //! `stream` event said live: with no host claiming the video, it was a dead node's). Channels: `C:events:R`, payload `EPOCH SEQ LIVE FRAME`, and
-//! `C:users:U`, payload the private event's frame.
+//! `C:users:U`, payload the private event's frame, and `C:flash:R`, payload an
+//! ephemeral room event's frame. `C:room:R:likes:{total,recent,gate}` count likes.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use super::{Bus, BusError, BusMessage, RoomMessage, Snapshot};
 use crate::protocol::{LeaderEntry, UnsequencedEvent, UserRef};
 
 /// A room's history outlives its last event by this long.
+/// The least time between two `likes` events of a room.
+const LIKES_EVERY_MS: u64 = 1000;
+
 const HISTORY_TTL_S: u64 = 24 * 3600;
 /// Commands that take longer fail, so no client waits on a dead Redis.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,6 +119,23 @@ end
 return totals
 "#;
 
+/// KEYS: total, recent, gate; ARGV: taps, the gate's time (ms). Counts the taps;
+/// when the gate opens (once per its time), takes the recent taps and answers them
+/// with the total; `{total, 0}` when no taps wait, nil while the gate is shut.
+const LIKES: &str = r#"
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+local recent = redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 86400000)
+if recent == 0 then
+  return {total, 0}
+end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then
+  return false
+end
+redis.call('SET', KEYS[2], 0)
+return {total, recent}
+"#;
+
 const LEADERBOARDS: &str = r#"
 local boards = {}
 for i = 1, #KEYS, 2 do
@@ -155,6 +176,7 @@ pub struct RedisBus {
     leaderboards: Script,
     host_video: Script,
     stop_hosting_video: Script,
+    likes: Script,
 }
 
 impl RedisBus {
@@ -185,6 +207,7 @@ impl RedisBus {
             leaderboards: Script::new(LEADERBOARDS),
             host_video: Script::new(HOST_VIDEO),
             stop_hosting_video: Script::new(STOP_HOSTING_VIDEO),
+            likes: Script::new(LIKES),
         })
     }
 
@@ -230,6 +253,10 @@ impl RedisBus {
 
     fn user_channel_prefix(&self) -> String {
         format!("{}:users:", self.cluster)
+    }
+
+    fn flash_channel_prefix(&self) -> String {
+        format!("{}:flash:", self.cluster)
     }
 }
 
@@ -299,18 +326,25 @@ impl Bus for RedisBus {
     async fn subscribe(&self) -> Result<BoxStream<'static, BusMessage>, BusError> {
         let mut pubsub = self.client.get_async_pubsub().await?;
         let (rooms, users) = (self.channel_prefix(), self.user_channel_prefix());
+        let flashes = self.flash_channel_prefix();
         pubsub.psubscribe(format!("{rooms}*")).await?;
         pubsub.psubscribe(format!("{users}*")).await?;
+        pubsub.psubscribe(format!("{flashes}*")).await?;
         let messages = pubsub.into_on_message().filter_map(move |message| {
             let (channel, payload) = (message.get_channel_name(), message.get_payload_bytes());
-            let parsed = match channel.strip_prefix(&users) {
-                Some(user) => std::str::from_utf8(payload)
-                    .ok()
-                    .map(|frame| BusMessage::User {
-                        user: user.to_owned(),
-                        frame: frame.to_owned(),
-                    }),
-                None => parse_message(&rooms, channel, payload).map(BusMessage::Room),
+            let frame = || std::str::from_utf8(payload).ok().map(str::to_owned);
+            let parsed = if let Some(user) = channel.strip_prefix(&users) {
+                frame().map(|frame| BusMessage::User {
+                    user: user.to_owned(),
+                    frame,
+                })
+            } else if let Some(room) = channel.strip_prefix(&flashes) {
+                frame().map(|frame| BusMessage::Flash {
+                    room: room.to_owned(),
+                    frame,
+                })
+            } else {
+                parse_message(&rooms, channel, payload).map(BusMessage::Room)
             };
             if parsed.is_none() {
                 tracing::warn!(channel, "ignoring a malformed bus message");
@@ -324,6 +358,37 @@ impl Bus for RedisBus {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(format!("{}{user}", self.user_channel_prefix()))
             .arg(frame)
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn flash(&self, room: &str, frame: &str) -> Result<(), BusError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("{}{room}", self.flash_channel_prefix()))
+            .arg(frame)
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn add_likes(&self, room: &str, taps: u64) -> Result<Option<(u64, u64)>, BusError> {
+        let answer: Option<(u64, u64)> = self
+            .likes
+            .prepare_invoke()
+            .key(self.key(room, "likes:total"))
+            .key(self.key(room, "likes:recent"))
+            .key(self.key(room, "likes:gate"))
+            .arg(taps)
+            .arg(LIKES_EVERY_MS)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(answer)
+    }
+
+    async fn reset_likes(&self, room: &str) -> Result<(), BusError> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key(room, "likes:total"))
             .query_async(&mut self.commands.clone())
             .await?;
         Ok(())

@@ -7,6 +7,7 @@ mod moderation;
 mod overlay;
 mod payments;
 mod payouts;
+mod pk;
 mod upgrade;
 mod webhooks;
 
@@ -76,6 +77,7 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
         .merge(payments::routes(state.payments.max_body_bytes))
         .merge(payouts::routes())
         .merge(moderation::routes())
+        .merge(pk::routes())
         .merge(overlay::routes())
         .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

@@ -55,6 +55,8 @@ enum Outgoing {
     Video { room: String, live: bool },
     /// A private event for a user's connections on every node.
     ToUser { user: String, frame: String },
+    /// An ephemeral event for a room's members on every node.
+    ToRoom { room: String, frame: String },
 }
 
 impl Outgoing {
@@ -63,6 +65,7 @@ impl Outgoing {
         match self {
             Outgoing::Video { .. } => "video",
             Outgoing::ToUser { .. } => "user",
+            Outgoing::ToRoom { .. } => "room",
         }
     }
 }
@@ -318,6 +321,23 @@ impl Sequencer for Cluster {
         self.tell_user(user, frame.as_str());
     }
 
+    fn flash(&self, _hub: &Hub, room: &str, frame: TextFrame) {
+        self.tell(Outgoing::ToRoom {
+            room: room.to_owned(),
+            frame: frame.as_str().to_owned(),
+        });
+    }
+
+    async fn add_likes(&self, room: &str, taps: u64) -> Result<Option<(u64, u64)>, Rejection> {
+        Ok(self.bus.add_likes(room, taps).await?)
+    }
+
+    async fn reset_likes(&self, room: &str) {
+        if let Err(error) = self.bus.reset_likes(room).await {
+            tracing::warn!(%error, room, "the room's like total was not started again");
+        }
+    }
+
     fn video_changed(&self, _hub: &Hub, room: &str, live: bool) {
         self.announce_video(room, live);
     }
@@ -407,6 +427,7 @@ async fn follow_subscription(
             message = messages.next() => match message {
                 None => return Err(BusError::Disconnected),
                 Some(BusMessage::User { user, frame }) => hub.deliver_to_user(&user, frame.into()),
+                Some(BusMessage::Flash { room, frame }) => hub.flash_delivered(&room, frame.into()),
                 Some(BusMessage::Room(message)) => {
                     let Some(room) = hub.room(&message.room) else { continue };
                     if room.apply(message) == Applied::Gap {
@@ -484,6 +505,11 @@ async fn tell_cluster(
                     tracing::warn!(%error, user, "a private event was not delivered");
                 }
             }
+            Outgoing::ToRoom { room, frame } => {
+                if let Err(error) = bus.flash(&room, &frame).await {
+                    tracing::warn!(%error, room, "an ephemeral room event was not delivered");
+                }
+            }
         }
     }
 }
@@ -510,7 +536,9 @@ mod tests {
         while let Ok(what) = queue.try_recv() {
             match what {
                 Outgoing::ToUser { user, .. } => users.push(user),
-                Outgoing::Video { room, .. } => panic!("a video announcement for {room}"),
+                Outgoing::Video { room, .. } | Outgoing::ToRoom { room, .. } => {
+                    panic!("an announcement for room {room}")
+                }
             }
         }
         users

@@ -13,8 +13,10 @@ mod assistant;
 mod cluster;
 mod history;
 mod leaderboard;
+mod likes;
 mod moderation;
 mod outbox;
+mod pk;
 mod rate;
 mod room;
 mod sequencer;
@@ -32,6 +34,7 @@ pub use admission::{Admission, Refusal, Ticket};
 pub use cluster::{Cluster, ClusterTasks};
 pub use moderation::{JoinModeration, Moderation, RoomModeration};
 pub use outbox::{Batch, ConnId, Next, Outbox, OutboxReceiver, Pushed};
+pub use pk::Battles;
 pub use room::{Published, Room};
 pub use sequencer::{Local, Sequencer};
 pub use session::{Flow, Session};
@@ -50,12 +53,15 @@ pub struct Hub {
     /// Every open connection of each signed-in user, for private events.
     users: DashMap<String, Vec<Arc<Outbox>>>,
     chat_buckets: DashMap<String, TokenBucket>,
+    like_buckets: DashMap<String, TokenBucket>,
     /// Orders rooms' events: their own locks, or a cluster's bus.
     sequencer: Arc<dyn Sequencer>,
     moderation: Moderation,
     remembered: moderation::Remembered,
     /// Told of what happens in rooms besides payments (which the books tell).
     webhooks: Arc<Webhooks>,
+    /// PK battles: invites, answers, and the ones this node drives.
+    battles: Battles,
     /// Paid questions the assistant watches for an answer.
     waiting: assistant::Waiting,
     /// Work the hub started that must end before the process does (queueing the
@@ -78,6 +84,7 @@ impl Hub {
         sequencer: Arc<dyn Sequencer>,
         moderation: Moderation,
         webhooks: Arc<Webhooks>,
+        battles: Battles,
     ) -> Hub {
         Hub {
             limits,
@@ -86,10 +93,12 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             users: DashMap::new(),
             chat_buckets: DashMap::new(),
+            like_buckets: DashMap::new(),
             sequencer,
             moderation,
             remembered: Default::default(),
             webhooks,
+            battles,
             waiting: Default::default(),
             tasks: Default::default(),
         }
@@ -237,6 +246,24 @@ impl Hub {
         ))
     }
 
+    /// Takes one `like` token of the user's bucket (`like_burst` per `like_window_ms`,
+    /// across the user's connections on this node).
+    fn allow_like(&self, user: &User, now: Instant) -> Result<(), Rejection> {
+        let limits = &self.limits;
+        let (burst, window_ms) = (limits.like_burst, limits.like_window_ms);
+        let allowed = self
+            .like_buckets
+            .entry(user.id.clone())
+            .or_insert_with(|| TokenBucket::new(burst, Limits::ms(window_ms), now))
+            .try_take(now);
+        if allowed {
+            return Ok(());
+        }
+        let message = format!("slow down: at most {burst} likes per {window_ms} ms");
+        Err(Rejection::new(ErrorCode::RateLimited, message)
+            .retry_after(window_ms / u64::from(burst)))
+    }
+
     /// The room's video went live or stopped on this node: members (of every node)
     /// hear a `stream` event when that changes what they knew, and a live room is not
     /// freed.
@@ -249,6 +276,10 @@ impl Hub {
             "stream.ended"
         };
         self.tasks.spawn(async move {
+            if live {
+                // Likes are counted per stream.
+                hub.sequencer.reset_likes(&room).await;
+            }
             let data = serde_json::json!({ "room": room });
             hub.webhooks.notify(kind, Some(&room), data).await;
         });
@@ -301,5 +332,6 @@ impl Hub {
         self.rooms.retain(|_, room| !room.can_free(now, linger));
         crate::metrics::rooms_changed(self.rooms.len() as i64 - before as i64);
         self.chat_buckets.retain(|_, bucket| !bucket.is_full(now));
+        self.like_buckets.retain(|_, bucket| !bucket.is_full(now));
     }
 }

@@ -30,6 +30,10 @@ pub struct Room {
     state: Mutex<RoomState>,
     /// The room's moderation rules on this node. Taken after `state` when both are.
     pub moderation: RoomModeration,
+    /// Taps not yet counted.
+    pub likes: super::likes::RoomLikes,
+    /// The battle the room is in, as last announced.
+    pub battle: super::pk::RoomBattle,
 }
 
 struct RoomState {
@@ -123,6 +127,8 @@ impl Room {
                 empty_since: Some(now),
             }),
             moderation: RoomModeration::default(),
+            likes: Default::default(),
+            battle: Default::default(),
         }
     }
 

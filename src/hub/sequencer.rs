@@ -32,6 +32,14 @@ pub trait Sequencer: Send + Sync {
     ) -> Result<Published, Rejection>;
     /// A private frame for every connection of a user, on every node.
     fn send_to_user(&self, hub: &Hub, user: &str, frame: TextFrame);
+    /// An ephemeral frame for every member of a room, on every node.
+    fn flash(&self, hub: &Hub, room: &str, frame: TextFrame);
+    /// Counts a room's likes: the room's total and the taps since the last answer
+    /// when its `likes` event is due (at most once a second; 0 taps: nothing to
+    /// announce), `None` while it is not.
+    async fn add_likes(&self, room: &str, taps: u64) -> Result<Option<(u64, u64)>, Rejection>;
+    /// Starts the room's like total again.
+    async fn reset_likes(&self, room: &str);
     /// The room's video started or stopped on this node.
     fn video_changed(&self, hub: &Hub, room: &str, live: bool);
     /// A payment went through in a room: counted on its leaderboard.
@@ -51,6 +59,8 @@ pub struct Local {
     process_epoch: u64,
     incarnations: AtomicU64,
     boards: Mutex<HashMap<String, Leaderboard>>,
+    /// Each room's like total.
+    likes: Mutex<HashMap<String, u64>>,
 }
 
 impl Local {
@@ -59,6 +69,7 @@ impl Local {
             process_epoch: rand::random::<u64>() >> 16,
             incarnations: AtomicU64::new(0),
             boards: Mutex::default(),
+            likes: Mutex::default(),
         }
     }
 
@@ -98,6 +109,23 @@ impl Sequencer for Local {
 
     fn send_to_user(&self, hub: &Hub, user: &str, frame: TextFrame) {
         hub.deliver_to_user(user, frame);
+    }
+
+    fn flash(&self, hub: &Hub, room: &str, frame: TextFrame) {
+        hub.flash_delivered(room, frame);
+    }
+
+    /// Called once a second per room at most (the hub's likes tick): always due.
+    async fn add_likes(&self, room: &str, taps: u64) -> Result<Option<(u64, u64)>, Rejection> {
+        let mut likes = self.likes.lock().unwrap_or_else(|p| p.into_inner());
+        let total = likes.entry(room.to_owned()).or_default();
+        *total += taps;
+        Ok(Some((*total, taps)))
+    }
+
+    async fn reset_likes(&self, room: &str) {
+        let mut likes = self.likes.lock().unwrap_or_else(|p| p.into_inner());
+        likes.remove(room);
     }
 
     fn video_changed(&self, hub: &Hub, room: &str, live: bool) {

@@ -16,8 +16,9 @@ use crate::moderation::Action;
 use crate::protocol::{
     checked_text, close, error_reply, is_valid_id, ok_reply, to_json, AckRequest, ChargedId,
     ChargedReply, ChatRequest, EmptyReply, Envelope, EphemeralEvent, ErrorCode, GiftRequest,
-    GrabRequest, GrabbedReply, JoinRequest, MessageType, ModRequest, QuestionRequest,
-    RedPacketRequest, Rejection, Rid, RoomEventBody, RoomRequest,
+    GrabRequest, GrabbedReply, JoinRequest, LikeRequest, MessageType, ModRequest, PkAcceptedReply,
+    PkAnswerRequest, PkInviteRequest, PkInvitedReply, QuestionRequest, RedPacketRequest, Rejection,
+    Rid, RoomEventBody, RoomRequest, LIKE_COUNT,
 };
 
 pub const CHAT_MAX_CHARS: usize = 500;
@@ -31,6 +32,9 @@ struct JoinReply<'a> {
     #[serde(flatten)]
     snapshot: super::room::JoinSnapshot<'a>,
     moderation: JoinModeration,
+    /// The battle the room is in, if one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pk: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// What the connection should do after a message.
@@ -160,6 +164,10 @@ impl Session {
             MessageType::RedPacket => self.red_packet(rid, envelope.fields()?).await,
             MessageType::Grab => self.grab(rid, envelope.fields()?).await,
             MessageType::Mod => self.moderate(rid, envelope.fields()?).await,
+            MessageType::Like => self.like(rid, envelope.fields()?, now).await,
+            MessageType::PkInvite => self.pk_invite(rid, envelope.fields()?).await,
+            MessageType::PkAccept => self.pk_answer(rid, envelope.fields()?, true).await,
+            MessageType::PkDecline => self.pk_answer(rid, envelope.fields()?, false).await,
         }
     }
 
@@ -210,12 +218,14 @@ impl Session {
             .hub
             .join_room(&request.room, |room| {
                 let moderation = room.moderation.for_join(user);
+                let pk = room.battle.for_join();
                 room.join(&outbox, since, replay_len, |snapshot| {
                     ok_reply(
                         rid,
                         JoinReply {
                             snapshot,
                             moderation,
+                            pk,
                         },
                     )
                 });
@@ -437,6 +447,62 @@ impl Session {
         let action = Action::parse(request)?;
         let record = self.hub.moderate(user, room, action).await?;
         Ok(Some(ok_reply(rid, record)))
+    }
+
+    async fn like(&mut self, rid: &Option<Rid>, request: LikeRequest, now: Instant) -> Answer {
+        if !LIKE_COUNT.contains(&request.count) {
+            return Err(Rejection::bad_request(format!(
+                "count must be from {} to {}",
+                LIKE_COUNT.start(),
+                LIKE_COUNT.end()
+            )));
+        }
+        // Taps are free: only people may tap, so that no bot can inflate them.
+        let user = self.signed_in()?.clone();
+        if user.role == Role::Bot {
+            return Err(Rejection::new(ErrorCode::Forbidden, "bots cannot like"));
+        }
+        let room = self.joined_room(&request.room)?.clone();
+        self.hub.allow_like(&user, now)?;
+        self.hub.check_payment(&room, &user, false).await?;
+        room.likes.tap(request.count);
+        Ok(Some(ok_reply(rid, EmptyReply {})))
+    }
+
+    async fn pk_invite(&mut self, rid: &Option<Rid>, request: PkInviteRequest) -> Answer {
+        let user = self.signed_in()?.clone();
+        checked_room_id(&request.room)?;
+        checked_room_id(&request.opponent)?;
+        let (pk, expires_at) = (self.hub)
+            .pk_invite(&user, &request.room, &request.opponent, request.seconds)
+            .await?;
+        Ok(Some(ok_reply(
+            rid,
+            PkInvitedReply {
+                pk: &pk,
+                expires_at,
+            },
+        )))
+    }
+
+    async fn pk_answer(
+        &mut self,
+        rid: &Option<Rid>,
+        request: PkAnswerRequest,
+        accept: bool,
+    ) -> Answer {
+        let user = self.signed_in()?.clone();
+        let battle = self.hub.pk_answer(&user, &request.pk, accept).await?;
+        match battle.ends_ms().filter(|_| accept) {
+            Some(ends_at) => Ok(Some(ok_reply(
+                rid,
+                PkAcceptedReply {
+                    pk: &battle.id,
+                    ends_at,
+                },
+            ))),
+            None => Ok(Some(ok_reply(rid, EmptyReply {}))),
+        }
     }
 
     /// Leaves every room and unregisters the connection.

@@ -9,6 +9,7 @@ mod creators;
 pub mod facts;
 mod fault;
 mod moderation;
+mod pk;
 mod postgres;
 mod profiles;
 pub mod rules;
@@ -31,6 +32,7 @@ pub use sqlite::SqliteLedger;
 
 use crate::moderation::ModerationStore;
 use crate::money::{Day, Minor};
+use crate::pk::PkStore;
 use webhooks::WebhookBooks;
 
 /// A transfer that is in the ledger.
@@ -152,7 +154,9 @@ impl CheckReport {
 }
 
 #[async_trait]
-pub trait Ledger: Profiles + CreatorBooks + ModerationStore + WebhookBooks + Send + Sync {
+pub trait Ledger:
+    Profiles + CreatorBooks + ModerationStore + PkStore + WebhookBooks + Send + Sync
+{
     /// Commits the transfer durably (or finds its first commit, for a retry).
     async fn commit(&self, request: TransferRequest) -> Result<Committed, LedgerError>;
     /// The transfer committed for (user, key), if any.

@@ -60,6 +60,13 @@ impl TestServer {
         TestServer::launch(tempfile::tempdir().unwrap(), true, file).await
     }
 
+    /// As `restart`, the new server reading the time from `clock`.
+    pub async fn restart_with_clock(self, clock: ovation::clock::Clock) -> TestServer {
+        self.server.shutdown();
+        self.server.stopped().await.unwrap();
+        TestServer::launch_with_clock(self.data_dir, self.dev, self.file, None, clock).await
+    }
+
     /// Stops this server and starts a new one on the same data directory.
     pub async fn restart(self) -> TestServer {
         self.server.shutdown();

@@ -12,6 +12,7 @@ mod audit;
 mod connection;
 mod creators;
 mod moderation;
+mod pk;
 mod profiles;
 mod webhooks;
 mod writer;
@@ -105,8 +106,10 @@ impl PostgresLedger {
         client.batch_execute(SCHEMA).await?;
         let (profiles, moderation) = (super::profiles::TABLE, crate::moderation::TABLES);
         let webhooks = super::webhooks::postgres_tables();
+        let (battles, gifts_by_room) = (crate::pk::TABLES, pk::GIFTS_BY_ROOM);
         (client.batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} {moderation} {webhooks} COMMIT;"
+            "BEGIN; SELECT pg_advisory_xact_lock(7415161718); {profiles} {moderation} {webhooks} \
+             {battles} {gifts_by_room} COMMIT;"
         )))
         .await?;
         let version: i32 = client

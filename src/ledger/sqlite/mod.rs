@@ -10,6 +10,7 @@ mod audit;
 mod creators;
 mod lines;
 mod moderation;
+mod pk;
 mod profiles;
 mod reads;
 mod schema;
@@ -90,6 +91,11 @@ impl SqliteLedger {
         configure(&connection)?;
         migrate(&mut connection)?;
         let booked_upto = lines::catch_up(&mut connection)?;
+        let dated: i64 = connection.query_row(
+            "SELECT COALESCE(MAX(created_ms), 0) FROM transfers",
+            [],
+            |row| row.get(0),
+        )?;
         let balances = reads::all_balances(&connection)?;
         let mut creators = Creators {
             statements: reads::all_statements(&connection)?,
@@ -123,6 +129,7 @@ impl SqliteLedger {
             restart_wal,
             fault,
             clock,
+            dated: dated as u64,
             lines: lines::PendingLines::new(booked_upto),
         };
         std::thread::Builder::new()

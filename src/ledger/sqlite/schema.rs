@@ -79,6 +79,7 @@ pub fn migrate(connection: &mut Connection) -> Result<(), LedgerError> {
     transaction.execute_batch(SCHEMA)?;
     transaction.execute_batch(crate::ledger::profiles::TABLE)?;
     transaction.execute_batch(crate::moderation::TABLES)?;
+    transaction.execute_batch(crate::pk::TABLES)?;
     transaction.execute_batch(super::lines::TABLES)?;
     let version: Option<i64> = transaction
         .query_row("SELECT version FROM schema_version", [], |row| row.get(0))

@@ -35,6 +35,10 @@ pub struct Writer {
     pub fault: StorageFault,
     /// What transfers are dated by.
     pub clock: Clock,
+    /// The date of the last batch: a transfer is never dated before the one booked
+    /// ahead of it, even if the clock steps back, so dates and ids run in the same
+    /// order (`pk.rs` finds a period's transfers by their ids).
+    pub dated: u64,
     /// Statements' lines not yet written.
     pub lines: PendingLines,
 }
@@ -122,7 +126,8 @@ impl Writer {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let created_ms = self.clock.now_ms();
+        let created_ms = self.clock.now_ms().max(self.dated);
+        self.dated = created_ms;
         let answers = batch
             .iter()
             .map(|job| book(&transaction, &mut pending, &job.request, created_ms))
