@@ -682,3 +682,84 @@ async fn each_event_is_delivered_once_whichever_node_booked_it() {
     drop((a, b, alice));
     cluster.finish().await;
 }
+
+/// Sends each (sticker, count, coins each) as a gift to `room`; the coins confirmed.
+async fn confirmed(client: &mut Client, room: &str, stickers: &[(&str, u32, u64)]) -> u64 {
+    let mut total = 0;
+    for (sticker, count, coins) in stickers {
+        let gift = json!({"type": "gift", "room": room, "sticker": sticker, "count": count, "key": rand_key()});
+        client.ok(gift).await;
+        total += coins * u64::from(*count);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battle_across_two_nodes_ends_with_the_ledgers_sums_though_a_node_dies_mid_battle() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let config = "[pk]\nmin_seconds = 1\n";
+    let (mut a, b, c) = (
+        cluster.node_with_config(config),
+        cluster.node_with_config(config),
+        cluster.node_with_config(config),
+    );
+    // Alice streams to A, Bob to B: each room's video lives on its own node.
+    let mut alice = a.broadcaster("alice").await;
+    alice.join("alice").await;
+    let mut bob = b.broadcaster("bob").await;
+    bob.join("bob").await;
+    let _alice_video =
+        rtc::Publisher::start(&a, "alice", &a.token("alice", Role::Broadcaster)).await;
+    let _bob_video = rtc::Publisher::start(&b, "bob", &b.token("bob", Role::Broadcaster)).await;
+    while alice.next_of("stream").await["live"] != true {}
+    while bob.next_of("stream").await["live"] != true {}
+    let mut watcher = c.guest().await;
+    watcher.join("alice").await;
+    a.top_up("carol", 10_000).await;
+    b.top_up("dave", 10_000).await;
+    let mut carol = a.viewer("carol").await;
+    carol.join("alice").await;
+    let mut dave = b.viewer("dave").await;
+    dave.join("bob").await;
+
+    // Invited on A (Bob's video is on B), accepted on B.
+    let invited = alice
+        .ok(json!({"type": "pk_invite", "room": "alice", "opponent": "bob", "seconds": 6}))
+        .await;
+    let pk = invited["pk"].as_str().unwrap().to_owned();
+    assert_eq!(bob.next_of("pk_invite").await["pk"], json!(pk));
+    bob.ok(json!({"type": "pk_accept", "pk": pk})).await;
+    while watcher.next_of("pk").await["state"] != "running" {}
+
+    let mut for_alice = confirmed(&mut carol, "alice", &[("star", 2, 100), ("rose", 1, 5)]).await;
+    let mut for_bob = confirmed(&mut dave, "bob", &[("star", 1, 100)]).await;
+    // A dies with its connections (it may have been driving the battle); gifts go on
+    // through B and C, and B or C drives the battle to its end.
+    a.kill();
+    let mut carol = b.viewer("carol").await;
+    carol.join("alice").await;
+    for_alice += confirmed(&mut carol, "alice", &[("rose", 3, 5)]).await;
+    let mut erin = c.viewer("erin").await;
+    c.top_up("erin", 1_000).await;
+    erin.join("bob").await;
+    for_bob += confirmed(&mut erin, "bob", &[("star", 2, 100)]).await;
+
+    let finished = loop {
+        let event = watcher.next_of("pk").await;
+        if event["state"] == "finished" {
+            break event;
+        }
+    };
+    assert_eq!(
+        finished["scores"],
+        json!({"alice": for_alice, "bob": for_bob})
+    );
+    assert_eq!(finished["winner"], "bob");
+    let token = b.token("anyone", Role::Viewer);
+    let state = get_json(&b.url(&format!("/api/pk/{pk}")), &token).await;
+    assert_eq!(state["scores"], finished["scores"]);
+    drop((b, c));
+    cluster.finish().await;
+}

@@ -510,3 +510,30 @@ async fn deliveries_run_on_a_thread_of_their_own_that_gives_way_to_the_money_pat
     bob.ok(gift("alice", "rose")).await;
     assert_eq!(receiver.wait_for(1).await[0].body["type"], "gift.sent");
 }
+
+#[tokio::test]
+async fn a_battles_result_is_told_to_each_of_its_rooms() {
+    let (receiver, at) = Receiver::start(None).await;
+    let mut file = loopback_allowed();
+    file.pk.require_live = false;
+    let (server, clock) = server_at_t0(file).await;
+    register(&server, &receiver, at, ALICE, "alice", &["pk.finished"]).await;
+    let mut alice = server.broadcaster("alice").await;
+    alice.join("alice").await;
+    let mut bob = server.broadcaster("bob").await;
+    bob.join("bob").await;
+    let invite = json!({"type": "pk_invite", "room": "alice", "opponent": "bob", "seconds": 10});
+    let pk = alice.ok(invite).await["pk"].as_str().unwrap().to_owned();
+    bob.ok(json!({"type": "pk_accept", "pk": pk})).await;
+    server.top_up("carol", 100).await;
+    let mut carol = server.viewer("carol").await;
+    carol.join("bob").await;
+    carol.ok(gift("bob", "rose")).await;
+    clock.set(T0 + 11_000);
+    // Alice's endpoint hears of her room's battle, with its result.
+    let arrived = receiver.wait_for(1).await;
+    let data = &arrived[0].body["data"];
+    assert_eq!(arrived[0].body["type"], "pk.finished");
+    assert_eq!((&data["pk"], &data["winner"]), (&json!(pk), &json!("bob")));
+    assert_eq!(data["scores"], json!({"alice": 0, "bob": 5}));
+}
