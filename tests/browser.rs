@@ -2,7 +2,10 @@
 //! go live, watch, top up, gift, thank, cash out and download a statement, then moderate
 //! (appoint a moderator, delete a viewer's message, slow mode, a timeout and its lifting,
 //! the audit log), then the stream overlay (its URL from the live page, a gift alert,
-//! test and replay alerts, a wrong key's page left blank, a rotated key) — inside a
+//! test and replay alerts, a wrong key's page left blank, a rotated key), then likes
+//! (floating hearts and the total on another viewer's page) and a PK battle (invited
+//! and accepted on the live pages, both videos side by side on a viewer's page, a
+//! gift's score, the winner, back to one video) — inside a
 //! network namespace with only loopback, so no media leaves 127.0.0.1. Screenshots
 //! land in `target/tmp/e2e-artifacts/`.
 //!
@@ -64,6 +67,8 @@ fn broadcaster_and_viewer_pages_work_end_to_end_in_headless_chromium() {
         "viewer.png",
         "moderator.png",
         "overlay.png",
+        "pk-viewer.png",
+        "pk-broadcaster.png",
     ] {
         assert!(artifacts.join(page).exists(), "no screenshot {page}");
     }

@@ -3,12 +3,15 @@
 // panel (held/available/pending/paid, cash-out, payouts, statement; see earnings.js), and
 // the broadcaster's own wallet (debt, today's spending against the cap, a minor's account),
 // and the moderation panel (moderators, slow mode, blocked terms, bans, the audit log;
-// see moderation.js), with a moderator's menu on each chat message by someone else.
+// see moderation.js), with a moderator's menu on each chat message by someone else;
+// the room's likes (likes.js) and PK battles: invites, answers, the battle (pk.js).
 import { getToken, currentUser, getEarnings, getCatalog, getWallet } from './api.js';
 import { api } from './api.js'; // the stream overlay's routes
 import { showDebt, showSpending, showMinor } from './wallet.js';
 import { setupEarnings, showEarnings, formatMinor } from './earnings.js';
 import { OvationSocket } from './ws.js';
+import { setupLikes } from './likes.js';
+import { setupPk } from './pk.js';
 import { publish } from './whip.js';
 import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
 import {
@@ -34,6 +37,9 @@ function start() {
   const room = me.id;
   $('room-title').textContent = `${me.name}’s studio`;
   const ws = new OvationSocket(token);
+  const likes = setupLikes({ ws, room, token, total: $('like-total'), layer: $('heart-layer') });
+  const pk = setupPk({ ws, room, token, stage: $('stage'), broadcaster: true });
+  Object.assign(window.ovation, { likes, pk });
 
   // ---------- camera & WHIP ----------
 

@@ -1,5 +1,6 @@
 // Viewer page: WHEP video, chat, gifts, paid questions, red packets, leaderboard;
-// for the room's moderators, a menu on each message by someone else (see moderation.js).
+// for the room's moderators, a menu on each message by someone else (see moderation.js);
+// likes and floating hearts (likes.js); PK battles, the opponent's video beside (pk.js).
 import { getToken, currentUser, getCatalog, getWallet, setDailyLimit, getLeaderboard, topUp, newKey, getCoinPacks, buyInDevStore } from './api.js';
 import { OvationSocket } from './ws.js';
 import { play } from './whip.js';
@@ -7,6 +8,8 @@ import { $, el, toast, showError, formatCoins, stickerEmoji } from './ui.js';
 import { showDebt, showSpending, showMinor } from './wallet.js';
 import { isServerFault, retryServerFaults, MAX_RETRIES, RETRY_CAP_MS } from './retry.js';
 import { attachMenu, syncMenus, moderateMessage, describeRecord, slowModeText, refusalMessages, removeEvent } from './moderation.js';
+import { setupLikes } from './likes.js';
+import { setupPk } from './pk.js';
 
 const room = new URLSearchParams(location.search).get('room') || '';
 if (!/^[a-z0-9_-]{1,64}$/.test(room)) location.replace('/');
@@ -39,6 +42,9 @@ document.title = `${room} · Ovation`;
 $('room-title').textContent = room;
 const ws = new OvationSocket(token);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const likes = setupLikes({ ws, room, token, button: $('like-button'), total: $('like-total'), layer: $('heart-layer') });
+const pk = setupPk({ ws, room, token, stage: $('stage') });
+Object.assign(window.ovation, { likes, pk });
 
 // ---------- video ----------
 

@@ -16,6 +16,13 @@
 // sticker shows as a gift alert on the overlay (and never on the locked ones); the
 // live page's Test alert and Replay last alert show on it; rotating the key locks
 // the old URL and the new one works.
+// Then likes: the viewer taps the heart 5 times; Mo's page shows floating hearts and
+// every page's total reaches 5. Then a PK battle: two more broadcasters (pk-a, pk-b) go
+// live; A's invite to a room that is not live shows the server's refusal; A invites
+// pk-b for 10 s from the live page's PK panel, B accepts on its page; a viewer of pk-a
+// sees both videos play side by side (the opponent's muted), sends a sticker and
+// pk-a's score rises on every page; at the end every page shows pk-a as the winner,
+// GET /api/pk/{pk} agrees, and the viewer is back to one video.
 // Screenshots of the pages go to $ARTIFACTS.
 //
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
@@ -54,17 +61,38 @@ async function signIn(page, name, role) {
   await page.waitForSelector('#whoami:not([hidden])');
 }
 
-/** Frames decoded so far by the page's peer connection's inbound video. */
-async function framesDecoded(page) {
-  return page.evaluate(async () => {
-    const pc = window.ovation && window.ovation.pc;
+/** Frames decoded so far by the page's peer connection's inbound video (`pk`: the PK opponent's). */
+async function framesDecoded(page, which = 'main') {
+  return page.evaluate(async (which) => {
+    const o = window.ovation;
+    const pc = o && (which === 'pk' ? o.pk && o.pk.pc : o.pc);
     if (!pc) return 0;
     let frames = 0;
     (await pc.getStats()).forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0;
     });
     return frames;
-  });
+  }, which);
+}
+
+/** Waits until more than `min` frames are decoded (see framesDecoded). */
+async function waitForFrames(page, which, min, ms = 30000) {
+  const deadline = Date.now() + ms;
+  let frames = 0;
+  while ((frames = await framesDecoded(page, which)) <= min) {
+    if (Date.now() > deadline) throw new Error(`only ${frames} ${which} video frames decoded in ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return frames;
+}
+
+/** Waits until the <video> at `selector` shows a picture and its time advances. */
+async function videoPlays(page, selector, ms = 10000) {
+  const start = await page.$eval(selector, (v) => v.currentTime);
+  await page.waitForFunction(([s, t]) => {
+    const v = document.querySelector(s);
+    return v && !v.paused && v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > t + 0.5;
+  }, [selector, start], { timeout: ms });
 }
 
 // Earnings are available at once (no hold) and a payout may be as small as 1 coin,
@@ -352,6 +380,109 @@ try {
   await overlay.waitForFunction(() => document.body.dataset.state === 'locked', null, { timeout: 10000 });
   await overlay.goto(await live.inputValue('#overlay-url'));
   await overlay.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 10000 });
+
+  step('likes: the viewer taps the heart 5 times; Mo’s page shows floating hearts and every total reaches 5');
+  const shownBefore = await mod.evaluate(() => Number(document.getElementById('heart-layer').dataset.shown || 0));
+  for (let i = 0; i < 5; i++) await watch.click('#like-button');
+  await mod.locator('#heart-layer .heart').first().waitFor({ state: 'attached', timeout: 10000 });
+  await mod.waitForFunction((b) => Number(document.getElementById('heart-layer').dataset.shown) >= b + 5, shownBefore, { timeout: 10000 });
+  for (const page of [mod, watch, live]) {
+    await page.waitForFunction(() => Number(document.getElementById('like-total').dataset.total) >= 5, null, { timeout: 10000 });
+  }
+  const likeText = await mod.textContent('#like-total');
+  if (Number(likeText.replace(/\D/g, '')) < 5) throw new Error(`Mo’s page shows ${likeText} likes`);
+
+  step('PK: two more broadcasters go live on their pages');
+  const pkPage = {};
+  for (const [name, id] of [['PK A', 'pk-a'], ['PK B', 'pk-b']]) {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    await context.grantPermissions(['camera', 'microphone'], { origin: BASE });
+    const page = await context.newPage();
+    logPage(id, page);
+    await signIn(page, name, 'broadcaster');
+    await page.goto(`${BASE}/live.html`);
+    await page.click('#go-live');
+    await page.waitForFunction(() => window.ovation.pc && window.ovation.pc.connectionState === 'connected', null, { timeout: 20000 });
+    await page.locator('#pk-panel').waitFor({ timeout: 10000 });
+    if (await page.locator('#pk-battle').isVisible()) throw new Error(`${id}'s page shows a battle before any`);
+    pkPage[id] = page;
+  }
+  const [pkA, pkB] = [pkPage['pk-a'], pkPage['pk-b']];
+
+  step('PK: a viewer watches pk-a and tops up');
+  const fanContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const fan = await fanContext.newPage();
+  logPage('fan', fan);
+  await signIn(fan, 'Fay', 'viewer');
+  await fan.goto(`${BASE}/watch.html?room=pk-a`);
+  await waitForFrames(fan, 'main', 30);
+  await fan.click('#topup');
+  await fan.waitForFunction(() => Number(document.getElementById('balance').dataset.coins) > 0);
+  if (await fan.locator('#pk-panel').isVisible()) throw new Error('the viewer’s page shows a PK panel before any battle');
+
+  step('PK: an invite to a room that is not live shows the server’s refusal on the panel');
+  await pkA.fill('#pk-invite-room', 'nobody-live');
+  await pkA.fill('#pk-invite-seconds', '10');
+  await pkA.click('#pk-invite-button');
+  await pkA.locator('#pk-invite-error', { hasText: 'not live' }).waitFor({ timeout: 10000 });
+
+  // 20 s: room for the checks below on a slow machine before the battle ends.
+  step('PK: A invites pk-b for 20 s from the panel; B accepts on its page');
+  await pkA.fill('#pk-invite-room', 'pk-b');
+  await pkA.fill('#pk-invite-seconds', '20');
+  await pkA.click('#pk-invite-button');
+  await pkA.locator('#pk-invite-status', { hasText: 'waiting' }).waitFor({ timeout: 10000 });
+  if (await pkA.locator('#pk-invite-error').isVisible()) throw new Error(`the invite was refused: ${await pkA.textContent('#pk-invite-error')}`);
+  await pkB.locator('#pk-incoming').waitFor({ timeout: 10000 });
+  const invitation = await pkB.textContent('#pk-incoming-text');
+  if (!invitation.includes('pk-a')) throw new Error(`B's invitation reads ${JSON.stringify(invitation)}`);
+  const answerIn = Number((await pkB.textContent('#pk-incoming-countdown')).replace(/\D/g, ''));
+  if (!(answerIn > 20 && answerIn <= 30)) throw new Error(`B has ${answerIn} s to answer`);
+  await pkB.click('#pk-accept');
+  await pkB.locator('#pk-incoming').waitFor({ state: 'hidden', timeout: 10000 });
+
+  step('PK: the viewer’s page shows the battle; the viewer’s sticker raises pk-a’s score on every page');
+  await fan.locator('#pk-battle').waitFor({ timeout: 10000 });
+  const pkId = await fan.getAttribute('#pk-battle', 'data-pk');
+  await fan.click('.sticker[data-id="rose"]');
+  const scored = () => {
+    const score = document.getElementById('pk-score-pk-a');
+    return !!score && Number(score.dataset.score) > 0 && Number(score.textContent.replace(/\D/g, '')) > 0;
+  };
+  for (const page of [fan, pkA, pkB]) await page.waitForFunction(scored, null, { timeout: 8000 });
+  const other = await fan.textContent('#pk-score-pk-b');
+  if (Number(other.replace(/\D/g, '')) !== 0) throw new Error(`pk-b scored ${other} without a gift`);
+  if (!/^\d+:\d\d$/.test(await fan.textContent('#pk-countdown'))) throw new Error('no countdown on the viewer’s page');
+  await fan.locator('#pk-top-own li', { hasText: 'Fay' }).waitFor({ timeout: 8000 });
+
+  step('PK: the viewer plays both broadcasters side by side, the opponent muted; so does A’s page');
+  await fan.waitForFunction(() => document.getElementById('stage').classList.contains('pk-on') && !document.getElementById('pk-opponent').hidden);
+  const pkFrames = await waitForFrames(fan, 'pk', 10, 8000);
+  await videoPlays(fan, '#video');
+  await videoPlays(fan, '#pk-opponent-video');
+  const muted = await fan.evaluate(() => document.getElementById('pk-opponent-video').muted);
+  if (!muted) throw new Error('the opponent’s video is not muted by default');
+  await fan.click('#pk-unmute');
+  if (await fan.evaluate(() => document.getElementById('pk-opponent-video').muted)) throw new Error('Unmute left the opponent’s video muted');
+  await videoPlays(pkA, '#pk-opponent-video');
+  step(`viewer decoded ${pkFrames} frames of the opponent (battle ${pkId})`);
+  await fan.screenshot({ path: join(artifacts, 'pk-viewer.png'), fullPage: true });
+  await pkA.screenshot({ path: join(artifacts, 'pk-broadcaster.png'), fullPage: true });
+
+  step('PK: the battle ends; every page shows pk-a as the winner, then the viewer is back to one video');
+  await fan.locator('#pk-result[data-winner="pk-a"]').waitFor({ timeout: 30000 });
+  await pkA.locator('#pk-result[data-winner="pk-a"]', { hasText: 'You win' }).waitFor({ timeout: 10000 });
+  await pkB.locator('#pk-result[data-winner="pk-a"]').waitFor({ timeout: 10000 });
+  const final = await (await fetch(`${BASE}/api/pk/${encodeURIComponent(pkId)}`)).json();
+  if (final.state !== 'finished' || final.winner !== 'pk-a' || !(final.scores['pk-a'] > 0) || final.scores['pk-b'] !== 0) {
+    throw new Error(`GET /api/pk/${pkId} says ${JSON.stringify(final)}`);
+  }
+  await fan.waitForFunction(() => !document.getElementById('stage').classList.contains('pk-on')
+    && document.getElementById('pk-opponent').hidden && document.getElementById('pk-panel').hidden
+    && !window.ovation.pk.pc && document.getElementById('pk-opponent-video').srcObject === null, null, { timeout: 15000 });
+  await videoPlays(fan, '#video');
+  await pkA.locator('#pk-battle').waitFor({ state: 'hidden', timeout: 15000 });
+  if (await pkA.isDisabled('#pk-invite-button')) throw new Error('A cannot invite again after the battle');
 
   await live.screenshot({ path: join(artifacts, 'broadcaster.png'), fullPage: true });
   await watch.screenshot({ path: join(artifacts, 'viewer.png'), fullPage: true });
