@@ -136,6 +136,50 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         viewer_ramp: u32,
     },
+    /// Likes: viewers of one room tap hearts together; replies, errors by code, and
+    /// the room's coalesced `likes` events (rate, last total against taps sent).
+    Likes {
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// `like` messages a second over all clients, spread evenly. Keep it under
+        /// 30 per client (the server's default per-user limit) unless measuring
+        /// `rate_limited`.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Taps per message (1..=15).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// The room (default: a fresh `lt-likes-<time>` per run).
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// PK battle during a gift storm: two live rooms (WHIP publishers), N viewers
+    /// each, K senders per side; score events' rate and delay, and the final scores
+    /// against the coins confirmed.
+    Pk {
+        /// Viewers in each room.
+        #[arg(long, default_value_t = 100)]
+        viewers: usize,
+        /// Gift senders in each room.
+        #[arg(long, default_value_t = 20)]
+        senders: usize,
+        /// Gifts each sender keeps unconfirmed.
+        #[arg(long, default_value_t = 1)]
+        inflight: usize,
+        /// The battle's length (default: --duration + 5, at least 10).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// The same video, viewers and storm, without the battle.
+        #[arg(long)]
+        no_pk: bool,
+        /// The rooms are PAIR-a and PAIR-b. A pair may battle again only after the
+        /// server's `[pk] cooldown_s` (see loadtest/pk.toml).
+        #[arg(long, default_value = "lt-pk")]
+        pair: String,
+        /// Each broadcaster's video bitrate (it only makes the rooms live).
+        #[arg(long, default_value_t = 250)]
+        video_kbps: u32,
+    },
     /// Idle connections: server memory per connection.
     Idle {
         #[arg(long, default_value_t = 10_000)]
@@ -249,6 +293,46 @@ async fn run(cli: Cli, cluster: Cluster) -> anyhow::Result<()> {
             };
             let stats = watched(Stats::default());
             json!({"scenario": "rtc", "result": scenarios::rtc::run(target, &load, stats).await?})
+        }
+        Scenario::Likes {
+            clients,
+            rate,
+            count,
+            room,
+        } => {
+            let load = scenarios::likes::LikeLoad {
+                clients: *clients,
+                rate: *rate,
+                count: *count,
+                duration,
+                ramp: common.ramp,
+                room: room.clone(),
+            };
+            let stats = watched(Stats::default());
+            json!({"scenario": "likes", "result": scenarios::likes::run(&cluster, &load, stats).await?})
+        }
+        Scenario::Pk {
+            viewers,
+            senders,
+            inflight,
+            seconds,
+            no_pk,
+            pair,
+            video_kbps,
+        } => {
+            let load = scenarios::pk::PkLoad {
+                viewers: *viewers,
+                senders: *senders,
+                inflight: *inflight,
+                duration,
+                seconds: *seconds,
+                no_pk: *no_pk,
+                pair: pair.clone(),
+                video_kbps: *video_kbps,
+                ramp: common.ramp,
+            };
+            let stats = watched(Stats::default());
+            json!({"scenario": if *no_pk { "pk-baseline" } else { "pk" }, "result": scenarios::pk::run(&cluster, &load, stats).await?})
         }
         Scenario::Idle { clients, rooms } => {
             let stats = watched(Stats::default());

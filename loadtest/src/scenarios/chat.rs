@@ -247,7 +247,7 @@ impl Chats {
 /// (from 0) is due at (n + phase) / per_second. Senders i of n take phase i / n, so
 /// that together they send one message every 1 / rate seconds, the load a rate
 /// describes, instead of every sender's message at the same instant.
-fn due(elapsed: Duration, per_second: f64, phase: f64) -> u64 {
+pub(super) fn due(elapsed: Duration, per_second: f64, phase: f64) -> u64 {
     let periods = elapsed.as_secs_f64() * per_second - phase;
     if periods < 0.0 {
         0

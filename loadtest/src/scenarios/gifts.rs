@@ -46,20 +46,7 @@ pub async fn run(
     // Enough coins that nobody runs dry during the run.
     let coins = price * 1_000_000;
     let run_id = super::unix_micros();
-    stream::iter(tokens.iter().enumerate())
-        .map(|(i, token)| {
-            let target = cluster.node(i).clone();
-            async move {
-                target
-                    .top_up(token, coins, &format!("lt-topup-{run_id}-{i}"))
-                    .await
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    top_up_all(cluster, &tokens, coins, run_id).await?;
     let clients = connect_all(
         cluster,
         &tokens,
@@ -77,9 +64,9 @@ pub async fn run(
             let stats = stats.clone();
             let sticker = sticker.clone();
             let inflight = load.inflight.max(1);
-            tokio::spawn(
-                async move { storm(client, &sticker, inflight, deadline, run_id, stats).await },
-            )
+            tokio::spawn(async move {
+                storm(client, &sticker, inflight, deadline, run_id, stats, |_| {}).await
+            })
         })
         .collect();
     for task in tasks {
@@ -98,13 +85,42 @@ pub async fn run(
     })
 }
 
-async fn storm(
+/// Tops up client `i` (token `tokens[i]`, on its node) with `coins`, a few dozen at
+/// a time.
+pub async fn top_up_all(
+    cluster: &Cluster,
+    tokens: &[String],
+    coins: u64,
+    run_id: u64,
+) -> anyhow::Result<()> {
+    stream::iter(tokens.iter().enumerate())
+        .map(|(i, token)| {
+            let target = cluster.node(i).clone();
+            async move {
+                target
+                    .top_up(token, coins, &format!("lt-topup-{run_id}-{i}"))
+                    .await
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(())
+}
+
+/// Sends gifts of one `sticker` in the client's room, keeping `inflight` unconfirmed,
+/// until `deadline`, then waits for the last confirmations. Calls `on_confirm` with
+/// the time of each confirmation.
+pub async fn storm(
     client: Joined,
     sticker: &str,
     inflight: usize,
     deadline: Instant,
     run_id: u64,
     stats: Arc<Stats>,
+    mut on_confirm: impl FnMut(Instant),
 ) {
     let Joined {
         mut socket,
@@ -139,7 +155,9 @@ async fn storm(
         match string_field(&text, "type") {
             Some("ok") if text.contains("\"gift_id\"") => {
                 let sent = waiting.pop_front().expect("a reply follows a request");
-                stats.latency.record(sent.elapsed().as_micros() as u64);
+                let now = Instant::now();
+                stats.latency.record((now - sent).as_micros() as u64);
+                on_confirm(now);
             }
             Some("error") => {
                 waiting.pop_front();

@@ -3,6 +3,8 @@
 pub mod chat;
 pub mod gifts;
 pub mod idle;
+pub mod likes;
+pub mod pk;
 pub mod purchases;
 pub mod rtc;
 

@@ -75,7 +75,8 @@ pub async fn run(target: &Target, load: &RtcLoad, stats: Arc<Stats>) -> anyhow::
     let api = Arc::new(loopback_api()?);
     let room = "lt-rtc";
     let token = target.token_as(room, "broadcaster").await?;
-    let (publisher, frames_sent) = publish(target, &api, room, &token, load).await?;
+    let (publisher, frames_sent) =
+        publish(target, &api, room, &token, load.fps, load.bitrate_kbps).await?;
     let reception = Arc::new(Reception::default());
     let mut viewers = Vec::with_capacity(load.viewers);
     let started = Instant::now();
@@ -124,7 +125,7 @@ pub async fn run(target: &Target, load: &RtcLoad, stats: Arc<Stats>) -> anyhow::
     })
 }
 
-fn loopback_api() -> anyhow::Result<API> {
+pub(super) fn loopback_api() -> anyhow::Result<API> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
@@ -140,14 +141,14 @@ fn loopback_api() -> anyhow::Result<API> {
 }
 
 /// A peer connection and its session's `Location`.
-struct Session {
+pub(super) struct Session {
     pc: Arc<RTCPeerConnection>,
     location: String,
 }
 
 impl Session {
     /// Ends the session on the server (DELETE) and closes the peer connection.
-    async fn end(self, target: &Target, token: Option<&str>) {
+    pub(super) async fn end(self, target: &Target, token: Option<&str>) {
         let mut request = target.request(reqwest::Method::DELETE, &self.location);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -213,12 +214,16 @@ fn frame(number: u64, key: bool, size: usize) -> Bytes {
     Bytes::from(data)
 }
 
-async fn publish(
+/// Publishes synthetic video to `room` over WHIP (with its broadcaster's `token`) at
+/// `fps` frames a second and `bitrate_kbps`; returns the session and the count of
+/// frames sent so far.
+pub(super) async fn publish(
     target: &Target,
     api: &API,
     room: &str,
     token: &str,
-    load: &RtcLoad,
+    fps: u32,
+    bitrate_kbps: u32,
 ) -> anyhow::Result<(Session, Arc<AtomicU64>)> {
     let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     let video = Arc::new(TrackLocalStaticSample::new(
@@ -249,8 +254,8 @@ async fn publish(
     let frames_sent = Arc::new(AtomicU64::new(0));
     let sent = frames_sent.clone();
     let (fps, size) = (
-        load.fps.max(1),
-        (load.bitrate_kbps as usize * 1000 / 8) / load.fps.max(1) as usize,
+        fps.max(1),
+        (bitrate_kbps as usize * 1000 / 8) / fps.max(1) as usize,
     );
     tokio::spawn(async move {
         let period = Duration::from_secs_f64(1.0 / f64::from(fps));

@@ -1,6 +1,7 @@
-//! Battles in the ledger's file, through the profiles' connection (one connection:
-//! a check and the insert that follows it see nothing in between); a period's gifts
-//! through the read connection.
+//! Battles in the ledger's file: written through the profiles' connection (one
+//! connection: a check and the insert that follows it see nothing in between), read
+//! (the driver's every tick) through the read connection, which never waits for the
+//! ledger writer's lock; a period's gifts through the read connection too.
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -72,7 +73,7 @@ impl PkStore for SqliteLedger {
     async fn battle(&self, id: &str) -> Result<Option<Battle>, Refusal> {
         let id = id.to_owned();
         let stored = self
-            .profile_statement(move |c| {
+            .read(move |c| {
                 Ok(c.query_row(
                     &format!("SELECT {BATTLE_COLUMNS} FROM pk_battles WHERE id = ?1"),
                     [id],
@@ -110,7 +111,7 @@ impl PkStore for SqliteLedger {
 
     async fn open_battles(&self) -> Result<Vec<Battle>, Refusal> {
         let stored = self
-            .profile_statement(|c| {
+            .read(|c| {
                 let mut statement = c.prepare_cached(&format!(
                     "SELECT {BATTLE_COLUMNS} FROM pk_battles WHERE state IN ('invited', 'running')"
                 ))?;
@@ -122,23 +123,17 @@ impl PkStore for SqliteLedger {
         stored.iter().map(|s| decode_battle(s)).collect()
     }
 
+    /// One process keeps this file (its data directory is its own), so it drives
+    /// every battle: no lease is written. (Writing one each tick would wait for the
+    /// ledger writer's lock in a gift storm.)
     async fn claim_battle(
         &self,
-        id: &str,
-        node: &str,
-        now_ms: u64,
-        until_ms: u64,
+        _id: &str,
+        _node: &str,
+        _now_ms: u64,
+        _until_ms: u64,
     ) -> Result<bool, Refusal> {
-        let (id, node) = (id.to_owned(), node.to_owned());
-        self.profile_statement(move |c| {
-            Ok(c.execute(
-                "UPDATE pk_battles SET driver = ?2, lease_until_ms = ?4
-                 WHERE id = ?1 AND (driver = ?2 OR driver IS NULL OR lease_until_ms <= ?3)",
-                params![id, node, now_ms as i64, until_ms as i64],
-            )? == 1)
-        })
-        .await
-        .map_err(unavailable)
+        Ok(true)
     }
 
     async fn gifts_between(
