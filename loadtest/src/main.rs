@@ -149,6 +149,10 @@ enum Scenario {
         /// Taps per message (1..=15).
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Sends likes without `rid`, as a page that does not wait for them does:
+        /// the server answers only errors (no latency is measured).
+        #[arg(long)]
+        no_rid: bool,
         /// The room (default: a fresh `lt-likes-<time>` per run).
         #[arg(long)]
         room: Option<String>,
@@ -298,12 +302,14 @@ async fn run(cli: Cli, cluster: Cluster) -> anyhow::Result<()> {
             clients,
             rate,
             count,
+            no_rid,
             room,
         } => {
             let load = scenarios::likes::LikeLoad {
                 clients: *clients,
                 rate: *rate,
                 count: *count,
+                no_rid: *no_rid,
                 duration,
                 ramp: common.ramp,
                 room: room.clone(),

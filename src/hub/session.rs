@@ -466,7 +466,9 @@ impl Session {
         self.hub.allow_like(&user, now)?;
         self.hub.check_payment(&room, &user, false).await?;
         room.likes.tap(request.count);
-        Ok(Some(ok_reply(rid, EmptyReply {})))
+        // Only a message with a `rid` is owed an `ok`: a page that taps without one
+        // saves a frame per like (errors are still answered).
+        Ok(rid.as_ref().map(|_| ok_reply(rid, EmptyReply {})))
     }
 
     async fn pk_invite(&mut self, rid: &Option<Rid>, request: PkInviteRequest) -> Answer {

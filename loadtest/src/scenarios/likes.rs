@@ -34,6 +34,8 @@ pub struct LikeLoad {
     pub rate: u32,
     /// Taps per message (1..=15).
     pub count: u32,
+    /// Likes go without `rid`: the server answers only errors.
+    pub no_rid: bool,
     pub duration: Duration,
     pub ramp: u32,
     /// The room; by default a fresh one per run, so its `total` starts at 0.
@@ -101,6 +103,7 @@ struct Plan {
     per_second: f64,
     phase: f64,
     count: u32,
+    no_rid: bool,
 }
 
 impl Plan {
@@ -153,6 +156,7 @@ pub async fn run(
                 per_second: per_client,
                 phase: client.index as f64 / clients as f64,
                 count: load.count,
+                no_rid: load.no_rid,
             };
             let (shared, stats, stopped) = (shared.clone(), stats.clone(), stopped.clone());
             tokio::spawn(async move { tap(client, plan, shared, stats, stopped).await })
@@ -167,7 +171,12 @@ pub async fn run(
     while answered() < stats.sent.get() && waited.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let taps_ok = shared.ok.get() * u64::from(load.count);
+    // Without `rid` only errors are answered: every like sent and not refused counted.
+    let answered_ok = match load.no_rid {
+        true => stats.sent.get().saturating_sub(stats.errors.get()),
+        false => shared.ok.get(),
+    };
+    let taps_ok = answered_ok * u64::from(load.count);
     let waited = Instant::now();
     loop {
         let base = shared.base.load(Relaxed);
@@ -283,15 +292,23 @@ async fn tap(
                         sent += 1;
                         continue;
                     }
-                    let message = format!(
-                        "{{\"type\":\"like\",\"room\":{room},\"count\":{},\"rid\":{sent}}}",
-                        plan.count
-                    );
+                    let message = match plan.no_rid {
+                        true => format!(
+                            "{{\"type\":\"like\",\"room\":{room},\"count\":{}}}",
+                            plan.count
+                        ),
+                        false => format!(
+                            "{{\"type\":\"like\",\"room\":{room},\"count\":{},\"rid\":{sent}}}",
+                            plan.count
+                        ),
+                    };
                     if socket.send_text(&message).await.is_err() {
                         stats.disconnects.add(1);
                         return events;
                     }
-                    waiting.push_back(Instant::now());
+                    if !plan.no_rid {
+                        waiting.push_back(Instant::now());
+                    }
                     stats.sent.add(1);
                     sent += 1;
                 }
