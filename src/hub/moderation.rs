@@ -210,7 +210,7 @@ impl Hub {
         let now = self.moderation.clock.now_ms();
         self.with_rules(room, |rules| rules.may_chat(user, text, now))
             .await??;
-        self.remember(user);
+        self.remember(user).await;
         Ok(())
     }
 
@@ -231,21 +231,25 @@ impl Hub {
             Ok::<_, Refusal>(())
         })
         .await??;
-        self.remember(user);
+        self.remember(user).await;
         Ok(())
     }
 
     /// Records that the user writes, once per node, so that moderators can name them.
-    fn remember(&self, user: &User) {
+    /// Awaited (the first time only): a moderator acting on the message a moment
+    /// later, on any node, finds its author.
+    async fn remember(&self, user: &User) {
         if !self.remembered.first_time(&user.id) {
             return;
         }
-        let (store, card, role) = (self.moderation.store.clone(), user.as_ref(), user.role);
-        tokio::spawn(async move {
-            if let Err(error) = store.remember(&card, role).await {
-                tracing::warn!(%error, user = card.id, "a writer was not recorded");
-            }
-        });
+        if let Err(error) = self
+            .moderation
+            .store
+            .remember(&user.as_ref(), user.role)
+            .await
+        {
+            tracing::warn!(%error, user = user.id, "a writer was not recorded");
+        }
     }
 
     /// The user an action names, as last seen writing. A room's broadcaster is known
