@@ -717,6 +717,27 @@ pub struct LeaderEntry {
     pub coins: u64,
 }
 
+impl LeaderEntry {
+    /// The `n` biggest of `totals` (id → name and coins), most coins first; ties in
+    /// id order, so that every node shows the same.
+    pub fn ranked<'a>(
+        totals: impl IntoIterator<Item = (&'a String, &'a (String, u64))>,
+        n: usize,
+    ) -> Vec<LeaderEntry> {
+        let mut all: Vec<LeaderEntry> = totals
+            .into_iter()
+            .map(|(id, (name, coins))| LeaderEntry {
+                id: id.clone(),
+                name: name.clone(),
+                coins: *coins,
+            })
+            .collect();
+        all.sort_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
+        all.truncate(n);
+        all
+    }
+}
+
 /// Serializes `{"type":"ok","rid":...}` merged with the fields of `result` (an object).
 /// The reply to a paid action: the payer's balance after it, whether it was a retry
 /// (nothing charged again), and the id of what was paid for.

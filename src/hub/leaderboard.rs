@@ -24,18 +24,7 @@ impl Leaderboard {
 
     /// The top senders, most coins first; ties in id order so every node agrees.
     pub fn top(&self) -> Vec<LeaderEntry> {
-        let mut all: Vec<LeaderEntry> = self
-            .totals
-            .iter()
-            .map(|(id, (name, coins))| LeaderEntry {
-                id: id.clone(),
-                name: name.clone(),
-                coins: *coins,
-            })
-            .collect();
-        all.sort_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
-        all.truncate(LEADERBOARD_TOP);
-        all
+        LeaderEntry::ranked(&self.totals, LEADERBOARD_TOP)
     }
 
     /// The top list if it changed since the last call.

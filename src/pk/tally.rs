@@ -48,20 +48,9 @@ impl Tally {
         self.scores
     }
 
-    /// A side's biggest supporters, most coins first (ties by id, so every node
-    /// shows the same).
+    /// A side's biggest supporters, most coins first.
     pub fn top(&self, side: usize) -> Vec<LeaderEntry> {
-        let mut all: Vec<LeaderEntry> = self.supporters[side]
-            .iter()
-            .map(|(id, (name, coins))| LeaderEntry {
-                id: id.clone(),
-                name: name.clone(),
-                coins: *coins,
-            })
-            .collect();
-        all.sort_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
-        all.truncate(TOP_SUPPORTERS);
-        all
+        LeaderEntry::ranked(&self.supporters[side], TOP_SUPPORTERS)
     }
 }
 
