@@ -5,9 +5,11 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::protocol::{is_valid_id, UserRef};
 
@@ -119,6 +121,49 @@ impl Tokens {
     }
 }
 
+/// Node credentials: what an edge node shows the origin node when it pulls a room's
+/// video (`Ovation-Node: EXPIRY.MAC`). The key is derived from the token secret, which
+/// every node of a cluster shares, under a label of its own, so a credential is never
+/// a user token and a user token is never a credential. Each names one room and
+/// expires within a minute.
+#[derive(Clone)]
+pub struct NodeKey(Vec<u8>);
+
+/// The header a node credential travels in.
+pub const NODE_CREDENTIAL_HEADER: &str = "ovation-node";
+
+impl NodeKey {
+    pub fn derive(secret: &[u8]) -> NodeKey {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(b"ovation node credential v1");
+        NodeKey(mac.finalize().into_bytes().to_vec())
+    }
+
+    fn mac(&self, room: &str, expires_s: u64) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key");
+        mac.update(format!("{room}\n{expires_s}").as_bytes());
+        mac
+    }
+
+    /// A credential for pulling `room`, valid until `expires_s` (Unix seconds).
+    pub fn mint(&self, room: &str, expires_s: u64) -> String {
+        let tag = self.mac(room, expires_s).finalize().into_bytes();
+        format!("{expires_s}.{}", hex::encode(tag))
+    }
+
+    /// Whether `credential` was minted by a node of this cluster for `room` and is
+    /// still valid at `now_s`.
+    pub fn verify(&self, room: &str, credential: &str, now_s: u64) -> bool {
+        let Some((expires, tag)) = credential.split_once('.') else {
+            return false;
+        };
+        let (Ok(expires_s), Ok(tag)) = (expires.parse::<u64>(), hex::decode(tag)) else {
+            return false;
+        };
+        expires_s >= now_s && self.mac(room, expires_s).verify_slice(&tag).is_ok()
+    }
+}
+
 pub fn unix_now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -166,6 +211,22 @@ mod tests {
         let ours = Tokens::new(b"0123456789abcdef0123", 0);
         let theirs = Tokens::new(b"another secret, 20b+", 0);
         assert!(ours.verify(&theirs.mint(&bob(), 60)).is_err());
+    }
+
+    #[test]
+    fn node_credentials_name_one_room_and_expire() {
+        let key = NodeKey::derive(b"0123456789abcdef0123");
+        let credential = key.mint("cam", 100);
+        assert!(key.verify("cam", &credential, 100));
+        assert!(!key.verify("cam", &credential, 101), "expired");
+        assert!(!key.verify("other", &credential, 50), "another room");
+        let theirs = NodeKey::derive(b"another secret, 20b+");
+        assert!(!theirs.verify("cam", &credential, 50), "another cluster");
+        let later = credential.replacen("100.", "200.", 1);
+        assert!(!key.verify("cam", &later, 150), "expiry is signed");
+        for bad in ["", "100", "x.00", "100.zz"] {
+            assert!(!key.verify("cam", bad, 50), "{bad:?}");
+        }
     }
 
     #[test]

@@ -134,6 +134,18 @@ pub struct RtcSettings {
     pub keyframe_interval_ms: u64,
     /// How long a WHEP request waits for a just-started publisher's tracks.
     pub track_wait_ms: u64,
+    /// In a cluster: this node serves at most this many WHEP viewers; beyond it, new
+    /// ones are redirected to a node with room (or refused with 503 when none has).
+    pub max_viewers_per_node: Option<usize>,
+    /// In a cluster: above this share of the machine's CPU (0-100), new WHEP viewers
+    /// are redirected to a node with room.
+    pub max_cpu_percent: f64,
+    /// An edge keeps pulling a room's video this long after its last viewer left,
+    /// so a viewer who comes back (or the next one) starts at once.
+    pub edge_linger_ms: u64,
+    /// An edge that lost its origin keeps looking for the room's video (the
+    /// publisher may come back on any node) this long before it ends its viewers.
+    pub origin_lost_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -159,6 +171,10 @@ impl Default for RtcSettings {
             viewer_queue_packets: 512,
             keyframe_interval_ms: 500,
             track_wait_ms: 5_000,
+            max_viewers_per_node: None,
+            max_cpu_percent: 90.0,
+            edge_linger_ms: 10_000,
+            origin_lost_ms: 10_000,
         }
     }
 }
@@ -172,6 +188,12 @@ impl RtcSettings {
         }
         if self.max_sdp_bytes == 0 || self.viewer_queue_packets == 0 {
             bail!("rtc.max_sdp_bytes and rtc.viewer_queue_packets must be greater than zero");
+        }
+        if !(self.max_cpu_percent > 0.0 && self.max_cpu_percent <= 100.0) {
+            bail!("rtc.max_cpu_percent must be above 0 and at most 100");
+        }
+        if self.max_viewers_per_node == Some(0) {
+            bail!("rtc.max_viewers_per_node must be at least 1 (leave it out for no cap)");
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Tokens;
-use crate::bus::RedisBus;
+use crate::bus::{Bus, RedisBus};
 use crate::config::{Config, Limits};
 use crate::gift::GiftEngine;
 use crate::hub::{Cluster, Hub, Local, Moderation};
@@ -76,7 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         file.webhooks.clone(),
         config.clock.clone(),
     ));
-    let hub = open_hub(
+    let (hub, mesh) = open_hub(
         &config,
         addr,
         gifts.ledger().clone(),
@@ -84,6 +84,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown.clone(),
     )
     .await?;
+    let mesh = mesh
+        .map(|(bus, url)| relay::Mesh::new(bus, url, auth::NodeKey::derive(&secret)))
+        .transpose()
+        .context("starting the relay's client")?;
     let connections = TaskTracker::new();
     // Installed first: the pool reports its size as a metric.
     let metrics = metrics::install();
@@ -93,9 +97,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.listen,
         file.rtc.clone(),
         Box::new(move |room, live| live_rooms.set_live(room, live)),
+        mesh,
     )
     .await
     .context("starting the WebRTC relay")?;
+    tokio::spawn(relay.clone().report_loads(shutdown.clone()));
     let relay_handle = relay.clone();
     let state = http::AppState {
         hub: hub.clone(),
@@ -185,14 +191,15 @@ async fn close_connections(
     }
 }
 
-/// The hub, on the cluster's bus when there is one.
+/// The hub, on the cluster's bus when there is one; with the bus, this node's URL
+/// for the relay.
 async fn open_hub(
     config: &Config,
     addr: SocketAddr,
     ledger: Arc<dyn Ledger>,
     webhooks: Arc<Webhooks>,
     shutdown: CancellationToken,
-) -> anyhow::Result<Arc<Hub>> {
+) -> anyhow::Result<(Arc<Hub>, Option<(Arc<dyn Bus>, String)>)> {
     let limits = &config.file.limits;
     let battles = hub::Battles::new(ledger.clone(), config.file.pk.clone(), config.clock.clone());
     let moderation = Moderation {
@@ -208,7 +215,7 @@ async fn open_hub(
             webhooks,
             battles,
         );
-        return Ok(Arc::new(hub));
+        return Ok((Arc::new(hub), None));
     };
     let bus = RedisBus::connect(
         &settings.url,
@@ -222,7 +229,8 @@ async fn open_hub(
         .node_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let (cluster, tasks) = Cluster::new(Arc::new(bus), url);
+    let bus: Arc<dyn Bus> = Arc::new(bus);
+    let (cluster, tasks) = Cluster::new(bus.clone(), url.clone());
     let cluster = Arc::new(cluster);
     let hub = Hub::new(
         limits.clone(),
@@ -233,7 +241,7 @@ async fn open_hub(
     );
     let hub = Arc::new(hub);
     tasks.run(hub.clone(), cluster, shutdown);
-    Ok(hub)
+    Ok((hub, Some((bus, url))))
 }
 
 /// The ledger (the shared PostgreSQL one, or the embedded SQLite file in the data

@@ -148,9 +148,19 @@ pub fn bus_announcement_dropped(kind: &'static str) {
     counter!("ovation_bus_announcements_dropped_total", "kind" => kind).increment(1);
 }
 
-pub fn rtc_sessions(publishers: usize, viewers: usize) {
-    gauge!("ovation_rtc_sessions", "role" => "publisher").set(publishers as f64);
-    gauge!("ovation_rtc_sessions", "role" => "viewer").set(viewers as f64);
+/// Open relay sessions by role: `publisher` (WHIP here), `viewer` (WHEP of a video
+/// published here), `viewer_pulled` (WHEP of a video this node pulls as an edge),
+/// `pull` (this node pulling a room from its origin), `edge` (an edge pulling from
+/// this node).
+pub fn rtc_sessions(sessions: [(&'static str, usize); 5]) {
+    for (role, count) in sessions {
+        gauge!("ovation_rtc_sessions", "role" => role).set(count as f64);
+    }
+}
+
+/// RTP payload bytes received from publishers and, on an edge, from origins.
+pub fn rtc_received(bytes: u64) {
+    counter!("ovation_rtc_bytes_received_total").increment(bytes);
 }
 
 /// RTP packets handed to viewers' queues, and their bytes.
@@ -164,7 +174,14 @@ pub fn rtc_dropped(packets: u64) {
     counter!("ovation_rtc_packets_dropped_total").increment(packets);
 }
 
-/// Keyframe requests sent to publishers (after rate limiting).
+/// Keyframe requests asked for: by viewers and edges (PLI, FIR), on joining, and for
+/// lost packets. At most one per interval per broadcast goes upstream.
+pub fn rtc_keyframe_asked() {
+    counter!("ovation_rtc_keyframe_requests_asked_total").increment(1);
+}
+
+/// Keyframe requests sent upstream, to the publisher or an edge's origin (after
+/// coalescing).
 pub fn rtc_keyframe_requested() {
     counter!("ovation_rtc_keyframe_requests_total").increment(1);
 }

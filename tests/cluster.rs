@@ -318,35 +318,6 @@ async fn whep_offer(node: &Node, room: &str) -> reqwest::Response {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whep_on_a_node_without_the_video_is_redirected_to_the_node_that_has_it() {
-    let Some(cluster) = Cluster::create().await else {
-        return;
-    };
-    let (a, b) = (cluster.node(), cluster.node());
-    let mut fan = watcher(&b, "cam").await;
-    let token = a.token("cam", Role::Broadcaster);
-    let publisher = rtc::Publisher::start(&a, "cam", &token).await;
-    // The room hears that the video is live on every node.
-    assert_eq!(fan.next_of("stream").await["live"], true);
-
-    // Asked of B, WHEP answers 307 to the same endpoint on A...
-    let response = whep_offer(&b, "cam").await;
-    assert_eq!(response.status(), 307);
-    assert_eq!(response.headers()["location"], a.url("/whep/cam").as_str());
-
-    // ...and a viewer that follows it plays the video.
-    let mut viewer = rtc::Viewer::start(&b, "cam", None, true).await;
-    viewer.frames(10).await;
-    assert_eq!(
-        rtc::delete(&a, &publisher.location, Some(&token)).await,
-        200
-    );
-    assert_eq!(fan.next_of("stream").await["live"], false);
-    drop((a, b));
-    cluster.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_whose_node_died_is_announced_ended_on_the_other_nodes() {
     let Some(cluster) = Cluster::create().await else {
         return;

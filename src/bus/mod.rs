@@ -43,6 +43,21 @@ pub struct RoomMessage {
     pub frame: String,
 }
 
+/// One node's load, as it reports it every second for placing WHEP viewers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeLoad {
+    /// The node's base URL, where viewers sent to it go.
+    pub url: String,
+    /// WHEP viewers it serves (from a publisher here or from a pulled copy).
+    pub viewers: usize,
+    /// The operator's cap on `viewers`, if any.
+    pub max_viewers: Option<usize>,
+    /// The process's CPU use, as a share of the machine's cores (0-100).
+    pub cpu_percent: f64,
+    /// Media bytes sent per second to viewers and edges.
+    pub egress_bytes_per_s: u64,
+}
+
 /// A room's shared state at one instant: its epoch, last `seq`, whether its video is
 /// live, and its newest events (the last one numbered `seq`; a deleted one is empty).
 #[derive(Debug, Clone, PartialEq)]
@@ -149,4 +164,8 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The base URL of the node hosting the room's video, if any.
     async fn video_host(&self, room: &str) -> Result<Option<String>, BusError>;
+
+    /// Records this node's load (it expires after `ttl_ms` unless reported again)
+    /// and returns every node's unexpired load, this one's included.
+    async fn report_load(&self, load: &NodeLoad, ttl_ms: u64) -> Result<Vec<NodeLoad>, BusError>;
 }

@@ -10,6 +10,7 @@
 //! `stream` event said live: with no host claiming the video, it was a dead node's). Channels: `C:events:R`, payload `EPOCH SEQ LIVE FRAME`, and
 //! `C:users:U`, payload the private event's frame, and `C:flash:R`, payload an
 //! ephemeral room event's frame. `C:room:R:likes:{total,recent,gate}` count likes.
+//! `C:nodes` holds each node's load (url -> `EXPIRY JSON`) for placing WHEP viewers.
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, ScriptInvocation};
 
-use super::{Bus, BusError, BusMessage, RoomMessage, Snapshot};
+use super::{Bus, BusError, BusMessage, NodeLoad, RoomMessage, Snapshot};
 use crate::protocol::{LeaderEntry, UnsequencedEvent, UserRef};
 
 /// A room's history outlives its last event by this long.
@@ -119,6 +120,26 @@ end
 return totals
 "#;
 
+/// KEYS: the nodes' loads (url -> `expiry json`); ARGV: this node's url, its load as
+/// JSON, the time it lasts (ms). Records it, drops expired ones, answers the rest.
+const REPORT_LOAD: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
+local loads = {}
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local expires, load = string.match(all[j + 1], '^(%d+) (.*)$')
+  if expires and tonumber(expires) > now then
+    loads[#loads + 1] = load
+  else
+    redis.call('HDEL', KEYS[1], all[j])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return loads
+"#;
+
 /// KEYS: total, recent, gate; ARGV: taps, the gate's time (ms). Counts the taps;
 /// when the gate opens (once per its time), takes the recent taps and answers them
 /// with the total; `{total, 0}` when no taps wait, nil while the gate is shut.
@@ -177,6 +198,7 @@ pub struct RedisBus {
     host_video: Script,
     stop_hosting_video: Script,
     likes: Script,
+    report_load: Script,
 }
 
 impl RedisBus {
@@ -208,6 +230,7 @@ impl RedisBus {
             host_video: Script::new(HOST_VIDEO),
             stop_hosting_video: Script::new(STOP_HOSTING_VIDEO),
             likes: Script::new(LIKES),
+            report_load: Script::new(REPORT_LOAD),
         })
     }
 
@@ -481,6 +504,24 @@ impl Bus for RedisBus {
             .query_async(&mut self.commands.clone())
             .await?;
         Ok(host)
+    }
+
+    async fn report_load(&self, load: &NodeLoad, ttl_ms: u64) -> Result<Vec<NodeLoad>, BusError> {
+        let json = serde_json::to_string(load).map_err(|e| BusError::Malformed(e.to_string()))?;
+        let loads: Vec<String> = self
+            .report_load
+            .key(format!("{}:nodes", self.cluster))
+            .arg(&load.url)
+            .arg(json)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        loads
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| BusError::Malformed(format!("a load: {e}")))
+            })
+            .collect()
     }
 }
 

@@ -3,19 +3,21 @@
 //! Candidates are all in the answer (no trickle), so `PATCH` answers 405.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{unreadable_body, ApiError, AppState, Bearer, MaybeBearer};
-use crate::auth::Role;
+use crate::auth::{Role, NODE_CREDENTIAL_HEADER};
 use crate::config::IceServer;
 use crate::protocol::{is_valid_id, ErrorCode, Rejection};
-use crate::relay::{Negotiated, Side};
+use crate::relay::placement::Placement;
+use crate::relay::{Negotiated, RelayError, RelayReport, Side};
 
 pub fn routes(max_sdp_bytes: usize) -> Router<AppState> {
     Router::new()
@@ -54,13 +56,27 @@ async fn whip(
 async fn whep(
     State(state): State<AppState>,
     Path(room): Path<String>,
+    placed: Result<Query<Placed>, QueryRejection>,
     MaybeBearer(user): MaybeBearer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(placed) =
+        placed.map_err(|_| Rejection::bad_request("redirects must be a small whole number"))?;
     let offer = sdp_offer(&room, &headers, body)?;
-    if let Some(host) = video_elsewhere(&state, &room).await {
-        return Ok(redirect_to(&host, &room));
+    if let Some(credential) = headers.get(NODE_CREDENTIAL_HEADER) {
+        let credential = credential.to_str().unwrap_or_default();
+        let negotiated = state
+            .relay
+            .serve_edge(&room, credential, offer)
+            .await
+            .map_err(Rejection::from)?;
+        return Ok(created(&state, "whep", &room, negotiated));
+    }
+    match state.relay.place(placed.redirects) {
+        Placement::Here => {}
+        Placement::Elsewhere(node) => return Ok(redirect_to(&node, &room, placed.redirects + 1)),
+        Placement::Full => return Err(Rejection::from(RelayError::NodesFull).into()),
     }
     let user = user.map(|u| u.id);
     let negotiated = state
@@ -71,21 +87,22 @@ async fn whep(
     Ok(created(&state, "whep", &room, negotiated))
 }
 
-/// In a cluster, the base URL of the node hosting the room's video when it is not
-/// this one. A bus failure answers as if there were none (404 from the relay): the
-/// viewer retries.
-async fn video_elsewhere(state: &AppState, room: &str) -> Option<String> {
-    if state.relay.is_live(room) {
-        return None;
-    }
-    state.hub.video_elsewhere(room).await
+/// How many times a WHEP request was redirected already (`?redirects=N`, set by the
+/// nodes that redirect it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Placed {
+    redirects: u32,
 }
 
-/// `307 Temporary Redirect` to the same WHEP endpoint on the hosting node: clients
+/// `307 Temporary Redirect` to the same WHEP endpoint on a node with room: clients
 /// repeat the POST with the same offer there (WHIP/WHEP allow redirects for load
 /// balancing).
-fn redirect_to(host: &str, room: &str) -> Response {
-    let location = format!("{}/whep/{room}", host.trim_end_matches('/'));
+fn redirect_to(node: &str, room: &str, redirects: u32) -> Response {
+    let location = format!(
+        "{}/whep/{room}?redirects={redirects}",
+        node.trim_end_matches('/')
+    );
     match HeaderValue::from_str(&location) {
         Ok(location) => (
             StatusCode::TEMPORARY_REDIRECT,
@@ -127,16 +144,14 @@ async fn rtc_config(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "ice_servers": state.relay.settings().ice_servers }))
 }
 
-/// Open relay sessions, for operators (and the tests that prove nothing is left over).
+/// Open relay sessions, pulls and traffic, for operators (and the tests that prove
+/// nothing is left over).
 async fn rtc_sessions(
     State(state): State<AppState>,
     Bearer(user): Bearer,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RelayReport>, ApiError> {
     super::only(&user, Role::Admin, "relay sessions are for admins")?;
-    let counts = state.relay.counts();
-    Ok(Json(
-        json!({"publishers": counts.publishers, "viewers": counts.viewers}),
-    ))
+    Ok(Json(state.relay.report()))
 }
 
 /// Checks the room id, the content type and the body of an offer.

@@ -1,5 +1,6 @@
-//! One room's broadcast: the publisher's peer connection, the tracks it sends, and
-//! the viewers its packets go to.
+//! One room's broadcast on this node: its upstream (the publisher's peer connection,
+//! or on an edge the pull from the origin), the tracks it sends, and the viewers its
+//! packets go to.
 //!
 //! The publisher's path never waits for a viewer: each RTP packet is offered to every
 //! viewer's bounded queue with `try_send`, and a writer task per viewer drains its own
@@ -7,8 +8,8 @@
 //! asks for a keyframe, and recovers; the others never notice.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TrySendError;
@@ -25,6 +26,9 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
+use super::continuity::Continuity;
+use super::traffic::Traffic;
+
 /// A track the publisher sends, as viewers' tracks must copy it.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -32,75 +36,129 @@ pub struct Source {
     pub codec: RTCRtpCodecCapability,
 }
 
-/// A packet on its way to one viewer: which source it is from, and the packet.
-type Forwarded = (usize, Arc<Packet>);
+/// A packet on its way to one viewer: which source it is from, from which upstream
+/// (they count up as an edge pulls again), and the packet.
+type Forwarded = (usize, u32, Arc<Packet>);
 
 pub struct Broadcast {
     pub room: String,
-    /// The broadcaster's user id.
-    pub owner: String,
-    pub session: String,
-    pub pc: Arc<RTCPeerConnection>,
-    /// Media sections the publisher's offer sends; the broadcast is complete when
-    /// that many tracks have arrived.
-    expected: usize,
+    /// Where its packets come from: the publisher's peer connection, or an edge's
+    /// current pull from the origin. Keyframe requests go there.
+    upstream: Mutex<Option<Arc<RTCPeerConnection>>>,
+    /// Media sections the upstream sends; the broadcast is complete when that many
+    /// tracks have arrived.
+    expected: AtomicUsize,
     sources: watch::Sender<Vec<Source>>,
     viewers: RwLock<HashMap<String, mpsc::Sender<Forwarded>>>,
+    /// Viewer sessions started on it, connected or not (an edge lingers at zero).
+    watchers: watch::Sender<usize>,
     keyframe_wanted: Notify,
     video_ssrc: AtomicU32,
+    /// Packets received, to notice an upstream that went silent.
+    received: AtomicU64,
+    /// How many upstreams there were before the current one.
+    generation: AtomicU32,
+    traffic: Arc<Traffic>,
     pub ended: CancellationToken,
 }
 
+/// A new upstream track could not continue the broadcast: its codec differs from the
+/// one its viewers' tracks were negotiated for.
+#[derive(Debug)]
+pub struct CodecChanged;
+
 impl Broadcast {
-    pub fn new(
-        room: &str,
-        owner: &str,
-        session: String,
-        pc: Arc<RTCPeerConnection>,
-        expected: usize,
-    ) -> Broadcast {
+    pub fn new(room: &str, traffic: Arc<Traffic>) -> Broadcast {
         Broadcast {
             room: room.to_owned(),
-            owner: owner.to_owned(),
-            session,
-            pc,
-            expected,
+            upstream: Mutex::new(None),
+            expected: AtomicUsize::new(usize::MAX),
             sources: watch::Sender::new(Vec::new()),
             viewers: RwLock::new(HashMap::new()),
+            watchers: watch::Sender::new(0),
             keyframe_wanted: Notify::new(),
             video_ssrc: AtomicU32::new(0),
+            received: AtomicU64::new(0),
+            generation: AtomicU32::new(0),
+            traffic,
             ended: CancellationToken::new(),
         }
     }
 
-    /// A new track from the publisher; returns true for the first one (now live).
-    pub fn add_source(self: &Arc<Self>, track: Arc<TrackRemote>) -> bool {
+    /// The peer connection packets now come from, sending `expected` tracks.
+    pub fn set_upstream(&self, pc: Arc<RTCPeerConnection>, expected: usize) {
+        self.expected.store(expected, Ordering::Relaxed);
+        let mut upstream = self.upstream.lock().unwrap_or_else(|p| p.into_inner());
+        if upstream.replace(pc).is_some() {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn upstream(&self) -> Option<Arc<RTCPeerConnection>> {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A new track from the upstream. The first of its kind is added (true for the
+    /// broadcast's very first: now live); a later one of a kind already here (an
+    /// edge's new pull) continues it, if its codec is the same.
+    pub fn add_source(self: &Arc<Self>, track: Arc<TrackRemote>) -> Result<bool, CodecChanged> {
         let kind = track.kind();
+        let codec = track.codec().capability;
         if kind == RTPCodecType::Video {
             self.video_ssrc.store(track.ssrc(), Ordering::Relaxed);
         }
-        let mut index = 0;
-        let mut first = false;
+        let (mut index, mut first, mut changed) = (0, false, false);
         self.sources.send_modify(|sources| {
-            index = sources.len();
             first = sources.is_empty();
-            sources.push(Source {
-                kind,
-                codec: track.codec().capability,
-            });
+            match sources.iter().position(|s| s.kind == kind) {
+                Some(known) => {
+                    index = known;
+                    changed = !sources[known]
+                        .codec
+                        .mime_type
+                        .eq_ignore_ascii_case(&codec.mime_type);
+                }
+                None => {
+                    index = sources.len();
+                    sources.push(Source { kind, codec });
+                }
+            }
         });
-        tokio::spawn(self.clone().forward(index, track));
-        first
+        if changed {
+            return Err(CodecChanged);
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        tokio::spawn(self.clone().forward(index, generation, track));
+        Ok(first)
     }
 
-    /// The publisher's tracks once all have arrived, or whatever arrived within
+    /// The upstream's tracks once all have arrived, or whatever arrived within
     /// `wait`; `None` when none did.
     pub async fn sources(&self, wait: Duration) -> Option<Vec<Source>> {
         let mut sources = self.sources.subscribe();
-        let complete = sources.wait_for(|s| s.len() >= self.expected);
+        let complete = sources.wait_for(|s| s.len() >= self.expected.load(Ordering::Relaxed));
         let _ = tokio::time::timeout(wait, complete).await;
         let sources = sources.borrow().clone();
         (!sources.is_empty()).then_some(sources)
+    }
+
+    /// Packets received from upstreams so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Counts a viewer session started on this broadcast (`started` true) or ended.
+    pub fn watch(&self, started: bool) {
+        self.watchers
+            .send_modify(|n| *n = if started { *n + 1 } else { n.saturating_sub(1) });
+    }
+
+    /// Follows the number of viewer sessions.
+    pub fn watchers(&self) -> watch::Receiver<usize> {
+        self.watchers.subscribe()
     }
 
     pub fn add_viewer(&self, session: &str, queue: mpsc::Sender<Forwarded>) {
@@ -118,13 +176,16 @@ impl Broadcast {
     }
 
     pub fn request_keyframe(&self) {
+        self.traffic.keyframe_asked();
         self.keyframe_wanted.notify_one();
     }
 
     /// Reads one publisher track and offers each packet to every viewer's queue.
-    async fn forward(self: Arc<Self>, index: usize, track: Arc<TrackRemote>) {
+    async fn forward(self: Arc<Self>, index: usize, generation: u32, track: Arc<TrackRemote>) {
         while let Ok((packet, _)) = track.read_rtp().await {
             let bytes = packet.payload.len() as u64;
+            self.received.fetch_add(1, Ordering::Relaxed);
+            self.traffic.received(bytes);
             let packet = Arc::new(packet);
             let (mut sent, mut dropped) = (0, 0);
             for queue in self
@@ -133,13 +194,13 @@ impl Broadcast {
                 .unwrap_or_else(|p| p.into_inner())
                 .values()
             {
-                match queue.try_send((index, packet.clone())) {
+                match queue.try_send((index, generation, packet.clone())) {
                     Ok(()) => sent += 1,
                     Err(TrySendError::Full(_)) => dropped += 1,
                     Err(TrySendError::Closed(_)) => {}
                 }
             }
-            crate::metrics::rtc_forwarded(sent, sent * bytes);
+            self.traffic.forwarded(sent, sent * bytes);
             if dropped > 0 {
                 crate::metrics::rtc_dropped(dropped);
                 // Whoever lost a packet needs a fresh picture.
@@ -148,8 +209,11 @@ impl Broadcast {
         }
     }
 
-    /// Sends the publisher a picture loss indication when asked, at most once per
-    /// `interval`: requests in between are folded into one sent after it.
+    /// Sends the upstream a picture loss indication when asked, at most once per
+    /// `interval`: requests in between are folded into one sent after it. This is
+    /// what keeps a thousand joining viewers, on this node or on its edges (whose
+    /// requests arrive as one viewer's), from costing the publisher a thousand
+    /// keyframes.
     pub async fn request_keyframes(self: Arc<Self>, interval: Duration) {
         loop {
             tokio::select! {
@@ -157,13 +221,13 @@ impl Broadcast {
                 _ = self.keyframe_wanted.notified() => {}
             }
             let media_ssrc = self.video_ssrc.load(Ordering::Relaxed);
-            if media_ssrc != 0 {
+            if let (Some(upstream), true) = (self.upstream(), media_ssrc != 0) {
                 let pli = PictureLossIndication {
                     sender_ssrc: 0,
                     media_ssrc,
                 };
-                if self.pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
-                    crate::metrics::rtc_keyframe_requested();
+                if upstream.write_rtcp(&[Box::new(pli)]).await.is_ok() {
+                    self.traffic.keyframe_sent();
                 }
             }
             tokio::select! {
@@ -180,26 +244,41 @@ pub async fn write_to_viewer(
     tracks: Vec<(Arc<TrackLocalStaticRTP>, Source)>,
     mut queue: mpsc::Receiver<Forwarded>,
 ) {
-    let mut started: Vec<bool> = tracks
+    let is_video = |source: &Source| source.kind == RTPCodecType::Video;
+    let mut started: Vec<bool> = tracks.iter().map(|(_, s)| !is_video(s)).collect();
+    let mut continuity: Vec<Continuity> = tracks
         .iter()
-        .map(|(_, source)| source.kind != RTPCodecType::Video)
+        .map(|(_, s)| Continuity::new(s.codec.clock_rate))
         .collect();
-    while let Some((index, packet)) = queue.recv().await {
+    while let Some((index, upstream, packet)) = queue.recv().await {
         let Some((track, source)) = tracks.get(index) else {
             continue;
         };
+        let numbering = &mut continuity[index];
+        if numbering.switched(upstream) && is_video(source) {
+            started[index] = false;
+        }
         if !started[index] {
             if !super::keyframe::starts_keyframe(&source.codec.mime_type, &packet.payload) {
                 continue;
             }
             started[index] = true;
         }
-        {
-            if let Err(error) = track.write_rtp(&packet).await {
-                if error != webrtc::Error::ErrClosedPipe {
-                    tracing::debug!(%error, "viewer write failed; ending its writer");
-                    return;
-                }
+        let header = &packet.header;
+        let (seq, timestamp) =
+            numbering.rewrite(upstream, header.sequence_number, header.timestamp);
+        let written = if (seq, timestamp) == (header.sequence_number, header.timestamp) {
+            track.write_rtp(&packet).await
+        } else {
+            let mut renumbered = Packet::clone(&packet);
+            renumbered.header.sequence_number = seq;
+            renumbered.header.timestamp = timestamp;
+            track.write_rtp(&renumbered).await
+        };
+        if let Err(error) = written {
+            if error != webrtc::Error::ErrClosedPipe {
+                tracing::debug!(%error, "viewer write failed; ending its writer");
+                return;
             }
         }
     }

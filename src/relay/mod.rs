@@ -1,20 +1,31 @@
 //! The WebRTC relay (an SFU on webrtc-rs 0.17): one WHIP publisher per room, its RTP
 //! forwarded packet by packet to every WHEP viewer of the room. No transcoding.
 //!
+//! In a cluster a room's video reaches viewers on every node: the node the publisher
+//! sends to is the room's **origin**; a node asked for the room without it becomes an
+//! **edge** (`edge.rs`), pulls one copy from the origin over WHEP and serves its own
+//! viewers from it exactly as the origin serves its own. Each node reports its load
+//! (`load.rs`) so that a full node sends new viewers elsewhere (`placement.rs`).
+//!
 //! Sessions end on `DELETE`, when their peer connection fails or closes (ICE notices
 //! a vanished peer within seconds), or, for viewers, when their publisher ends. The
 //! room's WebSocket members hear `stream` `live:true` when the first track arrives and
 //! `live:false` when the publisher goes.
 
 mod broadcast;
+mod continuity;
+mod edge;
 mod engine;
 pub mod keyframe;
+mod load;
+pub mod placement;
 pub mod sdp;
+mod traffic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -26,9 +37,14 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocal;
 
+use crate::bus::NodeLoad;
 use crate::config::RtcSettings;
 use crate::protocol::{ErrorCode, Rejection};
 use broadcast::{read_viewer_rtcp, write_to_viewer, Broadcast};
+pub use edge::Mesh;
+use edge::{Edge, EdgeReport, PullReport};
+use placement::Placement;
+use traffic::{Traffic, TrafficTotals};
 
 /// Why the relay refused a request. Mapped to protocol error codes in one place.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +57,8 @@ pub enum RelayError {
     AlreadyPublishing,
     #[error("this room has as many viewers as it can take")]
     TooManyViewers,
+    #[error("every node has as many viewers as it can take; try again later")]
+    NodesFull,
     #[error("the server relays as many rooms as it can take")]
     TooManyPublishers,
     #[error("the publisher's media has not started yet; try again")]
@@ -49,6 +67,8 @@ pub enum RelayError {
     NoSession,
     #[error("this session belongs to someone else")]
     Forbidden,
+    #[error("the node credential is not valid for this room")]
+    BadCredential,
     #[error("the relay failed: {0}")]
     Internal(String),
 }
@@ -59,10 +79,11 @@ impl From<RelayError> for Rejection {
             RelayError::BadSdp(_) => ErrorCode::BadRequest,
             RelayError::NotLive | RelayError::NoSession => ErrorCode::NotFound,
             RelayError::AlreadyPublishing => ErrorCode::Conflict,
-            RelayError::TooManyViewers | RelayError::TooManyPublishers | RelayError::NotReady => {
-                ErrorCode::Unavailable
-            }
-            RelayError::Forbidden => ErrorCode::Forbidden,
+            RelayError::TooManyViewers
+            | RelayError::NodesFull
+            | RelayError::TooManyPublishers
+            | RelayError::NotReady => ErrorCode::Unavailable,
+            RelayError::Forbidden | RelayError::BadCredential => ErrorCode::Forbidden,
             RelayError::Internal(_) => ErrorCode::Internal,
         };
         Rejection::new(code, error.to_string())
@@ -88,12 +109,51 @@ pub enum Side {
     Whep,
 }
 
+/// A room published to this node.
+struct Published {
+    /// The broadcaster's user id.
+    owner: String,
+    session: String,
+    pc: Arc<RTCPeerConnection>,
+    broadcast: Arc<Broadcast>,
+}
+
+/// Who a WHEP session plays to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// A viewer of a room published here.
+    Local,
+    /// A viewer of a room this node pulls as an edge.
+    Pulled,
+    /// An edge node pulling a room published here.
+    Edge,
+}
+
+/// A viewer session's hold on its broadcast: counted while it lives, so an edge
+/// knows when its last viewer left.
+struct Watching(Arc<Broadcast>);
+
+impl Watching {
+    fn new(broadcast: Arc<Broadcast>) -> Watching {
+        broadcast.watch(true);
+        Watching(broadcast)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.watch(false);
+    }
+}
+
 struct Viewer {
     room: String,
-    /// The signed-in user who started it; guests' sessions are ended by their URL alone.
+    /// The signed-in user who started it; guests' and edges' sessions are ended by
+    /// their URL alone.
     user: Option<String>,
+    audience: Audience,
     pc: Arc<RTCPeerConnection>,
-    broadcast: Weak<Broadcast>,
+    watching: Watching,
 }
 
 /// Tells the rooms when a broadcast goes live or ends.
@@ -102,21 +162,56 @@ pub type LiveListener = Box<dyn Fn(&str, bool) + Send + Sync>;
 pub struct Relay {
     api: API,
     settings: RtcSettings,
-    broadcasts: Mutex<HashMap<String, Arc<Broadcast>>>,
+    broadcasts: Mutex<HashMap<String, Published>>,
+    /// Rooms this node pulls from their origin, as an edge.
+    edges: Mutex<HashMap<String, Arc<Edge>>>,
     viewers: Mutex<HashMap<String, Viewer>>,
     on_live: LiveListener,
     /// Peer connections ended but still shutting down.
     closing: AtomicUsize,
     /// The counts, republished on every change, so anyone can await one.
     census: watch::Sender<Counts>,
+    traffic: Arc<Traffic>,
+    /// The cluster's nodes, when there is a cluster.
+    mesh: Option<Mesh>,
+    /// The other nodes' loads as last reported (and counted on since, for the
+    /// viewers sent to them).
+    loads: Mutex<Vec<NodeLoad>>,
+    /// This node's CPU and egress as last measured.
+    meter: Mutex<load::LoadMeter>,
 }
 
 /// Open sessions, and ended ones whose peer connection is still closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
     pub publishers: usize,
+    /// WHEP viewers, of rooms published here or pulled.
     pub viewers: usize,
+    /// Of `viewers`, those watching a room this node pulls.
+    pub viewers_pulled: usize,
+    /// Rooms this node pulls from their origins.
+    pub pulls: usize,
+    /// Edge nodes pulling rooms published here.
+    pub edges: usize,
     pub closing: usize,
+}
+
+/// What `GET /api/admin/rtc` shows an operator.
+#[derive(Debug, serde::Serialize)]
+pub struct RelayReport {
+    pub publishers: usize,
+    pub viewers: usize,
+    pub viewers_local: usize,
+    pub viewers_pulled: usize,
+    /// Rooms pulled from their origin, and from where.
+    pub pulls: Vec<PullReport>,
+    /// Edges pulling rooms from this node, by session.
+    pub edges: Vec<EdgeReport>,
+    pub traffic: TrafficTotals,
+    pub cpu_percent: f64,
+    pub egress_bytes_per_s: u64,
+    /// The cluster's nodes' loads as last reported (this one's included).
+    pub nodes: Vec<NodeLoad>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,15 +223,22 @@ impl Relay {
         listen: SocketAddr,
         settings: RtcSettings,
         on_live: LiveListener,
+        mesh: Option<Mesh>,
     ) -> anyhow::Result<Arc<Relay>> {
+        let traffic = Arc::new(Traffic::default());
         Ok(Arc::new(Relay {
             api: engine::build(listen, &settings).await?,
             settings,
             broadcasts: Mutex::new(HashMap::new()),
+            edges: Mutex::new(HashMap::new()),
             viewers: Mutex::new(HashMap::new()),
             on_live,
             closing: AtomicUsize::new(0),
             census: watch::Sender::new(Counts::default()),
+            meter: Mutex::new(load::LoadMeter::new(traffic.totals())),
+            traffic,
+            mesh,
+            loads: Mutex::new(Vec::new()),
         }))
     }
 
@@ -145,10 +247,50 @@ impl Relay {
     }
 
     pub fn counts(&self) -> Counts {
+        let (mut viewers, mut viewers_pulled, mut edges) = (0, 0, 0);
+        for viewer in lock(&self.viewers).values() {
+            match viewer.audience {
+                Audience::Local => viewers += 1,
+                Audience::Pulled => {
+                    viewers += 1;
+                    viewers_pulled += 1;
+                }
+                Audience::Edge => edges += 1,
+            }
+        }
         Counts {
             publishers: lock(&self.broadcasts).len(),
-            viewers: lock(&self.viewers).len(),
+            viewers,
+            viewers_pulled,
+            pulls: lock(&self.edges).len(),
+            edges,
             closing: self.closing.load(Ordering::SeqCst),
+        }
+    }
+
+    pub fn report(&self) -> RelayReport {
+        let counts = self.counts();
+        let edges = lock(&self.viewers)
+            .iter()
+            .filter(|(_, v)| v.audience == Audience::Edge)
+            .map(|(session, v)| EdgeReport {
+                room: v.room.clone(),
+                session: session.clone(),
+            })
+            .collect();
+        let pulls = lock(&self.edges).values().map(|e| e.report()).collect();
+        let meter = lock(&self.meter);
+        RelayReport {
+            publishers: counts.publishers,
+            viewers: counts.viewers,
+            viewers_local: counts.viewers - counts.viewers_pulled,
+            viewers_pulled: counts.viewers_pulled,
+            pulls,
+            edges,
+            traffic: self.traffic.totals(),
+            cpu_percent: meter.cpu_percent,
+            egress_bytes_per_s: meter.egress_bytes_per_s,
+            nodes: lock(&self.loads).clone(),
         }
     }
 
@@ -160,7 +302,13 @@ impl Relay {
     /// Republishes the counts after a change (and the session gauges with them).
     fn recount(&self) {
         let counts = self.counts();
-        crate::metrics::rtc_sessions(counts.publishers, counts.viewers);
+        crate::metrics::rtc_sessions([
+            ("publisher", counts.publishers),
+            ("viewer", counts.viewers - counts.viewers_pulled),
+            ("viewer_pulled", counts.viewers_pulled),
+            ("pull", counts.pulls),
+            ("edge", counts.edges),
+        ]);
         self.census
             .send_if_modified(|known| std::mem::replace(known, counts) != counts);
     }
@@ -195,13 +343,8 @@ impl Relay {
         }
         let pc = self.peer_connection().await?;
         let session = crate::ids::session_id();
-        let broadcast = Arc::new(Broadcast::new(
-            room,
-            owner,
-            session.clone(),
-            pc.clone(),
-            expected,
-        ));
+        let broadcast = Arc::new(Broadcast::new(room, self.traffic.clone()));
+        broadcast.set_upstream(pc.clone(), expected);
         let answer = match self.answer(&pc, offer).await {
             Ok(answer) => answer,
             Err(error) => {
@@ -216,13 +359,22 @@ impl Relay {
                 self.close(pc);
                 return Err(error);
             }
-            broadcasts.insert(room.to_owned(), broadcast.clone());
+            broadcasts.insert(
+                room.to_owned(),
+                Published {
+                    owner: owner.to_owned(),
+                    session: session.clone(),
+                    pc: pc.clone(),
+                    broadcast: broadcast.clone(),
+                },
+            );
         }
         self.recount();
         let (relay, weak) = (Arc::downgrade(self), Arc::downgrade(&broadcast));
         pc.on_track(Box::new(move |track, _, _| {
             if let (Some(relay), Some(broadcast)) = (relay.upgrade(), weak.upgrade()) {
-                if broadcast.add_source(track) {
+                // A publisher's tracks are all new: each kind is added once.
+                if let Ok(true) = broadcast.add_source(track) {
                     (relay.on_live)(&broadcast.room, true);
                 }
             }
@@ -248,7 +400,7 @@ impl Relay {
 
     fn check_can_publish_locked(
         &self,
-        broadcasts: &HashMap<String, Arc<Broadcast>>,
+        broadcasts: &HashMap<String, Published>,
         room: &str,
     ) -> Result<(), RelayError> {
         if broadcasts.contains_key(room) {
@@ -260,29 +412,114 @@ impl Relay {
         Ok(())
     }
 
-    /// Whether `room`'s video is published to this node.
-    pub fn is_live(&self, room: &str) -> bool {
-        lock(&self.broadcasts).contains_key(room)
+    fn published(&self, room: &str) -> Option<Arc<Broadcast>> {
+        lock(&self.broadcasts)
+            .get(room)
+            .map(|p| p.broadcast.clone())
     }
 
-    /// WHEP: a viewer (signed in or not) starts playing `room`.
+    /// Where a new WHEP viewer who was redirected `redirects` times goes.
+    pub fn place(&self, redirects: u32) -> Placement {
+        let here = self.load();
+        let max_cpu = self.settings.max_cpu_percent;
+        let mut others = lock(&self.loads);
+        let placement = placement::place(&here, &others, redirects, max_cpu);
+        if let Placement::Elsewhere(url) = &placement {
+            // Counted on until that node's next report, so a burst of viewers
+            // spreads over the nodes with room instead of all going to the first.
+            if let Some(other) = others.iter_mut().find(|o| &o.url == url) {
+                other.viewers += 1;
+            }
+        }
+        placement
+    }
+
+    /// This node's load now: its viewers counted live, its rates as last measured.
+    fn load(&self) -> NodeLoad {
+        let meter = lock(&self.meter);
+        NodeLoad {
+            url: self
+                .mesh
+                .as_ref()
+                .map(|m| m.url.clone())
+                .unwrap_or_default(),
+            viewers: self.counts().viewers,
+            max_viewers: self.settings.max_viewers_per_node,
+            cpu_percent: meter.cpu_percent,
+            egress_bytes_per_s: meter.egress_bytes_per_s,
+        }
+    }
+
+    /// Measures this node's load and, in a cluster, reports it and learns the other
+    /// nodes' (every second until `shutdown`).
+    pub async fn report_loads(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(load::REPORT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            lock(&self.meter).sample(self.traffic.totals());
+            let Some(mesh) = &self.mesh else { continue };
+            let load = self.load();
+            match mesh.bus.report_load(&load, load::REPORT_TTL_MS).await {
+                Ok(loads) => *lock(&self.loads) = loads,
+                Err(error) => tracing::warn!(%error, "reporting this node's load failed"),
+            }
+        }
+    }
+
+    /// WHEP: a viewer (signed in or not) starts playing `room`: from its publisher
+    /// here, or in a cluster from this node's pull of it (started if need be).
     pub async fn play(
         self: &Arc<Self>,
         room: &str,
         user: Option<&str>,
         offer: String,
     ) -> Result<Negotiated, RelayError> {
-        let broadcast = lock(&self.broadcasts)
-            .get(room)
-            .cloned()
-            .ok_or(RelayError::NotLive)?;
-        let watching = lock(&self.viewers)
+        let (watching, audience) = match self.published(room) {
+            Some(broadcast) => (Watching::new(broadcast), Audience::Local),
+            None => (self.watch_edge(room).await?, Audience::Pulled),
+        };
+        let watching_room = lock(&self.viewers)
             .values()
-            .filter(|v| v.room == room)
+            .filter(|v| v.room == room && v.audience != Audience::Edge)
             .count();
-        if watching >= self.settings.max_viewers_per_room {
+        if watching_room >= self.settings.max_viewers_per_room {
             return Err(RelayError::TooManyViewers);
         }
+        self.attach(room, user, audience, watching, offer).await
+    }
+
+    /// WHEP from an edge node, with its credential: plays a room published here
+    /// (never one this node pulls itself, so pulls never chain or loop).
+    pub async fn serve_edge(
+        self: &Arc<Self>,
+        room: &str,
+        credential: &str,
+        offer: String,
+    ) -> Result<Negotiated, RelayError> {
+        let key = &self.mesh.as_ref().ok_or(RelayError::BadCredential)?.key;
+        if !key.verify(room, credential, crate::auth::unix_now_s()) {
+            return Err(RelayError::BadCredential);
+        }
+        let broadcast = self.published(room).ok_or(RelayError::NotLive)?;
+        self.attach(room, None, Audience::Edge, Watching::new(broadcast), offer)
+            .await
+    }
+
+    /// Starts a WHEP session on a broadcast: one track per source, a queue drained by
+    /// its own writer, packets once the transport is up.
+    async fn attach(
+        self: &Arc<Self>,
+        room: &str,
+        user: Option<&str>,
+        audience: Audience,
+        watching: Watching,
+        offer: String,
+    ) -> Result<Negotiated, RelayError> {
+        let broadcast = watching.0.clone();
         let wait = Duration::from_millis(self.settings.track_wait_ms);
         let sources = broadcast.sources(wait).await.ok_or(RelayError::NotReady)?;
         let pc = self.peer_connection().await?;
@@ -313,6 +550,10 @@ impl Relay {
                 return Err(error);
             }
         };
+        if broadcast.ended.is_cancelled() {
+            self.close(pc);
+            return Err(RelayError::NotLive);
+        }
         let session = crate::ids::session_id();
         let (queue, packets) = mpsc::channel(self.settings.viewer_queue_packets);
         // Packets flow only once the viewer's transport is up: anything written before
@@ -323,8 +564,9 @@ impl Relay {
             Viewer {
                 room: room.to_owned(),
                 user: user.map(str::to_owned),
+                audience,
                 pc: pc.clone(),
-                broadcast: Arc::downgrade(&broadcast),
+                watching,
             },
         );
         self.recount();
@@ -390,45 +632,52 @@ impl Relay {
 
     /// Ends a publisher's session and every viewer of it.
     fn end_broadcast(self: &Arc<Self>, room: &str, session: &str) {
-        let broadcast = {
+        let published = {
             let mut broadcasts = lock(&self.broadcasts);
             match broadcasts.get(room) {
                 Some(b) if b.session == session => broadcasts.remove(room),
                 _ => None,
             }
         };
-        let Some(broadcast) = broadcast else { return };
+        let Some(published) = published else { return };
+        self.end_viewers_of(&published.broadcast);
+        (self.on_live)(room, false);
+        self.close(published.pc);
+    }
+
+    /// Ends a broadcast's viewers (edges pulling it included).
+    fn end_viewers_of(self: &Arc<Self>, broadcast: &Arc<Broadcast>) {
         broadcast.ended.cancel();
         let viewers: Vec<String> = lock(&self.viewers)
             .iter()
-            .filter(|(_, v)| std::ptr::eq(v.broadcast.as_ptr(), Arc::as_ptr(&broadcast)))
+            .filter(|(_, v)| Arc::ptr_eq(&v.watching.0, broadcast))
             .map(|(session, _)| session.clone())
             .collect();
         for viewer in viewers {
             self.end_viewer(&viewer);
         }
-        (self.on_live)(room, false);
-        self.close(broadcast.pc.clone());
     }
 
     fn end_viewer(self: &Arc<Self>, session: &str) {
         let Some(viewer) = lock(&self.viewers).remove(session) else {
             return;
         };
-        if let Some(broadcast) = viewer.broadcast.upgrade() {
-            broadcast.remove_viewer(session);
-        }
+        viewer.watching.0.remove_viewer(session);
         self.close(viewer.pc);
     }
 
     /// Ends every session (server shutdown).
     pub fn close_all(self: &Arc<Self>) {
         let broadcasts: Vec<(String, String)> = lock(&self.broadcasts)
-            .values()
-            .map(|b| (b.room.clone(), b.session.clone()))
+            .iter()
+            .map(|(room, p)| (room.clone(), p.session.clone()))
             .collect();
         for (room, session) in broadcasts {
             self.end_broadcast(&room, &session);
+        }
+        let edges: Vec<Arc<Edge>> = lock(&self.edges).values().cloned().collect();
+        for edge in edges {
+            self.end_edge(&edge, false);
         }
     }
 
@@ -453,7 +702,7 @@ impl Relay {
             .map_err(|e| RelayError::BadSdp(e.to_string()))?;
         let mut gathered = pc.gathering_complete_promise().await;
         pc.set_local_description(answer).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
+        let _ = tokio::time::timeout(GATHERING, gathered.recv()).await;
         let local = pc
             .local_description()
             .await
@@ -461,6 +710,9 @@ impl Relay {
         Ok(local.sdp)
     }
 }
+
+/// The longest wait for ICE candidates before an offer or answer goes out.
+const GATHERING: Duration = Duration::from_secs(5);
 
 fn ended(state: RTCPeerConnectionState) -> bool {
     matches!(

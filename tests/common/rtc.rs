@@ -170,6 +170,11 @@ impl Publisher {
     /// Publishes to `room` and starts sending 30 frames/s: a keyframe first, then only
     /// when the relay asks for one, plus 50 audio packets/s.
     pub async fn start(server: &Api, room: &str, token: &str) -> Publisher {
+        Publisher::start_at(server, room, token, 0).await
+    }
+
+    /// As `start`, numbering its frames from `first_frame` (to tell publishers apart).
+    pub async fn start_at(server: &Api, room: &str, token: &str, first_frame: u64) -> Publisher {
         let pc = Arc::new(
             api()
                 .new_peer_connection(RTCConfiguration::default())
@@ -230,7 +235,7 @@ impl Publisher {
         let (stop2, sent2) = (stop.clone(), frames_sent.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let (mut tick_number, mut frame) = (0u64, 0u64);
+            let (mut tick_number, mut frame) = (0u64, first_frame);
             while !stop2.load(Ordering::SeqCst) {
                 tick.tick().await;
                 let sample = |data, ms| Sample {

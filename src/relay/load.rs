@@ -1,0 +1,62 @@
+//! This node's load for placement: viewers, the process's CPU share of the machine,
+//! and media egress per second, sampled between two reports.
+
+use std::time::{Duration, Instant};
+
+use super::traffic::TrafficTotals;
+
+/// The process's CPU time so far (user and system), from `getrusage`.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Rates between one sample and the next.
+pub struct LoadMeter {
+    cores: f64,
+    at: Instant,
+    cpu: Duration,
+    bytes_out: u64,
+    /// The last rates measured: CPU percent of the machine, egress bytes per second.
+    pub cpu_percent: f64,
+    pub egress_bytes_per_s: u64,
+}
+
+impl LoadMeter {
+    pub fn new(traffic: TrafficTotals) -> LoadMeter {
+        LoadMeter {
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            at: Instant::now(),
+            cpu: cpu_time(),
+            bytes_out: traffic.bytes_out,
+            cpu_percent: 0.0,
+            egress_bytes_per_s: 0,
+        }
+    }
+
+    /// Measures the rates since the last sample.
+    pub fn sample(&mut self, traffic: TrafficTotals) {
+        let (now, cpu) = (Instant::now(), cpu_time());
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        if elapsed > 0.0 {
+            let busy = cpu.saturating_sub(self.cpu).as_secs_f64();
+            self.cpu_percent = (100.0 * busy / elapsed / self.cores).min(100.0);
+            let sent = traffic.bytes_out.saturating_sub(self.bytes_out);
+            self.egress_bytes_per_s = (sent as f64 / elapsed) as u64;
+        }
+        (self.at, self.cpu, self.bytes_out) = (now, cpu, traffic.bytes_out);
+    }
+}
+
+/// Every node reports its load this often...
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// ...and a report not renewed within this long is dropped (the node is gone).
+pub const REPORT_TTL_MS: u64 = 3_000;
