@@ -134,8 +134,8 @@ pub struct RtcSettings {
     pub keyframe_interval_ms: u64,
     /// How long a WHEP request waits for a just-started publisher's tracks.
     pub track_wait_ms: u64,
-    /// In a cluster: this node serves at most this many WHEP viewers; beyond it, new
-    /// ones are redirected to a node with room (or refused with 503 when none has).
+    /// This node serves at most this many WHEP viewers; beyond it, new ones are
+    /// redirected to a node of the cluster with room (503 when none has, or alone).
     pub max_viewers_per_node: Option<usize>,
     /// In a cluster: above this share of the machine's CPU (0-100), new WHEP viewers
     /// are redirected to a node with room.
@@ -480,6 +480,14 @@ mod tests {
         assert!(FileConfig::parse("[ledger]\nwal_limit_mib = 0\n").is_err());
         assert!(FileConfig::parse("[webhooks]\nnice = 20\n").is_err());
         assert!(FileConfig::parse("[webhooks]\nconcurrency = 0\n").is_err());
+        assert!(FileConfig::parse("[rtc]\nmax_viewers_per_node = 0\n").is_err());
+        assert!(FileConfig::parse("[rtc]\nmax_cpu_percent = 0\n").is_err());
+        assert!(FileConfig::parse("[rtc]\nmax_cpu_percent = 101\n").is_err());
+        let rtc = FileConfig::parse("[rtc]\nmax_viewers_per_node = 300\nmax_cpu_percent = 85\n")
+            .unwrap()
+            .rtc;
+        assert_eq!(rtc.max_viewers_per_node, Some(300));
+        assert_eq!(rtc.max_cpu_percent, 85.0);
         let ledger = FileConfig::parse("[ledger]\nwal_limit_mib = 8\n")
             .unwrap()
             .ledger;

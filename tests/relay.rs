@@ -430,7 +430,7 @@ async fn sessions_use_the_configured_udp_ports_and_ice_servers_reach_clients() {
 }
 
 #[tokio::test]
-async fn viewer_and_publisher_limits_answer_503_and_a_public_ip_is_announced() {
+async fn room_node_and_publisher_limits_answer_503_and_a_public_ip_is_announced() {
     let server = TestServer::with_config(|file| {
         file.rtc.max_viewers_per_room = 1;
         file.rtc.max_publishing_rooms = 1;
@@ -444,6 +444,15 @@ async fn viewer_and_publisher_limits_answer_503_and_a_public_ip_is_announced() {
     let bob = server.token("bob", Role::Broadcaster);
     let (status, _, body) = rtc::post_sdp(&server, "/whip/bob", Some(&bob), sample_offer()).await;
     assert_eq!(status, 503, "{body}");
+
+    // A node alone at its viewer cap has nowhere to send a viewer of any room.
+    let capped = TestServer::with_config(|file| file.rtc.max_viewers_per_node = Some(1)).await;
+    let alice = capped.token("alice", Role::Broadcaster);
+    let _publisher = Publisher::start(&capped, "alice", &alice).await;
+    let _viewer = Viewer::start(&capped, "alice", None, true).await;
+    let (status, _, body) = rtc::post_sdp(&capped, "/whep/alice", None, sample_offer()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("every node has as many viewers"), "{body}");
 
     // Behind 1:1 NAT, candidates carry the public address.
     let natted = TestServer::with_config(|file| {

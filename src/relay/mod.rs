@@ -421,7 +421,11 @@ impl Relay {
     /// Where a new WHEP viewer who was redirected `redirects` times goes.
     pub fn place(&self, redirects: u32) -> Placement {
         let here = self.load();
-        let max_cpu = self.settings.max_cpu_percent;
+        // Alone, a node has nowhere to send a viewer: only its cap refuses one.
+        let max_cpu = match self.mesh {
+            Some(_) => self.settings.max_cpu_percent,
+            None => f64::INFINITY,
+        };
         let mut others = lock(&self.loads);
         let placement = placement::place(&here, &others, redirects, max_cpu);
         if let Placement::Elsewhere(url) = &placement {
