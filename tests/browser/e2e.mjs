@@ -28,98 +28,35 @@
 // Run by tests/browser.rs inside a network namespace that has only loopback, with
 // OVATION_BIN (the server binary), CHROMIUM and ARTIFACTS set.
 
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+  framesDecoded, launchChromium, logPage, screenshotAll, signIn as signInAt, startServer, stepper, videoPlays, waitForFrames,
+} from './lib.mjs';
 
 const PORT = 18080;
 const BASE = `http://127.0.0.1:${PORT}`;
 const artifacts = process.env.ARTIFACTS || tmpdir();
 mkdirSync(artifacts, { recursive: true });
-
-function step(what) {
-  console.log(`[e2e] ${what}`);
-}
-
-async function waitForServer() {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${BASE}/healthz`)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the server did not come up');
-}
-
-async function signIn(page, name, role) {
-  await page.goto(`${BASE}/`);
-  await page.fill('#signin-name', name);
-  await page.selectOption('#signin-role', role);
-  await page.click('#signin-submit');
-  await page.waitForSelector('#whoami:not([hidden])');
-}
-
-/** Frames decoded so far by the page's peer connection's inbound video (`pk`: the PK opponent's). */
-async function framesDecoded(page, which = 'main') {
-  return page.evaluate(async (which) => {
-    const o = window.ovation;
-    const pc = o && (which === 'pk' ? o.pk && o.pk.pc : o.pc);
-    if (!pc) return 0;
-    let frames = 0;
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0;
-    });
-    return frames;
-  }, which);
-}
-
-/** Waits until more than `min` frames are decoded (see framesDecoded). */
-async function waitForFrames(page, which, min, ms = 30000) {
-  const deadline = Date.now() + ms;
-  let frames = 0;
-  while ((frames = await framesDecoded(page, which)) <= min) {
-    if (Date.now() > deadline) throw new Error(`only ${frames} ${which} video frames decoded in ${ms / 1000} s`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return frames;
-}
-
-/** Waits until the <video> at `selector` shows a picture and its time advances. */
-async function videoPlays(page, selector, ms = 10000) {
-  const start = await page.$eval(selector, (v) => v.currentTime);
-  await page.waitForFunction(([s, t]) => {
-    const v = document.querySelector(s);
-    return v && !v.paused && v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > t + 0.5;
-  }, [selector, start], { timeout: ms });
-}
+const step = stepper('e2e');
+const signIn = (page, name, role) => signInAt(page, BASE, name, role);
 
 // Earnings are available at once (no hold) and a payout may be as small as 1 coin,
 // so the viewer's gift can be cashed out within the test.
 const work = mkdtempSync(join(tmpdir(), 'ovation-e2e-'));
 const config = join(work, 'ovation.toml');
 writeFileSync(config, '[payouts]\nhold_days = 0\nmin_amount = 100\n');
-const server = spawn(process.env.OVATION_BIN, [
-  '--listen', `127.0.0.1:${PORT}`,
-  '--data-dir', join(work, 'data'),
-  '--config', config,
-], { stdio: ['ignore', 'inherit', 'inherit'] });
 
+let server;
 let browser;
 let failed = false;
 try {
-  await waitForServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--no-sandbox',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
+  server = await startServer({
+    listen: `127.0.0.1:${PORT}`,
+    args: ['--data-dir', join(work, 'data'), '--config', config],
   });
+  browser = await launchChromium();
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   for (const context of [phone, desktop]) {
@@ -127,11 +64,6 @@ try {
   }
   const live = await phone.newPage();
   const watch = await desktop.newPage();
-  const logPage = (name, page) => {
-    page.on('console', (m) => { if (m.type() === 'error') console.log(`[${name} console] ${m.text()}`); });
-    page.on('pageerror', (e) => console.log(`[${name} error] ${e.message}`));
-    page.on('response', (r) => { if (r.status() >= 400) console.log(`[${name}] ${r.status()} ${r.request().method()} ${r.url()}`); });
-  };
   logPage('live', live);
   logPage('watch', watch);
 
@@ -491,15 +423,9 @@ try {
 } catch (error) {
   failed = true;
   console.error(`[e2e] FAILED: ${error.stack || error}`);
-  if (browser) {
-    for (const context of browser.contexts()) {
-      for (const [n, page] of context.pages().entries()) {
-        await page.screenshot({ path: join(artifacts, `failure-${browser.contexts().indexOf(context)}-${n}.png`) }).catch(() => {});
-      }
-    }
-  }
+  if (browser) await screenshotAll(browser, artifacts);
 } finally {
   if (browser) await browser.close();
-  server.kill('SIGTERM');
+  if (server) await server.stop();
 }
 process.exit(failed ? 1 : 0);
