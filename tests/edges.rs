@@ -142,6 +142,40 @@ async fn viewers_on_every_node_watch_one_publisher_through_one_pull_per_edge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_serves_a_publisher_without_audio_as_soon_as_its_video_arrives() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    // A viewer waiting for a track that never comes would wait a minute: longer
+    // than the viewer below waits for its answer.
+    let config = format!("{CONFIG}track_wait_ms = 60000\n");
+    let (a, b) = (
+        cluster.node_with_config(&config),
+        cluster.node_with_config(&config),
+    );
+    let mut fan = b.guest().await;
+    fan.join("cam").await;
+    let token = a.token("cam", Role::Broadcaster);
+    let video_only = rtc::Publishing {
+        audio: false,
+        ..Default::default()
+    };
+    let _publisher = rtc::Publisher::start_with(&a, "cam", &token, video_only).await;
+    assert_eq!(fan.next_of("stream").await["live"], true);
+    let viewer = tokio::time::timeout(PATIENCE, rtc::Viewer::start(&b, "cam", None, true));
+    let mut viewer = viewer.await.expect("the edge answered once the video came");
+    watched(&viewer.frames(10).await.0);
+    assert_eq!(
+        viewer
+            .audio_packets
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    drop((a, b));
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_from_viewers_on_every_edge_reach_the_publisher_coalesced() {
     let Some(cluster) = Cluster::create().await else {
         return;
@@ -250,7 +284,11 @@ async fn edges_follow_a_publisher_who_comes_back_on_another_node() {
     // The broadcaster's phone reconnects, this time to C.
     assert_eq!(rtc::delete(&a, &first.location, Some(&token)).await, 200);
     const SECOND: u64 = 1_000_000;
-    let _second = rtc::Publisher::start_at(&c, "cam", &token, SECOND).await;
+    let publishing = rtc::Publishing {
+        first_frame: SECOND,
+        ..Default::default()
+    };
+    let _second = rtc::Publisher::start_with(&c, "cam", &token, publishing).await;
 
     // B's viewer, on the same session, gets the new stream from a keyframe on.
     let deadline = Instant::now() + PATIENCE * 2;

@@ -285,7 +285,7 @@ impl Relay {
             .map(|l| format!("{base}{l}"));
         let answer = response.text().await?;
         *lock(&edge.pulling) = Some((origin.to_owned(), location.unwrap_or_default()));
-        let expected = sdp::sending_media(&answer);
+        let expected = sdp::sent_tracks(&answer);
         let answer =
             RTCSessionDescription::answer(answer).map_err(|e| RelayError::BadSdp(e.to_string()))?;
         pc.set_remote_description(answer).await?;

@@ -166,15 +166,38 @@ pub struct Publisher {
     stop: Arc<AtomicBool>,
 }
 
+/// How a test publisher publishes.
+pub struct Publishing {
+    /// The number of its first frame (to tell publishers apart).
+    pub first_frame: u64,
+    /// Whether it sends audio beside its video.
+    pub audio: bool,
+}
+
+impl Default for Publishing {
+    fn default() -> Self {
+        Publishing {
+            first_frame: 0,
+            audio: true,
+        }
+    }
+}
+
 impl Publisher {
     /// Publishes to `room` and starts sending 30 frames/s: a keyframe first, then only
     /// when the relay asks for one, plus 50 audio packets/s.
     pub async fn start(server: &Api, room: &str, token: &str) -> Publisher {
-        Publisher::start_at(server, room, token, 0).await
+        Publisher::start_with(server, room, token, Publishing::default()).await
     }
 
-    /// As `start`, numbering its frames from `first_frame` (to tell publishers apart).
-    pub async fn start_at(server: &Api, room: &str, token: &str, first_frame: u64) -> Publisher {
+    /// As `start`, as `publishing` says.
+    pub async fn start_with(
+        server: &Api,
+        room: &str,
+        token: &str,
+        publishing: Publishing,
+    ) -> Publisher {
+        let Publishing { first_frame, audio } = publishing;
         let pc = Arc::new(
             api()
                 .new_peer_connection(RTCConfiguration::default())
@@ -186,18 +209,22 @@ impl Publisher {
             "video".into(),
             "publisher".into(),
         ));
-        let audio = Arc::new(TrackLocalStaticSample::new(
-            codec(MIME_TYPE_OPUS, 48_000, 2),
-            "audio".into(),
-            "publisher".into(),
-        ));
+        let audio = audio.then(|| {
+            Arc::new(TrackLocalStaticSample::new(
+                codec(MIME_TYPE_OPUS, 48_000, 2),
+                "audio".into(),
+                "publisher".into(),
+            ))
+        });
         let video_sender = pc
             .add_track(video.clone() as Arc<dyn TrackLocal + Send + Sync>)
             .await
             .unwrap();
-        pc.add_track(audio.clone() as Arc<dyn TrackLocal + Send + Sync>)
-            .await
-            .unwrap();
+        if let Some(audio) = &audio {
+            pc.add_track(audio.clone() as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .unwrap();
+        }
         for transceiver in pc.get_transceivers().await {
             transceiver
                 .set_direction(RTCRtpTransceiverDirection::Sendonly)
@@ -243,9 +270,11 @@ impl Publisher {
                     duration: Duration::from_millis(ms),
                     ..Default::default()
                 };
-                let _ = audio
-                    .write_sample(&sample(Bytes::from(vec![0xfc; 80]), 20))
-                    .await;
+                if let Some(audio) = &audio {
+                    let _ = audio
+                        .write_sample(&sample(Bytes::from(vec![0xfc; 80]), 20))
+                        .await;
+                }
                 // Two frames per three audio packets: 33 frames/s.
                 if tick_number % 3 < 2 {
                     let key = key_wanted.swap(false, Ordering::SeqCst);
