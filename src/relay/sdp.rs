@@ -31,7 +31,7 @@ fn sending_sections(sdp: &str) -> impl Iterator<Item = Section> + '_ {
             let mut fields = media.split(' ');
             let kind = fields.next().unwrap_or_default();
             let port = fields.next().unwrap_or("0");
-            current = (matches!(kind, "audio" | "video") && port != "0").then(|| Section {
+            current = (matches!(kind, "audio" | "video") && port != "0").then_some(Section {
                 sending: true,
                 names_track: false,
             });
