@@ -308,6 +308,34 @@ async fn edges_follow_a_publisher_who_comes_back_on_another_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_ends_its_viewers_when_the_room_does_not_come_back() {
+    let Some(cluster) = Cluster::create().await else {
+        return;
+    };
+    let config = format!("{CONFIG}origin_lost_ms = 1000\n");
+    let (a, b) = (
+        cluster.node_with_config(&config),
+        cluster.node_with_config(&config),
+    );
+    let publisher = publish(&a, &b, "cam").await;
+    let mut viewer = rtc::Viewer::start(&b, "cam", None, true).await;
+    viewer.frames(5).await;
+    let token = a.token("cam", Role::Broadcaster);
+    assert_eq!(
+        rtc::delete(&a, &publisher.location, Some(&token)).await,
+        200
+    );
+    // B looks for the room for a second, then lets its viewer go and pulls nothing.
+    report_until(&b, "B to end its viewer", |r| {
+        r["viewers"] == 0 && r["pulls"].as_array().unwrap().is_empty()
+    })
+    .await;
+    report_until(&a, "A to serve no edge", |r| edges(r) == 0).await;
+    drop((a, b));
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_redirects_new_viewers_to_a_node_with_room() {
     let Some(cluster) = Cluster::create().await else {
         return;
