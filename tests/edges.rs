@@ -350,23 +350,32 @@ async fn a_full_node_redirects_new_viewers_to_a_node_with_room() {
     .await;
     let _first = rtc::Viewer::start(&b, "cam", None, true).await;
 
-    // B is full: the next viewer is sent to an empty node, A or C.
+    // B is full: the next viewer is sent to A, which has the room's video (C would
+    // have to pull it).
     let response = whep_offer(&b, "cam", "").await;
     assert_eq!(response.status(), 307);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    assert!(
-        [
-            a.url("/whep/cam?redirects=1"),
-            c.url("/whep/cam?redirects=1")
-        ]
-        .contains(&location),
-        "{location}"
+    assert_eq!(
+        response.headers()["location"],
+        a.url("/whep/cam?redirects=1").as_str()
     );
-    // A viewer following redirects lands on a node with room and plays there.
+    // (B counted that viewer against A until A's next report.)
+    let a_url = a.url("");
+    report_until(&b, "A's next report", |r| {
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["url"] == a_url.as_str() && n["viewers"] == 0)
+    })
+    .await;
+    // Viewers following redirects land on nodes with room and play there: A, then
+    // C (A is full).
     let mut redirected = rtc::Viewer::start(&b, "cam", None, true).await;
     watched(&redirected.frames(10).await.0);
     let mut third = rtc::Viewer::start(&b, "cam", None, true).await;
     third.frames(5).await;
+    assert_eq!(report(&a).await["viewers_local"], 1);
+    assert_eq!(report(&c).await["viewers_pulled"], 1);
 
     // Every node full: 503, on any node.
     report_until(&b, "B to learn that every node is full", |r| {

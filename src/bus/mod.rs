@@ -56,6 +56,8 @@ pub struct NodeLoad {
     pub cpu_percent: f64,
     /// Media bytes sent per second to viewers and edges.
     pub egress_bytes_per_s: u64,
+    /// The rooms whose video it has: published to it or pulled.
+    pub rooms: Vec<String>,
 }
 
 /// A room's shared state at one instant: its epoch, last `seq`, whether its video is

@@ -73,7 +73,7 @@ async fn whep(
             .map_err(Rejection::from)?;
         return Ok(created(&state, "whep", &room, negotiated));
     }
-    match state.relay.place(placed.redirects) {
+    match state.relay.place(&room, placed.redirects) {
         Placement::Here => {}
         Placement::Elsewhere(node) => return Ok(redirect_to(&node, &room, placed.redirects + 1)),
         Placement::Full => return Err(Rejection::from(RelayError::NodesFull).into()),

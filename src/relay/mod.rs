@@ -418,8 +418,8 @@ impl Relay {
             .map(|p| p.broadcast.clone())
     }
 
-    /// Where a new WHEP viewer who was redirected `redirects` times goes.
-    pub fn place(&self, redirects: u32) -> Placement {
+    /// Where a new WHEP viewer of `room` who was redirected `redirects` times goes.
+    pub fn place(&self, room: &str, redirects: u32) -> Placement {
         let here = self.load();
         // Alone, a node has nowhere to send a viewer: only its cap refuses one.
         let max_cpu = match self.mesh {
@@ -427,7 +427,7 @@ impl Relay {
             None => f64::INFINITY,
         };
         let mut others = lock(&self.loads);
-        let placement = placement::place(&here, &others, redirects, max_cpu);
+        let placement = placement::place(room, &here, &others, redirects, max_cpu);
         if let Placement::Elsewhere(url) = &placement {
             // Counted on until that node's next report, so a burst of viewers
             // spreads over the nodes with room instead of all going to the first.
@@ -451,7 +451,15 @@ impl Relay {
             max_viewers: self.settings.max_viewers_per_node,
             cpu_percent: meter.cpu_percent,
             egress_bytes_per_s: meter.egress_bytes_per_s,
+            rooms: self.rooms(),
         }
+    }
+
+    /// The rooms whose video this node has: published here or pulled.
+    fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = lock(&self.broadcasts).keys().cloned().collect();
+        rooms.extend(lock(&self.edges).keys().cloned());
+        rooms
     }
 
     /// Measures this node's load and, in a cluster, reports it and learns the other

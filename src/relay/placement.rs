@@ -5,7 +5,8 @@
 //! room's viewers without its publisher pulls one more copy from the origin, so
 //! packing viewers keeps the origin's egress to as few copies as the audience needs.
 //! A node is full at its operator's viewer cap or above its CPU threshold; a full
-//! node sends the viewer to the emptiest node with room.
+//! node sends the viewer to a node with room that already has the room's video if
+//! there is one (no new pull), else to the emptiest node with room.
 
 use crate::bus::NodeLoad;
 
@@ -36,8 +37,9 @@ fn fullness(load: &NodeLoad, max_cpu_percent: f64) -> f64 {
     viewers.max(load.cpu_percent / max_cpu_percent)
 }
 
-/// Places a viewer that has been redirected `redirects` times already.
+/// Places a viewer of `room` that has been redirected `redirects` times already.
 pub fn place(
+    room: &str,
     here: &NodeLoad,
     others: &[NodeLoad],
     redirects: u32,
@@ -49,10 +51,18 @@ pub fn place(
     if redirects >= MAX_REDIRECTS {
         return Placement::Full;
     }
+    // Nodes that have the room's video first, then the emptiest.
+    let rank = |load: &NodeLoad| {
+        let pulls_again = !load.rooms.iter().any(|r| r == room);
+        (pulls_again, fullness(load, max_cpu_percent))
+    };
     others
         .iter()
         .filter(|other| other.url != here.url && has_room(other, max_cpu_percent))
-        .min_by(|a, b| fullness(a, max_cpu_percent).total_cmp(&fullness(b, max_cpu_percent)))
+        .min_by(|a, b| {
+            let (a, b) = (rank(a), rank(b));
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+        })
         .map_or(Placement::Full, |best| {
             Placement::Elsewhere(best.url.clone())
         })
@@ -69,16 +79,22 @@ mod tests {
             max_viewers: cap,
             cpu_percent: cpu,
             egress_bytes_per_s: 0,
+            rooms: Vec::new(),
         }
+    }
+
+    fn with_room(mut load: NodeLoad, room: &str) -> NodeLoad {
+        load.rooms.push(room.into());
+        load
     }
 
     #[test]
     fn a_node_with_room_keeps_the_viewer() {
         let here = node("a", 9, Some(10), 50.0);
         let others = [node("b", 0, Some(10), 0.0)];
-        assert_eq!(place(&here, &others, 0, 90.0), Placement::Here);
+        assert_eq!(place("cam", &here, &others, 0, 90.0), Placement::Here);
         let uncapped = node("a", 10_000, None, 10.0);
-        assert_eq!(place(&uncapped, &others, 0, 90.0), Placement::Here);
+        assert_eq!(place("cam", &uncapped, &others, 0, 90.0), Placement::Here);
     }
 
     #[test]
@@ -92,8 +108,31 @@ mod tests {
             node("e", 5, Some(5), 0.0),
         ];
         assert_eq!(
-            place(&here, &others, 0, 90.0),
+            place("cam", &here, &others, 0, 90.0),
             Placement::Elsewhere("c".into())
+        );
+    }
+
+    #[test]
+    fn a_node_that_has_the_rooms_video_is_preferred_to_an_emptier_one() {
+        let here = node("a", 10, Some(10), 20.0);
+        let others = [
+            node("b", 0, Some(10), 0.0),
+            with_room(node("c", 8, Some(10), 50.0), "cam"),
+            with_room(node("d", 1, Some(10), 0.0), "other"),
+            with_room(node("e", 10, Some(10), 0.0), "cam"),
+        ];
+        assert_eq!(
+            place("cam", &here, &others, 0, 90.0),
+            Placement::Elsewhere("c".into())
+        );
+        assert_eq!(
+            place("other", &here, &others, 0, 90.0),
+            Placement::Elsewhere("d".into())
+        );
+        assert_eq!(
+            place("new", &here, &others, 0, 90.0),
+            Placement::Elsewhere("b".into())
         );
     }
 
@@ -102,7 +141,7 @@ mod tests {
         let here = node("a", 1, None, 91.0);
         let others = [node("b", 500, None, 40.0)];
         assert_eq!(
-            place(&here, &others, 0, 90.0),
+            place("cam", &here, &others, 0, 90.0),
             Placement::Elsewhere("b".into())
         );
     }
@@ -110,12 +149,12 @@ mod tests {
     #[test]
     fn no_room_anywhere_or_too_many_redirects_is_full() {
         let here = node("a", 10, Some(10), 0.0);
-        assert_eq!(place(&here, &[], 0, 90.0), Placement::Full);
+        assert_eq!(place("cam", &here, &[], 0, 90.0), Placement::Full);
         let others = [node("b", 10, Some(10), 0.0), node("c", 0, None, 99.0)];
-        assert_eq!(place(&here, &others, 0, 90.0), Placement::Full);
+        assert_eq!(place("cam", &here, &others, 0, 90.0), Placement::Full);
         let roomy = [node("b", 0, Some(10), 0.0)];
-        assert_eq!(place(&here, &roomy, MAX_REDIRECTS, 90.0), Placement::Full);
+        assert_eq!(place("cam", &here, &roomy, MAX_REDIRECTS, 90.0), Placement::Full);
         let free = node("a", 0, Some(10), 0.0);
-        assert_eq!(place(&free, &[], MAX_REDIRECTS, 90.0), Placement::Here);
+        assert_eq!(place("cam", &free, &[], MAX_REDIRECTS, 90.0), Placement::Here);
     }
 }
