@@ -11,7 +11,6 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use serde_json::json;
@@ -38,7 +37,8 @@ struct Common {
     /// The server's base URL, or a comma-separated list of a cluster's nodes' base
     /// URLs; each must resolve to loopback addresses only. Client i fetches its token,
     /// makes its HTTP calls and opens its WebSocket on node i % (number of URLs);
-    /// server memory and CPU are summed over all nodes. `rtc` takes a single URL.
+    /// server memory and CPU are summed over all nodes. `rtc` publishes to the first
+    /// URL and spreads its viewers by `--spread`.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Seconds to measure for.
@@ -124,7 +124,8 @@ enum Scenario {
         #[arg(long, default_value = "p100")]
         pack: String,
     },
-    /// One WHIP publisher, many WHEP viewers: loss, delay and server CPU per viewer.
+    /// One WHIP publisher, many WHEP viewers: loss, delay and server CPU per viewer;
+    /// with several --url, the same for each node (the first is the origin).
     Rtc {
         #[arg(long, default_value_t = 200)]
         viewers: usize,
@@ -135,6 +136,10 @@ enum Scenario {
         /// New viewers per second.
         #[arg(long, default_value_t = 50)]
         viewer_ramp: u32,
+        /// With several --url: viewers round-robin over the nodes after the first
+        /// (`edges`), or over all of them (`all`, origin and edge viewers side by side).
+        #[arg(long, value_enum, default_value_t = scenarios::rtc::Spread::Edges)]
+        spread: scenarios::rtc::Spread,
     },
     /// Likes: viewers of one room tap hearts together; replies, errors by code, and
     /// the room's coalesced `likes` events (rate, last total against taps sent).
@@ -283,20 +288,18 @@ async fn run(cli: Cli, cluster: Cluster) -> anyhow::Result<()> {
             bitrate_kbps,
             fps,
             viewer_ramp,
+            spread,
         } => {
-            // One publisher and its viewers on one node: nothing to spread.
-            let target = cluster
-                .single()
-                .context("rtc drives one node; give one --url")?;
             let load = scenarios::rtc::RtcLoad {
                 viewers: *viewers,
                 bitrate_kbps: *bitrate_kbps,
                 fps: *fps,
                 ramp: *viewer_ramp,
                 duration,
+                spread: *spread,
             };
             let stats = watched(Stats::default());
-            json!({"scenario": "rtc", "result": scenarios::rtc::run(target, &load, stats).await?})
+            json!({"scenario": "rtc", "result": scenarios::rtc::run(&cluster, &load, stats).await?})
         }
         Scenario::Likes {
             clients,
