@@ -19,7 +19,11 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// Rates between one sample and the next.
+/// The weight of the newest sample in the CPU average (an exponential moving
+/// average over about three samples).
+const CPU_SMOOTHING: f64 = 1.0 / 3.0;
+
+/// Rates between one sample and the next (CPU averaged over a few).
 pub struct LoadMeter {
     cores: f64,
     at: Instant,
@@ -48,7 +52,10 @@ impl LoadMeter {
         let elapsed = now.duration_since(self.at).as_secs_f64();
         if elapsed > 0.0 {
             let busy = cpu.saturating_sub(self.cpu).as_secs_f64();
-            self.cpu_percent = (100.0 * busy / elapsed / self.cores).min(100.0);
+            let sampled = (100.0 * busy / elapsed / self.cores).min(100.0);
+            // Averaged over the last few samples: setting up a burst of viewers
+            // (DTLS handshakes) spikes one second's CPU without making the node full.
+            self.cpu_percent += CPU_SMOOTHING * (sampled - self.cpu_percent);
             let sent = traffic.bytes_out.saturating_sub(self.bytes_out);
             self.egress_bytes_per_s = (sent as f64 / elapsed) as u64;
         }
