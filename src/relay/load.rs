@@ -48,7 +48,12 @@ impl LoadMeter {
 
     /// Measures the rates since the last sample.
     pub fn sample(&mut self, traffic: TrafficTotals) {
-        let (now, cpu) = (Instant::now(), cpu_time());
+        self.record(Instant::now(), cpu_time(), traffic);
+    }
+
+    /// The rates from the readings at `now`: the process's CPU time so far and the
+    /// traffic counters.
+    fn record(&mut self, now: Instant, cpu: Duration, traffic: TrafficTotals) {
         let elapsed = now.duration_since(self.at).as_secs_f64();
         if elapsed > 0.0 {
             let busy = cpu.saturating_sub(self.cpu).as_secs_f64();
@@ -67,3 +72,51 @@ impl LoadMeter {
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// ...and a report not renewed within this long is dropped (the node is gone).
 pub const REPORT_TTL_MS: u64 = 3_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_a_share_of_the_machine_averaged_over_a_few_samples() {
+        let start = Instant::now();
+        let mut meter = LoadMeter {
+            cores: 2.0,
+            at: start,
+            cpu: Duration::ZERO,
+            bytes_out: 0,
+            cpu_percent: 0.0,
+            egress_bytes_per_s: 0,
+        };
+        let traffic = |bytes_out| TrafficTotals {
+            bytes_out,
+            ..Default::default()
+        };
+        // One busy core of two for a second: half the machine, a third of it counted.
+        meter.record(
+            start + Duration::from_secs(1),
+            Duration::from_secs(1),
+            traffic(1000),
+        );
+        assert!((meter.cpu_percent - 50.0 / 3.0).abs() < 1e-9);
+        assert_eq!(meter.egress_bytes_per_s, 1000);
+        // Busy on: the average closes in on 50 %.
+        for second in 2..=12 {
+            let at = start + Duration::from_secs(second);
+            meter.record(at, Duration::from_secs(second), traffic(1000 * second));
+        }
+        assert!(
+            (49.0..50.0).contains(&meter.cpu_percent),
+            "{}",
+            meter.cpu_percent
+        );
+        // One idle second does not empty it.
+        meter.record(
+            start + Duration::from_secs(13),
+            Duration::from_secs(12),
+            traffic(12_000),
+        );
+        assert!(meter.cpu_percent > 30.0, "{}", meter.cpu_percent);
+        assert_eq!(meter.egress_bytes_per_s, 0);
+    }
+}
