@@ -153,8 +153,14 @@ mod tests {
         let others = [node("b", 10, Some(10), 0.0), node("c", 0, None, 99.0)];
         assert_eq!(place("cam", &here, &others, 0, 90.0), Placement::Full);
         let roomy = [node("b", 0, Some(10), 0.0)];
-        assert_eq!(place("cam", &here, &roomy, MAX_REDIRECTS, 90.0), Placement::Full);
+        assert_eq!(
+            place("cam", &here, &roomy, MAX_REDIRECTS, 90.0),
+            Placement::Full
+        );
         let free = node("a", 0, Some(10), 0.0);
-        assert_eq!(place("cam", &free, &[], MAX_REDIRECTS, 90.0), Placement::Here);
+        assert_eq!(
+            place("cam", &free, &[], MAX_REDIRECTS, 90.0),
+            Placement::Here
+        );
     }
 }
