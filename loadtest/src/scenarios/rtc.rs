@@ -118,6 +118,10 @@ pub struct NodeReport {
     /// Edges pulling from this node, and this node's pulls, at the window's end.
     pub edge_sessions: f64,
     pub pull_sessions: f64,
+    /// Keyframe requests since the node started (fresh for each run): asked by its
+    /// viewers and edges, and sent upstream after coalescing.
+    pub keyframes_asked: f64,
+    pub keyframes_sent: f64,
     pub packets_received: u64,
     pub packets_lost: u64,
     pub loss_percent: f64,
@@ -158,6 +162,8 @@ struct Reading {
     bytes_received: f64,
     edge_sessions: f64,
     pull_sessions: f64,
+    keyframes_asked: f64,
+    keyframes_sent: f64,
 }
 
 impl Reading {
@@ -167,9 +173,11 @@ impl Reading {
             target.metric("ovation_rtc_bytes_forwarded_total"),
             target.metric("ovation_rtc_bytes_received_total"),
         )?;
-        let (edge_sessions, pull_sessions) = tokio::try_join!(
+        let (edge_sessions, pull_sessions, keyframes_asked, keyframes_sent) = tokio::try_join!(
             target.metric("ovation_rtc_sessions{role=\"edge\"}"),
             target.metric("ovation_rtc_sessions{role=\"pull\"}"),
+            target.metric("ovation_rtc_keyframe_requests_asked_total"),
+            target.metric("ovation_rtc_keyframe_requests_total"),
         )?;
         Ok(Reading {
             cpu_seconds,
@@ -177,6 +185,8 @@ impl Reading {
             bytes_received,
             edge_sessions,
             pull_sessions,
+            keyframes_asked,
+            keyframes_sent,
         })
     }
 
@@ -300,6 +310,8 @@ fn per_node(
                 ingress_bytes_per_s: rate(|s| s.bytes_received),
                 edge_sessions: now.edge_sessions,
                 pull_sessions: now.pull_sessions,
+                keyframes_asked: now.keyframes_asked,
+                keyframes_sent: now.keyframes_sent,
                 packets_received: tally.received.load(Relaxed),
                 packets_lost: tally.lost.load(Relaxed),
                 loss_percent: tally.loss_percent(),
