@@ -377,6 +377,41 @@ async fn a_full_node_redirects_new_viewers_to_a_node_with_room() {
     assert_eq!(report(&a).await["viewers_local"], 1);
     assert_eq!(report(&c).await["viewers_pulled"], 1);
 
+    // A page of B may follow the redirect: B's pages may connect to the other
+    // nodes, and they take requests from B's pages.
+    let csp = reqwest::get(b.url("/watch.html")).await.unwrap().headers()
+        ["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("connect-src 'self' ") && csp.contains(&a.url("")),
+        "{csp}"
+    );
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, a.url("/whep/cam"))
+        .header("origin", b.url(""))
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        b.url("").as_str()
+    );
+    let stranger = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, a.url("/whep/cam"))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(stranger
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
     // Every node full: 503, on any node.
     report_until(&b, "B to learn that every node is full", |r| {
         r["nodes"]

@@ -86,12 +86,15 @@ pub fn router(state: AppState, static_dir: PathBuf, cors_origins: &[String]) -> 
             StatusCode::REQUEST_TIMEOUT,
             crate::config::Limits::ms(state.hub.limits.http_request_timeout_ms),
         ))
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state);
-    if cors_origins.is_empty() {
+        .layer(axum::middleware::map_response_with_state(
+            state.relay.clone(),
+            security_headers,
+        ))
+        .with_state(state.clone());
+    if cors_origins.is_empty() && !state.relay.in_cluster() {
         return router;
     }
-    router.layer(cors(cors_origins))
+    router.layer(cors(cors_origins, state.relay.clone()))
 }
 
 /// `200 ok`; `503` with the reason once the ledger has met a storage fault.
@@ -107,24 +110,41 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// Lets the configured origins' pages call the API and WHIP/WHEP with a token.
-fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+/// Cross-origin access for the configured origins and, in a cluster, for the pages
+/// of the other nodes (whose viewers a full node redirects here).
+fn cors(origins: &[String], relay: Arc<Relay>) -> tower_http::cors::CorsLayer {
     use axum::http::Method;
     let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let allowed = move |origin: &HeaderValue, _: &axum::http::request::Parts| {
+        origins.contains(origin)
+            || origin
+                .to_str()
+                .is_ok_and(|origin| relay.node_origins().iter().any(|node| node == origin))
+    };
     tower_http::cors::CorsLayer::new()
-        .allow_origin(origins)
+        .allow_origin(tower_http::cors::AllowOrigin::predicate(allowed))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION, header::LINK])
 }
 
-/// Pages load only our own scripts, styles and connections, and cannot be framed.
-async fn security_headers(mut response: Response) -> Response {
-    const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-        img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
-        object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+/// Pages load only our own scripts and styles, connect only to this node (and in a
+/// cluster to the other nodes, where WHEP may redirect them), and cannot be framed.
+async fn security_headers(State(relay): State<Arc<Relay>>, mut response: Response) -> Response {
+    let connect = std::iter::once("'self'".to_owned())
+        .chain(relay.node_origins())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; \
+         img-src 'self' data: blob:; media-src 'self' blob:; connect-src {connect}; \
+         object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    );
     let headers = response.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
+    }
     for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
     ] {

@@ -246,6 +246,11 @@ impl Relay {
         &self.settings
     }
 
+    /// Whether this node is one of a cluster's.
+    pub fn in_cluster(&self) -> bool {
+        self.mesh.is_some()
+    }
+
     pub fn counts(&self) -> Counts {
         let (mut viewers, mut viewers_pulled, mut edges) = (0, 0, 0);
         for viewer in lock(&self.viewers).values() {
@@ -292,6 +297,18 @@ impl Relay {
             egress_bytes_per_s: meter.egress_bytes_per_s,
             nodes: lock(&self.loads).clone(),
         }
+    }
+
+    /// The origins (`scheme://host:port`) of the cluster's other nodes as last
+    /// reported: where a viewer's page may be redirected.
+    pub fn node_origins(&self) -> Vec<String> {
+        let own = self.mesh.as_ref().map(|m| m.url.as_str());
+        lock(&self.loads)
+            .iter()
+            .filter(|load| Some(load.url.as_str()) != own)
+            .filter_map(|load| url::Url::parse(&load.url).ok())
+            .map(|url| url.origin().ascii_serialization())
+            .collect()
     }
 
     /// Follows the counts: every session opened, ended or finished closing.

@@ -39,7 +39,8 @@ async function negotiate(pc, url, token) {
   }
   await pc.setRemoteDescription({ type: 'answer', sdp: body });
   const location = res.headers.get('Location');
-  return location ? new URL(location, new URL(url, window.location.href)).href : null;
+  // Relative to the node that answered: a full node may have redirected us.
+  return location ? new URL(location, res.url).href : null;
 }
 
 function session(pc, location, token, onState) {
