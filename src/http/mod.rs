@@ -142,7 +142,9 @@ async fn security_headers(State(relay): State<Arc<Relay>>, mut response: Respons
     );
     let headers = response.headers_mut();
     if let Ok(csp) = HeaderValue::from_str(&csp) {
-        headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
+        headers
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(csp);
     }
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
