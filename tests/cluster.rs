@@ -296,27 +296,6 @@ async fn a_drained_node_closes_its_clients_so_they_recover_on_another() {
     cluster.finish().await;
 }
 
-/// A viewer's WHEP offer for `room` posted to `node`, without following redirects.
-async fn whep_offer(node: &Node, room: &str) -> reqwest::Response {
-    let pc = rtc::video_peer(
-        webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection::Recvonly,
-    )
-    .await;
-    let offer = rtc::full_offer(&pc).await;
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(node.url(&format!("/whep/{room}")))
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
-    pc.close().await.unwrap();
-    response
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_whose_node_died_is_announced_ended_on_the_other_nodes() {
     let Some(cluster) = Cluster::create().await else {
@@ -355,7 +334,7 @@ async fn a_video_whose_node_died_is_announced_ended_on_the_other_nodes() {
         .collect();
     assert_eq!(streams.len(), 2, "{rejoined}");
     // WHEP on B has nowhere to send a viewer now.
-    assert_eq!(whep_offer(&b, "cam").await.status(), 404);
+    assert_eq!(rtc::whep_offer(&b, "cam", "", None).await.status(), 404);
     drop((a, b, c));
     cluster.finish().await;
 }

@@ -352,7 +352,7 @@ async fn a_full_node_redirects_new_viewers_to_a_node_with_room() {
 
     // B is full: the next viewer is sent to A, which has the room's video (C would
     // have to pull it).
-    let response = whep_offer(&b, "cam", "").await;
+    let response = rtc::whep_offer(&b, "cam", "", None).await;
     assert_eq!(response.status(), 307);
     assert_eq!(
         response.headers()["location"],
@@ -421,13 +421,23 @@ async fn a_full_node_redirects_new_viewers_to_a_node_with_room() {
             .all(|n| n["viewers"] == 1)
     })
     .await;
-    let response = whep_offer(&b, "cam", "").await;
+    let response = rtc::whep_offer(&b, "cam", "", None).await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "unavailable", "{body}");
     // A viewer passed on twice is not passed on again.
-    assert_eq!(whep_offer(&b, "cam", "?redirects=2").await.status(), 503);
-    assert_eq!(whep_offer(&b, "cam", "?redirects=x").await.status(), 400);
+    assert_eq!(
+        rtc::whep_offer(&b, "cam", "?redirects=2", None)
+            .await
+            .status(),
+        503
+    );
+    assert_eq!(
+        rtc::whep_offer(&b, "cam", "?redirects=x", None)
+            .await
+            .status(),
+        400
+    );
     drop((a, b, c));
     cluster.finish().await;
 }
@@ -444,7 +454,7 @@ async fn only_a_node_of_the_cluster_may_pull_and_only_a_room_published_there() {
     let _publisher = publish(&a, &b, "cam").await;
     let token = a.token("cam", Role::Broadcaster);
     for forged in ["", "1.00", "99999999999.abcd", &token] {
-        let response = whep_offer_with(&a, "cam", "", Some(forged)).await;
+        let response = rtc::whep_offer(&a, "cam", "", Some(forged)).await;
         assert_eq!(response.status(), 403, "{forged:?}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "forbidden");
@@ -452,46 +462,14 @@ async fn only_a_node_of_the_cluster_may_pull_and_only_a_room_published_there() {
     // A credential minted with the cluster's secret is good on A, for this room.
     let key = ovation::auth::NodeKey::derive(common::SECRET.as_bytes());
     let credential = key.mint("cam", ovation::auth::unix_now_s() + 60);
-    let response = whep_offer_with(&a, "cam", "", Some(&credential)).await;
+    let response = rtc::whep_offer(&a, "cam", "", Some(&credential)).await;
     assert_eq!(response.status(), 201);
     // B only pulls the room itself: it never relays a room onward.
     let _viewer = rtc::Viewer::start(&b, "cam", None, true).await;
-    let response = whep_offer_with(&b, "cam", "", Some(&key.mint("cam", u64::MAX))).await;
+    let response = rtc::whep_offer(&b, "cam", "", Some(&key.mint("cam", u64::MAX))).await;
     assert_eq!(response.status(), 404);
-    let response = whep_offer_with(&a, "other", "", Some(&credential)).await;
+    let response = rtc::whep_offer(&a, "other", "", Some(&credential)).await;
     assert_eq!(response.status(), 403);
     drop((a, b));
     cluster.finish().await;
-}
-
-async fn whep_offer(node: &Node, room: &str, query: &str) -> reqwest::Response {
-    whep_offer_with(node, room, query, None).await
-}
-
-/// A viewer's WHEP offer for `room` posted to `node` (with a node credential if
-/// given), without following redirects.
-async fn whep_offer_with(
-    node: &Node,
-    room: &str,
-    query: &str,
-    credential: Option<&str>,
-) -> reqwest::Response {
-    let pc = rtc::video_peer(
-        webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection::Recvonly,
-    )
-    .await;
-    let offer = rtc::full_offer(&pc).await;
-    let mut request = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(node.url(&format!("/whep/{room}{query}")))
-        .header("content-type", "application/sdp")
-        .body(offer);
-    if let Some(credential) = credential {
-        request = request.header("ovation-node", credential);
-    }
-    let response = request.send().await.unwrap();
-    pc.close().await.unwrap();
-    response
 }

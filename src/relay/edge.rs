@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -28,7 +28,7 @@ use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirecti
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 
 use super::broadcast::Broadcast;
-use super::{lock, sdp, Relay, RelayError, Watching, GATHERING};
+use super::{lock, sdp, with_candidates, Relay, RelayError, Watching};
 use crate::auth::{NodeKey, NODE_CREDENTIAL_HEADER};
 use crate::bus::Bus;
 
@@ -216,9 +216,10 @@ impl Relay {
             .await?
             .ok_or(PullError::NoOrigin)?;
         let pc = self.peer_connection().await?;
-        let (states_tx, mut states) = mpsc::unbounded_channel();
+        // Only the latest state matters to the watcher: a watch holds just that.
+        let (states_tx, mut states) = watch::channel(RTCPeerConnectionState::New);
         pc.on_peer_connection_state_change(Box::new(move |state| {
-            let _ = states_tx.send(state);
+            states_tx.send_replace(state);
             Box::pin(async {})
         }));
         let result = self
@@ -241,7 +242,7 @@ impl Relay {
         mesh: &Mesh,
         origin: &str,
         pc: Arc<RTCPeerConnection>,
-        states: &mut mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+        states: &mut watch::Receiver<RTCPeerConnectionState>,
     ) -> Result<(), PullError> {
         for kind in [RTPCodecType::Video, RTPCodecType::Audio] {
             let init = RTCRtpTransceiverInit {
@@ -255,14 +256,7 @@ impl Relay {
             add_pulled_track(&relay, &weak_edge, track);
             Box::pin(async {})
         }));
-        let offer = pc.create_offer(None).await?;
-        let mut gathered = pc.gathering_complete_promise().await;
-        pc.set_local_description(offer).await?;
-        let _ = tokio::time::timeout(GATHERING, gathered.recv()).await;
-        let offer = pc
-            .local_description()
-            .await
-            .ok_or_else(|| RelayError::Internal("no local description".into()))?;
+        let offer = with_candidates(&pc, pc.create_offer(None).await?).await?;
         let base = origin.trim_end_matches('/');
         let credential = mesh
             .key
@@ -272,7 +266,7 @@ impl Relay {
             .post(format!("{base}/whep/{}", edge.room))
             .header(CONTENT_TYPE, "application/sdp")
             .header(NODE_CREDENTIAL_HEADER, credential)
-            .body(offer.sdp)
+            .body(offer)
             .send()
             .await?;
         if response.status() != StatusCode::CREATED {
@@ -299,7 +293,7 @@ impl Relay {
     async fn watch_pull(
         &self,
         edge: &Edge,
-        states: &mut mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+        states: &mut watch::Receiver<RTCPeerConnectionState>,
     ) -> Result<(), PullError> {
         let mut check = tokio::time::interval(STALL_CHECK);
         check.reset();
@@ -307,18 +301,18 @@ impl Relay {
         loop {
             tokio::select! {
                 _ = edge.broadcast.ended.cancelled() => return Ok(()),
-                state = states.recv() => match state {
-                    Some(RTCPeerConnectionState::Connected) => {
+                changed = states.changed() => match changed.map(|()| *states.borrow_and_update()) {
+                    Ok(RTCPeerConnectionState::Connected) => {
                         // The edge's viewers continue from a fresh picture.
                         edge.broadcast.request_keyframe();
                     }
-                    Some(
+                    Ok(
                         RTCPeerConnectionState::Disconnected
                         | RTCPeerConnectionState::Failed
                         | RTCPeerConnectionState::Closed,
                     )
-                    | None => return Err(PullError::Lost),
-                    Some(_) => {}
+                    | Err(_) => return Err(PullError::Lost),
+                    Ok(_) => {}
                 },
                 _ = check.tick() => {
                     let now = edge.broadcast.received();

@@ -729,15 +729,24 @@ impl Relay {
             .create_answer(None)
             .await
             .map_err(|e| RelayError::BadSdp(e.to_string()))?;
-        let mut gathered = pc.gathering_complete_promise().await;
-        pc.set_local_description(answer).await?;
-        let _ = tokio::time::timeout(GATHERING, gathered.recv()).await;
-        let local = pc
-            .local_description()
-            .await
-            .ok_or_else(|| RelayError::Internal("no local description".into()))?;
-        Ok(local.sdp)
+        with_candidates(pc, answer).await
     }
+}
+
+/// Sets `description` (an offer or answer of ours) and returns it with every
+/// candidate gathered: WHIP and WHEP do not trickle.
+async fn with_candidates(
+    pc: &RTCPeerConnection,
+    description: RTCSessionDescription,
+) -> Result<String, RelayError> {
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(description).await?;
+    let _ = tokio::time::timeout(GATHERING, gathered.recv()).await;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| RelayError::Internal("no local description".into()))?;
+    Ok(local.sdp)
 }
 
 /// The longest wait for ICE candidates before an offer or answer goes out.

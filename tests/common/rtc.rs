@@ -100,6 +100,30 @@ pub async fn post_sdp(
     (status, location, response.text().await.unwrap())
 }
 
+/// A viewer's WHEP offer for `room` (with `query`, and a node credential if given)
+/// posted to `server`, without following redirects.
+pub async fn whep_offer(
+    server: &Api,
+    room: &str,
+    query: &str,
+    credential: Option<&str>,
+) -> reqwest::Response {
+    let pc = video_peer(RTCRtpTransceiverDirection::Recvonly).await;
+    let mut request = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(server.url(&format!("/whep/{room}{query}")))
+        .header("content-type", "application/sdp")
+        .body(full_offer(&pc).await);
+    if let Some(credential) = credential {
+        request = request.header("ovation-node", credential);
+    }
+    let response = request.send().await.unwrap();
+    pc.close().await.unwrap();
+    response
+}
+
 pub async fn delete(server: &Api, location: &str, token: Option<&str>) -> u16 {
     let mut request = reqwest::Client::new().delete(server.url(location));
     if let Some(token) = token {
